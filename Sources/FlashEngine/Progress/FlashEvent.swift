@@ -1,0 +1,81 @@
+/// What a job reports, one value per message of PROTOCOL.md, plus device text that only people read.
+public enum FlashEvent: Equatable, Sendable {
+    case started(JobInfo, stage: String, totalBytes: Int64, timestamp: Int64)
+    case progress(JobInfo, ProgressSnapshot, timestamp: Int64)
+    case completed(JobInfo, summary: JobSummary, timestamp: Int64)
+    case failed(JobInfo, error: String, reason: String?, timestamp: Int64)
+    case paused(JobInfo, timestamp: Int64)
+    case resumed(JobInfo, timestamp: Int64)
+    /// INFO or TEXT from the device: shown to the user, not a protocol message.
+    case deviceMessage(JobInfo, text: String, timestamp: Int64)
+
+    public var job: JobInfo {
+        switch self {
+        case .started(let job, _, _, _), .progress(let job, _, _), .completed(let job, _, _),
+             .failed(let job, _, _, _), .paused(let job, _), .resumed(let job, _),
+             .deviceMessage(let job, _, _):
+            return job
+        }
+    }
+
+    /// Lifecycle events are never dropped or coalesced; progress and device text may be.
+    public var isLifecycle: Bool {
+        switch self {
+        case .progress, .deviceMessage: return false
+        default: return true
+        }
+    }
+}
+
+/// Who a job is: the ids every protocol message carries, and what it writes.
+public struct JobInfo: Equatable, Sendable {
+    public var jobId: String
+    public var deviceId: String
+    public var deviceName: String?
+    public var image: String?
+    public var partition: String?
+
+    public init(jobId: String, deviceId: String, deviceName: String? = nil, image: String? = nil, partition: String? = nil) {
+        self.jobId = jobId
+        self.deviceId = deviceId
+        self.deviceName = deviceName
+        self.image = image
+        self.partition = partition
+    }
+}
+
+/// One `flash_progress` worth of numbers.
+public struct ProgressSnapshot: Equatable, Sendable {
+    /// Percentage 0...100, never decreasing within a job.
+    public var progress: Double
+    public var stage: String
+    public var bytesTransferred: Int64
+    public var totalBytes: Int64
+    /// Bytes per second over the recent window.
+    public var transferSpeed: Int64
+    /// Seconds, from a smoothed speed; nil while unknown.
+    public var estimatedTimeRemaining: Int64?
+
+    public init(progress: Double, stage: String, bytesTransferred: Int64, totalBytes: Int64, transferSpeed: Int64, estimatedTimeRemaining: Int64?) {
+        self.progress = progress
+        self.stage = stage
+        self.bytesTransferred = bytesTransferred
+        self.totalBytes = totalBytes
+        self.transferSpeed = transferSpeed
+        self.estimatedTimeRemaining = estimatedTimeRemaining
+    }
+}
+
+/// The figures of a finished job.
+public struct JobSummary: Equatable, Sendable {
+    public var bytes: Int64
+    public var durationMs: Int64
+    /// Bytes per second over the whole job.
+    public var averageSpeed: Int64
+
+    public init(bytes: Int64, durationMs: Int64, averageSpeed: Int64) {
+        self.bytes = bytes
+        self.durationMs = durationMs
+        self.averageSpeed = averageSpeed
+    }
+}

@@ -1,0 +1,22 @@
+/// The seam between the fastboot protocol and the wire (USB bulk endpoints, TCP).
+///
+/// A transport moves whole messages: one `write` is one USB transfer or one TCP frame, one `read`
+/// returns one device response. Implementations are used by one job at a time.
+public protocol FastbootTransport: AnyObject, Sendable {
+    /// A short description of the peer for messages, e.g. "usb:1-1.2" or "tcp:127.0.0.1:5554".
+    var peerDescription: String { get }
+
+    /// Sends one message (a command, or a run of download data).
+    func write(_ bytes: [UInt8], timeoutMs: Int) throws
+
+    /// Receives one message from the device, at most `maxLength` bytes.
+    /// Throws `FlashError(.timeout, ...)` when nothing arrives in time.
+    func read(maxLength: Int, timeoutMs: Int) throws -> [UInt8]
+
+    /// Sends exactly `totalBytes` from `source`, calling `onAcknowledged` with the number of bytes
+    /// the device has accepted so far (cumulative) as transfers complete.
+    func writeStream(_ source: ByteStream, totalBytes: Int64, onAcknowledged: (Int64) -> Void) throws
+
+    /// Ends the connection; any blocked call returns with an error. Safe to call twice.
+    func close()
+}
