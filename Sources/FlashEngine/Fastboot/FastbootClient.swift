@@ -1,0 +1,140 @@
+/// How long the host waits for the device. Every INFO or TEXT restarts the wait.
+public struct FastbootTimeouts: Sendable {
+    /// getvar, download handshake, reboot.
+    public var commandMs: Int
+    /// flash and erase, where the device writes storage before answering.
+    public var writeMs: Int
+
+    public init(commandMs: Int = 10_000, writeMs: Int = 120_000) {
+        self.commandMs = commandMs
+        self.writeMs = writeMs
+    }
+}
+
+/// The host side of the fastboot protocol over any transport.
+public final class FastbootClient {
+    /// Longest command the protocol allows.
+    static let maxCommandLength = 4096
+    /// Longest answer we accept from a device.
+    static let maxResponseLength = 4096
+
+    public let transport: FastbootTransport
+    public let timeouts: FastbootTimeouts
+    private let onDeviceMessage: (String) -> Void
+    private var pendingText = ""
+
+    /// `onDeviceMessage` receives INFO lines and TEXT output, for showing to the user.
+    public init(transport: FastbootTransport, timeouts: FastbootTimeouts = FastbootTimeouts(), onDeviceMessage: @escaping (String) -> Void = { _ in }) {
+        self.transport = transport
+        self.timeouts = timeouts
+        self.onDeviceMessage = onDeviceMessage
+    }
+
+    public func getvar(_ name: String) throws -> String {
+        try command("getvar:\(name)", timeoutMs: timeouts.commandMs)
+    }
+
+    /// Sends `size` bytes from `source` as one download: `download:%08x`, the data, then OKAY.
+    public func download(_ source: ByteStream, size: Int64, onAcknowledged: (Int64) -> Void) throws {
+        guard size > 0, size <= Int64(UInt32.max) else {
+            throw FlashError(.image, "a download must be 1 byte to 4 GiB, not \(size) bytes")
+        }
+        try send("download:" + hex8(UInt32(size)))
+        switch try awaitResponse(for: "download", timeoutMs: timeouts.commandMs) {
+        case .data(let accepted) where Int64(accepted) == size:
+            break
+        case .data(let accepted):
+            throw FlashError(.protocolViolation, "\(transport.peerDescription) offered to take \(accepted) bytes when asked for \(size)")
+        case .okay:
+            throw FlashError(.protocolViolation, "\(transport.peerDescription) answered OKAY instead of DATA to download")
+        default:
+            throw FlashError(.protocolViolation, "\(transport.peerDescription) answered download unexpectedly")
+        }
+        try transport.writeStream(source, totalBytes: size, onAcknowledged: onAcknowledged)
+        _ = try expectOkay(for: "download", timeoutMs: timeouts.writeMs)
+    }
+
+    public func flash(partition: String) throws {
+        _ = try command("flash:\(partition)", timeoutMs: timeouts.writeMs)
+    }
+
+    public func erase(partition: String) throws {
+        _ = try command("erase:\(partition)", timeoutMs: timeouts.writeMs)
+    }
+
+    public func reboot() throws {
+        _ = try command("reboot", timeoutMs: timeouts.commandMs)
+    }
+
+    public func rebootBootloader() throws {
+        _ = try command("reboot-bootloader", timeoutMs: timeouts.commandMs)
+    }
+
+    /// Sends a command and returns the payload of its OKAY.
+    @discardableResult
+    public func command(_ text: String, timeoutMs: Int) throws -> String {
+        try send(text)
+        return try expectOkay(for: text, timeoutMs: timeoutMs)
+    }
+
+    private func send(_ command: String) throws {
+        let bytes = Array(command.utf8)
+        guard bytes.count <= Self.maxCommandLength else {
+            throw FlashError(.protocolViolation, "command too long for fastboot: \(command.prefix(40))...")
+        }
+        try transport.write(bytes, timeoutMs: timeouts.commandMs)
+    }
+
+    private func expectOkay(for command: String, timeoutMs: Int) throws -> String {
+        switch try awaitResponse(for: command, timeoutMs: timeoutMs) {
+        case .okay(let payload):
+            return payload
+        case .data:
+            throw FlashError(.protocolViolation, "\(transport.peerDescription) asked for data in answer to \(command)")
+        default:
+            throw FlashError(.protocolViolation, "\(transport.peerDescription) answered \(command) unexpectedly")
+        }
+    }
+
+    /// Reads until OKAY, FAIL or DATA; INFO and TEXT are passed on and restart the timeout.
+    private func awaitResponse(for command: String, timeoutMs: Int) throws -> FastbootResponse {
+        while true {
+            let packet: [UInt8]
+            do {
+                packet = try transport.read(maxLength: Self.maxResponseLength, timeoutMs: timeoutMs)
+            } catch let error as FlashError where error.kind == .timeout {
+                throw FlashError(.timeout, "\(transport.peerDescription) did not answer \(command) within \(timeoutMs / 1000) s")
+            }
+            let response = try FastbootResponse.parse(packet, from: transport.peerDescription)
+            switch response {
+            case .info(let line):
+                flushText()
+                onDeviceMessage(line)
+            case .text(let chunk):
+                pendingText += chunk
+                while let newline = pendingText.firstIndex(of: "\n") {
+                    onDeviceMessage(String(pendingText[..<newline]))
+                    pendingText = String(pendingText[pendingText.index(after: newline)...])
+                }
+            case .fail(let message):
+                flushText()
+                throw FlashError(.deviceFailed, "\(transport.peerDescription) refused \(command): \(message.isEmpty ? "FAIL" : message)")
+            case .okay, .data:
+                flushText()
+                return response
+            }
+        }
+    }
+
+    private func flushText() {
+        if !pendingText.isEmpty {
+            onDeviceMessage(pendingText)
+            pendingText = ""
+        }
+    }
+}
+
+func hex8(_ value: UInt32) -> String {
+    let digits = String(value, radix: 16)
+    return String(repeating: "0", count: 8 - digits.count) + digits
+}

@@ -1,0 +1,84 @@
+import CLibUSB
+import Synchronization
+
+/// Fastboot over a USB interface's bulk endpoints, through libusb.
+///
+/// Commands and responses use synchronous transfers; download data goes through a pipeline of
+/// asynchronous bulk OUT transfers, several in flight, so the bus never idles between transfers.
+public final class LibUSBTransport: FastbootTransport, @unchecked Sendable {
+    public let peerDescription: String
+    private let context: USBContext
+    private let handle: OpaquePointer
+    private let interfaceNumber: Int32
+    private let endpointIn: UInt8
+    private let endpointOut: UInt8
+    private let closed = Mutex(false)
+    let pipeline: BulkPipelineSettings
+
+    public init(device: USBFastbootDevice, pipeline: BulkPipelineSettings = BulkPipelineSettings()) throws {
+        context = try USBContext.shared.get()
+        peerDescription = device.info.serial.map { "\($0) (\(device.info.addressSelector))" } ?? device.info.addressSelector
+        interfaceNumber = device.interfaceNumber
+        endpointIn = device.endpointIn
+        endpointOut = device.endpointOut
+        self.pipeline = pipeline
+
+        var opened: OpaquePointer?
+        let rc = libusb_open(device.device, &opened)
+        guard rc == 0, let opened else {
+            throw USBError.flashError(rc, during: "open", device: device.info.addressSelector)
+        }
+        handle = opened
+        // Detaches a kernel driver bound to the interface while we hold it, and rebinds it after.
+        _ = libusb_set_auto_detach_kernel_driver(handle, 1)
+        let claim = libusb_claim_interface(handle, interfaceNumber)
+        guard claim == 0 else {
+            libusb_close(handle)
+            throw USBError.flashError(claim, during: "claiming the fastboot interface", device: device.info.addressSelector)
+        }
+    }
+
+    deinit {
+        close()
+    }
+
+    public func write(_ bytes: [UInt8], timeoutMs: Int) throws {
+        var bytes = bytes
+        var sent: Int32 = 0
+        let rc = bytes.withUnsafeMutableBufferPointer { buffer in
+            libusb_bulk_transfer(handle, endpointOut, buffer.baseAddress, Int32(buffer.count), &sent, UInt32(timeoutMs))
+        }
+        guard rc == 0 else { throw USBError.flashError(rc, during: "a command", device: peerDescription) }
+        guard Int(sent) == bytes.count else {
+            throw FlashError(.io, "short USB write to \(peerDescription): \(sent) of \(bytes.count) bytes")
+        }
+    }
+
+    public func read(maxLength: Int, timeoutMs: Int) throws -> [UInt8] {
+        // Read whole packets so a device that sends a full packet never overflows our buffer.
+        var buffer = [UInt8](repeating: 0, count: max(maxLength, 512))
+        var received: Int32 = 0
+        let rc = buffer.withUnsafeMutableBufferPointer { pointer in
+            libusb_bulk_transfer(handle, endpointIn, pointer.baseAddress, Int32(pointer.count), &received, UInt32(timeoutMs))
+        }
+        guard rc == 0 else { throw USBError.flashError(rc, during: "waiting for the device's answer", device: peerDescription) }
+        return Array(buffer.prefix(Int(received)))
+    }
+
+    public func writeStream(_ source: ByteStream, totalBytes: Int64, onAcknowledged: (Int64) -> Void) throws {
+        let run = BulkOutPipeline(
+            context: context, handle: handle, endpoint: endpointOut, device: peerDescription, settings: pipeline
+        )
+        try run.send(source, totalBytes: totalBytes, onAcknowledged: onAcknowledged)
+    }
+
+    public func close() {
+        let wasClosed = closed.withLock { closed in
+            defer { closed = true }
+            return closed
+        }
+        guard !wasClosed else { return }
+        _ = libusb_release_interface(handle, interfaceNumber)
+        libusb_close(handle)
+    }
+}

@@ -1,0 +1,108 @@
+import Foundation
+import XCTest
+
+/// The real libusb path: flashctl runs above emulated USB fastboot devices (umockdev), whose
+/// endpoints are bridged to emulated fastboot devices on TCP.
+final class USBFlashTests: XCTestCase {
+    func testDevicesListsTheEmulatedUSBDevice() throws {
+        let emulator = try EmulatorProcess(serial: "USBLIST01")
+        defer { emulator.stop() }
+        let result = try ProcessRunner.flashctlOverUSB(devices: [emulator.usbDevice(port: "1-1")], ["devices", "--json"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let usb = result.events.filter { ($0["address"] as? String)?.hasPrefix("usb:") == true }
+        XCTAssertEqual(usb.count, 1, result.stdout)
+        XCTAssertEqual(usb.first?["serial"] as? String, "USBLIST01")
+        XCTAssertEqual(usb.first?["address"] as? String, "usb:1-1")
+        XCTAssertEqual(usb.first?["vidPid"] as? String, "18d1:4ee0")
+    }
+
+    func testFlashOverUSBDeliversEveryByteAndReportsHonestProgress() throws {
+        let emulator = try EmulatorProcess(serial: "USBFLASH01")
+        defer { emulator.stop() }
+        let image = TestImages.random(12 << 20)
+        let path = try TestImages.write(image, name: "boot.img")
+        let result = try ProcessRunner.flashctlOverUSB(
+            devices: [emulator.usbDevice(port: "1-1")], ["flash", "--device", "USBFLASH01", path, "--json"]
+        )
+        XCTAssertEqual(result.status, 0, result.stderr + result.stdout)
+        XCTAssertEqual(emulator.partition("boot"), image, "the partition must hold exactly the image")
+
+        let started = result.events(ofType: "flash_started")
+        XCTAssertEqual(started.count, 1)
+        XCTAssertEqual(started.first?["deviceId"] as? String, "USBFLASH01")
+        let progress = result.events(ofType: "flash_progress")
+        let percentages = progress.compactMap { $0["progress"] as? Double }
+        XCTAssertEqual(percentages, percentages.sorted(), "progress never goes back")
+        XCTAssertEqual(percentages.last, 100)
+        XCTAssertEqual(progress.last?["bytesTransferred"] as? Int, image.count)
+        XCTAssertEqual(result.events(ofType: "flash_completed").count, 1)
+        XCTAssertEqual(result.events.last?["type"] as? String, "flash_completed")
+    }
+
+    func testPortPathSelectorPicksOneOfTwoDevicesAndVidPidIsAmbiguous() throws {
+        let first = try EmulatorProcess(serial: "TWIN-A")
+        let second = try EmulatorProcess(serial: "TWIN-B")
+        defer { first.stop(); second.stop() }
+        let devices = [first.usbDevice(port: "1-1"), second.usbDevice(port: "1-2")]
+        let path = try TestImages.write(TestImages.random(1 << 20, seed: 7), name: "misc.img")
+
+        let ambiguous = try ProcessRunner.flashctlOverUSB(devices: devices, ["flash", "--device", "18d1:4ee0", path])
+        XCTAssertNotEqual(ambiguous.status, 0)
+        XCTAssertTrue(ambiguous.stderr.contains("matches 2 devices"), ambiguous.stderr)
+        XCTAssertTrue(ambiguous.stderr.contains("TWIN-A") && ambiguous.stderr.contains("TWIN-B"), ambiguous.stderr)
+
+        let chosen = try ProcessRunner.flashctlOverUSB(devices: devices, ["flash", "--device", "usb:1-2", path, "--json"])
+        XCTAssertEqual(chosen.status, 0, chosen.stderr)
+        XCTAssertNotNil(second.partition("misc"))
+        XCTAssertNil(first.partition("misc"), "the other device must be untouched")
+    }
+
+    func testSparseImageIsSplitByMaxDownloadSizeAndArrivesIntact() throws {
+        let emulator = try EmulatorProcess(serial: "USBSPARSE1", extraArguments: ["--max-download-size", "1M"])
+        defer { emulator.stop() }
+        var raw = Data(count: 6 << 20)
+        raw.replaceSubrange(0..<(1 << 20), with: TestImages.random(1 << 20, seed: 1))
+        raw.replaceSubrange((3 << 20)..<((3 << 20) + 1_500_000), with: TestImages.random(1_500_000, seed: 2))
+        let rawPath = try TestImages.write(raw, name: "system.raw")
+        let sparsePath = rawPath.replacingOccurrences(of: "system.raw", with: "system.img")
+        let convert = try ProcessRunner.run("/usr/bin/img2simg", [rawPath, sparsePath])
+        XCTAssertEqual(convert.status, 0, convert.stderr)
+
+        let result = try ProcessRunner.flashctlOverUSB(
+            devices: [emulator.usbDevice()], ["flash", "--device", "USBSPARSE1", sparsePath, "--json"]
+        )
+        XCTAssertEqual(result.status, 0, result.stderr)
+        XCTAssertEqual(emulator.partition("system"), raw)
+        let stages = Set(result.events(ofType: "flash_progress").compactMap { $0["stage"] as? String })
+        XCTAssertTrue(stages.contains { $0.hasPrefix("Sending system 1/") }, "\(stages)")
+        XCTAssertTrue(stages.contains { $0.hasPrefix("Sending system 3/") }, "at least three pieces: \(stages)")
+    }
+
+    func testDeviceFailEndsTheJobWithTheDevicesMessage() throws {
+        let emulator = try EmulatorProcess(serial: "USBFAIL01", extraArguments: ["--fail-on", "flash:boot=partition is locked"])
+        defer { emulator.stop() }
+        let path = try TestImages.write(TestImages.random(1 << 20), name: "boot.img")
+        let result = try ProcessRunner.flashctlOverUSB(devices: [emulator.usbDevice()], ["flash", "--device", "USBFAIL01", path, "--json"])
+        XCTAssertNotEqual(result.status, 0)
+        let failed = result.events(ofType: "flash_failed")
+        XCTAssertEqual(failed.count, 1, result.stdout)
+        XCTAssertTrue((failed.first?["error"] as? String)?.contains("partition is locked") == true, "\(failed)")
+        XCTAssertEqual(result.events(ofType: "flash_completed").count, 0)
+    }
+
+    func testUnplugMidTransferFailsClearlyWithoutHanging() throws {
+        let emulator = try EmulatorProcess(serial: "USBUNPLUG1")
+        defer { emulator.stop() }
+        let path = try TestImages.write(TestImages.random(16 << 20), name: "boot.img")
+        let result = try ProcessRunner.flashctlOverUSB(
+            devices: [emulator.usbDevice(extra: "unplug_after=\(5 << 20)")],
+            ["flash", "--device", "USBUNPLUG1", path, "--json"], timeout: 45
+        )
+        XCTAssertNotEqual(result.status, 0)
+        let failed = result.events(ofType: "flash_failed")
+        XCTAssertEqual(failed.count, 1, result.stdout + result.stderr)
+        let error = failed.first?["error"] as? String ?? ""
+        XCTAssertTrue(error.contains("USB connection lost"), error)
+        XCTAssertLessThan(result.seconds, 40, "an unplug must not wait for a timeout")
+    }
+}

@@ -1,0 +1,404 @@
+import Foundation
+import Synchronization
+import Testing
+@testable import FlashEngine
+
+/// A clock that only moves when the test says so.
+private final class ManualClock: FlashClock {
+    private let nanos = Mutex<UInt64>(0)
+    let epochBase: Int64
+
+    init(epochBase: Int64 = 1_703_001_234_000) {
+        self.epochBase = epochBase
+    }
+
+    func monotonicNanos() -> UInt64 { nanos.withLock { $0 } }
+    func epochMillis() -> Int64 { epochBase + Int64(monotonicNanos() / 1_000_000) }
+
+    func advance(ms: UInt64) { nanos.withLock { $0 += ms * 1_000_000 } }
+    var millis: UInt64 { monotonicNanos() / 1_000_000 }
+}
+
+/// Collects emitted events.
+private final class EventLog: Sendable {
+    private let storage = Mutex<[FlashEvent]>([])
+
+    func append(_ event: FlashEvent) { storage.withLock { $0.append(event) } }
+    var events: [FlashEvent] { storage.withLock { $0 } }
+
+    var progress: [(snapshot: ProgressSnapshot, timestamp: Int64)] {
+        events.compactMap {
+            if case .progress(_, let snapshot, let timestamp) = $0 { return (snapshot, timestamp) }
+            return nil
+        }
+    }
+
+    var types: [String] { events.map(\.protocolType) }
+}
+
+private let MB: Int64 = 1_000_000
+private let testJob = JobInfo(jobId: "job_test", deviceId: "SERIAL1")
+
+private func makeAggregator(totalBytes: Int64, minInterval: Double = 0.25) -> (ProgressAggregator, ManualClock, EventLog) {
+    let clock = ManualClock()
+    let log = EventLog()
+    let aggregator = ProgressAggregator(
+        job: testJob, totalBytes: totalBytes, clock: clock, minInterval: minInterval, speedWindow: 2.0,
+        emit: { log.append($0) })
+    return (aggregator, clock, log)
+}
+
+/// Feeds `bytesPerStep` every `stepMs` for `steps` steps, starting from `startBytes`; returns the bytes sent.
+@discardableResult
+private func feed(_ aggregator: ProgressAggregator, _ clock: ManualClock, from startBytes: Int64,
+                  bytesPerStep: Int64, stepMs: UInt64, steps: Int) -> Int64 {
+    var bytes = startBytes
+    for _ in 0..<steps {
+        clock.advance(ms: stepMs)
+        bytes += bytesPerStep
+        aggregator.update(bytesTransferred: bytes)
+    }
+    return bytes
+}
+
+@Suite struct ProgressAggregatorTests {
+    @Test func steadyRateGivesExactSpeed() {
+        let (aggregator, clock, log) = makeAggregator(totalBytes: 100 * MB)
+        aggregator.start(stage: "Writing system")
+        feed(aggregator, clock, from: 0, bytesPerStep: MB, stepMs: 100, steps: 50)
+        let progress = log.progress
+        #expect(progress.count >= 10)
+        for entry in progress {
+            #expect(entry.snapshot.transferSpeed == 10_000_000)
+        }
+        #expect(aggregator.latestSnapshot?.transferSpeed == 10_000_000)
+    }
+
+    @Test func windowForgetsOldSpeed() {
+        let (aggregator, clock, log) = makeAggregator(totalBytes: 1_000 * MB)
+        aggregator.start(stage: "Writing")
+        var bytes = feed(aggregator, clock, from: 0, bytesPerStep: MB, stepMs: 100, steps: 30)   // 10 MB/s for 3 s
+        let phaseTwo = log.progress.count
+        bytes = feed(aggregator, clock, from: bytes, bytesPerStep: MB / 2, stepMs: 100, steps: 30) // 5 MB/s for 3 s
+
+        let later = log.progress.dropFirst(phaseTwo)
+        // During the first 2 s of the slower phase the window mixes both rates.
+        for entry in later where entry.timestamp - clock.epochBase < 5_000 {
+            #expect(entry.snapshot.transferSpeed < 10_000_000)
+            #expect(entry.snapshot.transferSpeed >= 5_000_000)
+        }
+        // Once the window holds only the slower phase, the old speed is forgotten entirely.
+        let settled = later.filter { $0.timestamp - clock.epochBase >= 5_000 }
+        #expect(!settled.isEmpty)
+        for entry in settled {
+            #expect(entry.snapshot.transferSpeed == 5_000_000)
+        }
+        #expect(bytes == 45 * MB)
+    }
+
+    @Test func stallDecaysSpeedToZeroAndEtaBecomesUnknown() {
+        let (aggregator, clock, log) = makeAggregator(totalBytes: 100 * MB)
+        aggregator.start(stage: "Writing")
+        feed(aggregator, clock, from: 0, bytesPerStep: MB, stepMs: 100, steps: 30)
+        clock.advance(ms: 1_000)
+        aggregator.tick()
+        #expect(log.progress.last?.snapshot.transferSpeed == 5_000_000)   // half the window saw bytes
+        #expect(log.progress.last?.snapshot.estimatedTimeRemaining != nil)
+        clock.advance(ms: 1_000)
+        aggregator.tick()
+        #expect(log.progress.last?.snapshot.transferSpeed == 0)
+        #expect(log.progress.last?.snapshot.estimatedTimeRemaining == nil)
+        // Nothing changes any more: further ticks send nothing.
+        let count = log.progress.count
+        clock.advance(ms: 1_000)
+        aggregator.tick()
+        #expect(log.progress.count == count)
+    }
+
+    @Test func etaFromSteadyRateIsRemainingOverRate() {
+        let total = 100 * MB
+        let (aggregator, clock, log) = makeAggregator(totalBytes: total)
+        aggregator.start(stage: "Writing")
+        feed(aggregator, clock, from: 0, bytesPerStep: MB, stepMs: 100, steps: 60)
+        #expect(log.progress.count >= 10)
+        for entry in log.progress {
+            let remaining = total - entry.snapshot.bytesTransferred
+            let expected = (remaining + 10_000_000 - 1) / 10_000_000
+            #expect(entry.snapshot.estimatedTimeRemaining == expected)
+        }
+        // At 40 MB of 100 MB at 10 MB/s: exactly 6 s.
+        #expect(log.progress.contains { $0.snapshot.bytesTransferred == 40 * MB && $0.snapshot.estimatedTimeRemaining == 6 })
+    }
+
+    @Test func rateLimitAtMostFourPerSecondAndAtLeastOnePerInterval() {
+        let (aggregator, clock, log) = makeAggregator(totalBytes: 1_000 * MB)
+        aggregator.start(stage: "Writing")
+        feed(aggregator, clock, from: 0, bytesPerStep: 100_000, stepMs: 10, steps: 300)
+        let times = log.progress.map { $0.timestamp - clock.epochBase }
+        #expect(times.count >= 12)
+        #expect(times.count <= 12)
+        // At most 4 in any second: any 5 consecutive events span at least 1 s.
+        for i in 0..<(times.count - 4) where times.count > 4 {
+            #expect(times[i + 4] - times[i] >= 1_000)
+        }
+        // At least one per interval while bytes flow.
+        #expect(times[0] <= 10)
+        for (earlier, later) in zip(times, times.dropFirst()) {
+            #expect(later - earlier >= 250)
+            #expect(later - earlier <= 260)
+        }
+        for second in 0..<3 {
+            let inSecond = times.filter { $0 >= Int64(second) * 1_000 && $0 < Int64(second + 1) * 1_000 }
+            #expect(inSecond.count <= 4)
+            #expect(inSecond.count >= 1)
+        }
+    }
+
+    @Test func percentageNeverDecreasesAndStaysBelow100UntilCompleted() {
+        let total = 10 * MB
+        let (aggregator, clock, log) = makeAggregator(totalBytes: total, minInterval: 0)
+        aggregator.start(stage: "Writing")
+        var bytes: Int64 = 0
+        for step in 0..<200 {
+            clock.advance(ms: 30)
+            bytes += 77_777
+            // A decrease (a confused job) is ignored.
+            aggregator.update(bytesTransferred: step % 7 == 3 ? bytes / 2 : bytes)
+        }
+        #expect(bytes > total)   // the estimate was too low
+        let values = log.progress.map(\.snapshot.progress)
+        #expect(values.count > 50)
+        for (earlier, later) in zip(values, values.dropFirst()) {
+            #expect(later >= earlier)
+        }
+        for value in values {
+            #expect(value < 100)
+            #expect(value <= 99.9)
+            #expect(abs(value * 10 - (value * 10).rounded()) < 1e-9)
+        }
+        #expect(values.last == 99.9)
+        let byteCounts = log.progress.map(\.snapshot.bytesTransferred)
+        for (earlier, later) in zip(byteCounts, byteCounts.dropFirst()) {
+            #expect(later >= earlier)
+        }
+        for entry in log.progress {
+            #expect(entry.snapshot.bytesTransferred <= entry.snapshot.totalBytes)
+        }
+        aggregator.completed()
+        #expect(log.progress.last?.snapshot.progress == 100)
+    }
+
+    @Test func percentageRoundsToOneDecimal() {
+        let (aggregator, clock, log) = makeAggregator(totalBytes: 4_294_967_296)
+        aggregator.start(stage: "Writing system")
+        clock.advance(ms: 100)
+        aggregator.update(bytesTransferred: 1_953_857_536)
+        #expect(log.progress.last?.snapshot.progress == 45.5)
+        clock.advance(ms: 300)
+        aggregator.update(bytesTransferred: 4_294_967_000)   // 99.99999...%
+        #expect(log.progress.last?.snapshot.progress == 99.9)
+    }
+
+    @Test func completedEmitsFinal100ThenSummary() {
+        let (aggregator, clock, log) = makeAggregator(totalBytes: 100 * MB)
+        aggregator.start(stage: "Writing")
+        let bytes = feed(aggregator, clock, from: 0, bytesPerStep: MB, stepMs: 100, steps: 100)
+        aggregator.completed()
+
+        let events = log.events
+        #expect(events.count >= 3)
+        guard case .progress(_, let final, _) = events[events.count - 2] else {
+            Issue.record("expected progress before completed, got \(events[events.count - 2])")
+            return
+        }
+        #expect(final.progress == 100)
+        #expect(final.bytesTransferred == bytes)
+        #expect(final.totalBytes == bytes)
+        #expect(final.estimatedTimeRemaining == 0)
+        guard case .completed(_, let summary, let timestamp) = events[events.count - 1] else {
+            Issue.record("expected completed last")
+            return
+        }
+        #expect(summary == JobSummary(bytes: 100 * MB, durationMs: 10_000, averageSpeed: 10_000_000))
+        #expect(timestamp == clock.epochBase + 10_000)
+        #expect(aggregator.latestSnapshot == final)
+
+        // Nothing after the end.
+        let count = log.events.count
+        clock.advance(ms: 1_000)
+        aggregator.update(bytesTransferred: 200 * MB)
+        aggregator.setStage("late")
+        aggregator.tick()
+        aggregator.completed()
+        aggregator.failed(error: "late")
+        #expect(log.events.count == count)
+    }
+
+    @Test func completedBypassesRateLimitAndFixesShortTotal() {
+        let (aggregator, clock, log) = makeAggregator(totalBytes: 100 * MB)
+        aggregator.start(stage: "Writing")
+        clock.advance(ms: 8_000)
+        aggregator.update(bytesTransferred: 80 * MB)   // emitted
+        clock.advance(ms: 1)
+        aggregator.completed()                        // 1 ms later: still sends its 100%
+        let types = log.types
+        #expect(types == ["flash_started", "flash_progress", "flash_progress", "flash_completed"])
+        let final = log.progress.last!.snapshot
+        #expect(final.progress == 100)
+        #expect(final.bytesTransferred == 80 * MB)
+        #expect(final.totalBytes == 80 * MB)
+        guard case .completed(_, let summary, _) = log.events.last! else {
+            Issue.record("expected completed")
+            return
+        }
+        #expect(summary == JobSummary(bytes: 80 * MB, durationMs: 8_001, averageSpeed: 9_998_750))
+    }
+
+    @Test func pendingStageChangeIsSentByNextTick() {
+        let (aggregator, clock, log) = makeAggregator(totalBytes: 100 * MB)
+        aggregator.start(stage: "Initializing")
+        clock.advance(ms: 10)
+        aggregator.setStage("Sending boot 1/3")        // first progress: allowed at once
+        #expect(log.progress.last?.snapshot.stage == "Sending boot 1/3")
+        clock.advance(ms: 50)
+        aggregator.setStage("Sending boot 2/3")        // too soon
+        #expect(log.progress.count == 1)
+        clock.advance(ms: 100)
+        aggregator.tick()                              // still too soon
+        #expect(log.progress.count == 1)
+        clock.advance(ms: 100)
+        aggregator.tick()                              // 250 ms after the last progress
+        #expect(log.progress.count == 2)
+        #expect(log.progress.last?.snapshot.stage == "Sending boot 2/3")
+        clock.advance(ms: 500)
+        aggregator.tick()                              // nothing new
+        #expect(log.progress.count == 2)
+    }
+
+    @Test func lifecycleOrderIsPreserved() {
+        let (aggregator, clock, log) = makeAggregator(totalBytes: 10 * MB)
+        aggregator.start(stage: "Initializing")
+        clock.advance(ms: 100)
+        aggregator.update(bytesTransferred: MB)
+        clock.advance(ms: 10)
+        aggregator.paused()
+        aggregator.paused()                            // already paused: no second event
+        clock.advance(ms: 500)
+        aggregator.update(bytesTransferred: 2 * MB)    // in-flight ack: counted, not sent while paused
+        aggregator.tick()
+        aggregator.setStage("Writing")
+        aggregator.deviceMessage("erasing...")
+        clock.advance(ms: 500)
+        aggregator.resumed()
+        aggregator.resumed()
+        clock.advance(ms: 10)
+        aggregator.update(bytesTransferred: 3 * MB)
+        aggregator.cancelled("Flash cancelled by user")
+        aggregator.paused()
+
+        #expect(log.types == [
+            "flash_started", "flash_progress", "flash_paused", "device_message",
+            "flash_resumed", "flash_progress", "flash_failed",
+        ])
+        let resumedProgress = log.progress.last!.snapshot
+        #expect(resumedProgress.stage == "Writing")
+        #expect(resumedProgress.bytesTransferred == 2 * MB)
+        guard case .failed(_, let error, let reason, _) = log.events.last! else {
+            Issue.record("expected failed")
+            return
+        }
+        #expect(error == "Flash cancelled by user")
+        #expect(reason == "cancelled")
+    }
+
+    @Test func pauseIsSeenAsTimeWithoutBytes() {
+        let (aggregator, clock, log) = makeAggregator(totalBytes: 1_000 * MB, minInterval: 0)
+        aggregator.start(stage: "Writing")
+        var bytes = feed(aggregator, clock, from: 0, bytesPerStep: MB, stepMs: 100, steps: 30)
+        aggregator.paused()
+        clock.advance(ms: 5_000)
+        aggregator.resumed()
+        bytes = feed(aggregator, clock, from: bytes, bytesPerStep: MB, stepMs: 100, steps: 10)
+        // The window is 1 s of pause and 1 s at 10 MB/s.
+        #expect(log.progress.last?.snapshot.transferSpeed == 5_000_000)
+        feed(aggregator, clock, from: bytes, bytesPerStep: MB, stepMs: 100, steps: 10)
+        #expect(log.progress.last?.snapshot.transferSpeed == 10_000_000)
+    }
+
+    @Test func zeroTotalBytes() {
+        let (aggregator, clock, log) = makeAggregator(totalBytes: 0)
+        aggregator.start(stage: "Erasing userdata")
+        clock.advance(ms: 300)
+        aggregator.setStage("Still erasing")
+        clock.advance(ms: 300)
+        aggregator.update(bytesTransferred: 5 * MB)
+        for entry in log.progress {
+            #expect(entry.snapshot.progress == 0)
+            #expect(entry.snapshot.estimatedTimeRemaining == nil)
+            #expect(entry.snapshot.progress.isFinite)
+        }
+        clock.advance(ms: 300)
+        aggregator.completed()
+        let final = log.progress.last!.snapshot
+        #expect(final.progress == 100)
+        #expect(final.totalBytes == 5 * MB)
+
+        let (empty, emptyClock, emptyLog) = makeAggregator(totalBytes: 0)
+        empty.start(stage: "Rebooting")
+        emptyClock.advance(ms: 100)
+        empty.completed()
+        #expect(emptyLog.types == ["flash_started", "flash_progress", "flash_completed"])
+        #expect(emptyLog.progress.last?.snapshot.progress == 100)
+        guard case .completed(_, let summary, _) = emptyLog.events.last! else {
+            Issue.record("expected completed")
+            return
+        }
+        #expect(summary == JobSummary(bytes: 0, durationMs: 100, averageSpeed: 0))
+    }
+
+    @Test func endingWithoutStartStillSendsStarted() {
+        let (aggregator, _, log) = makeAggregator(totalBytes: 10 * MB)
+        aggregator.update(bytesTransferred: MB)        // before start: counted, not sent
+        aggregator.failed(error: "USB connection lost during transfer")
+        #expect(log.types == ["flash_started", "flash_failed"])
+    }
+
+    @Test func replayEventsForLateClients() {
+        let (aggregator, clock, _) = makeAggregator(totalBytes: 10 * MB)
+        #expect(aggregator.replayEvents().isEmpty)
+        #expect(aggregator.latestSnapshot == nil)
+        aggregator.start(stage: "Initializing")
+        #expect(aggregator.replayEvents().map(\.protocolType) == ["flash_started"])
+        clock.advance(ms: 100)
+        aggregator.update(bytesTransferred: MB)
+        aggregator.paused()
+        #expect(aggregator.replayEvents().map(\.protocolType) == ["flash_started", "flash_progress", "flash_paused"])
+        #expect(aggregator.latestSnapshot?.bytesTransferred == MB)
+        aggregator.resumed()
+        #expect(aggregator.replayEvents().map(\.protocolType) == ["flash_started", "flash_progress"])
+        aggregator.completed()
+        #expect(aggregator.replayEvents().isEmpty)
+        #expect(aggregator.latestSnapshot?.progress == 100)
+    }
+
+    @Test func concurrentFeedingKeepsOrderAndMonotonicity() {
+        let log = EventLog()
+        let aggregator = ProgressAggregator(
+            job: testJob, totalBytes: 1_000_000, minInterval: 0.001, emit: { log.append($0) })
+        aggregator.start(stage: "Writing")
+        DispatchQueue.concurrentPerform(iterations: 4) { worker in
+            for i in 0..<2_000 {
+                aggregator.update(bytesTransferred: Int64(i * 4 + worker) * 100)
+                if i % 100 == 0 { _ = aggregator.latestSnapshot; aggregator.tick() }
+            }
+        }
+        aggregator.completed()
+        let types = log.types
+        #expect(types.first == "flash_started")
+        #expect(types.last == "flash_completed")
+        let values = log.progress.map(\.snapshot.progress)
+        for (earlier, later) in zip(values, values.dropFirst()) {
+            #expect(later >= earlier)
+        }
+    }
+}

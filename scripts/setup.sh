@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the system packages flashctl needs to build, test and benchmark on Debian/Ubuntu.
+set -euo pipefail
+
+packages=(
+  pkg-config
+  libusb-1.0-0-dev libudev-dev
+  umockdev libumockdev-dev gir1.2-umockdev-1.0 python3-gi
+  fastboot android-sdk-libsparse-utils bc
+)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v swift >/dev/null 2>&1; then
+  if [ -x /opt/swift/usr/bin/swift ]; then
+    echo "swift is at /opt/swift/usr/bin: add it to PATH" >&2
+  else
+    echo "Swift 6 is required (https://swift.org/install)" >&2
+  fi
+  exit 1
+fi
