@@ -1,0 +1,114 @@
+/// Flashes one image to one partition of one fastboot device: the same job for the CLI, the
+/// server and auto-flash.
+///
+/// `prepare` checks everything that can be checked without talking to the device (the image is
+/// readable and not corrupt, the selector names exactly one device), so bad input is refused
+/// before anything is sent. `run` then reports every step as `FlashEvent`s.
+public final class FastbootFlashJob: @unchecked Sendable {
+    public let jobId: String
+    public let request: FastbootFlashRequest
+    public let partition: String
+    public let image: ImageFile
+    public let device: FastbootDeviceFinder.Found
+    public let control = JobControl()
+    private let finder: FastbootDeviceFinder
+    private let clock: FlashClock
+
+    public static func prepare(_ request: FastbootFlashRequest, jobId: String = JobID.make(), finder: FastbootDeviceFinder = FastbootDeviceFinder(), clock: FlashClock = SystemClock()) throws -> FastbootFlashJob {
+        let partition = try request.resolvedPartition()
+        let image = try ImageFile.open(path: request.imagePath)
+        let device = try finder.find(request.device)
+        return FastbootFlashJob(jobId: jobId, request: request, partition: partition, image: image, device: device, finder: finder, clock: clock)
+    }
+
+    private init(jobId: String, request: FastbootFlashRequest, partition: String, image: ImageFile, device: FastbootDeviceFinder.Found, finder: FastbootDeviceFinder, clock: FlashClock) {
+        self.jobId = jobId
+        self.request = request
+        self.partition = partition
+        self.image = image
+        self.device = device
+        self.finder = finder
+        self.clock = clock
+    }
+
+    public var info: JobInfo {
+        let found = device.info
+        return JobInfo(
+            jobId: jobId, deviceId: found.deviceId, deviceName: found.product,
+            image: request.imagePath, partition: partition
+        )
+    }
+
+    /// Runs the job to its end on the calling thread. Returns true when the device accepted
+    /// everything; every outcome is also reported through `emit`.
+    @discardableResult
+    public func run(emit: @escaping @Sendable (FlashEvent) -> Void) -> Bool {
+        let progress = ProgressAggregator(job: info, totalBytes: image.size, clock: clock, emit: emit)
+        progress.start(stage: "Connecting")
+        var transport: FastbootTransport?
+        defer { transport?.close() }
+        do {
+            let connected = try finder.connect(device)
+            transport = connected
+            let client = FastbootClient(transport: connected, timeouts: request.timeouts) { progress.deviceMessage($0) }
+            try control.checkCancelled()
+            let maxDownload = try Self.maxDownloadSize(client)
+            let downloads = try SparsePlanner.downloads(for: image, maxDownloadBytes: maxDownload)
+            let total = downloads.reduce(Int64(0)) { $0 + $1.totalLength }
+            progress.setTotalBytes(total)
+
+            var sentBefore: Int64 = 0
+            for (index, segments) in downloads.enumerated() {
+                let piece = downloads.count > 1 ? " \(index + 1)/\(downloads.count)" : ""
+                progress.setStage("Sending \(partition)\(piece)")
+                let reader = SegmentReader(path: image.path, segments: segments)
+                defer { reader.close() }
+                let size = segments.totalLength
+                let base = sentBefore
+                try client.download(CancellableStream(reader, control: control), size: size) { acknowledged in
+                    progress.update(bytesTransferred: base + acknowledged)
+                }
+                sentBefore += size
+                try control.checkCancelled()
+                progress.setStage("Writing \(partition)\(piece)")
+                try client.flash(partition: partition)
+            }
+            if request.reboot {
+                progress.setStage("Rebooting")
+                try client.reboot()
+            }
+            progress.completed()
+            return true
+        } catch let error as FlashError {
+            progress.failed(error: error.message, reason: error.kind == .cancelled ? "cancelled" : nil)
+            return false
+        } catch {
+            progress.failed(error: "\(error)", reason: nil)
+            return false
+        }
+    }
+
+    /// The device's download limit; devices that do not say get no limit, as AOSP fastboot does.
+    static func maxDownloadSize(_ client: FastbootClient) throws -> Int64 {
+        let answer: String
+        do {
+            answer = try client.getvar("max-download-size")
+        } catch let error as FlashError where error.kind == .deviceFailed {
+            return Int64(UInt32.max)
+        }
+        let text = answer.trimmingWhitespace.lowercased()
+        let value = text.hasPrefix("0x") ? Int64(text.dropFirst(2), radix: 16) : Int64(text)
+        guard let value, value > 0 else {
+            throw FlashError(.protocolViolation, "\(client.transport.peerDescription) reported an unreadable max-download-size: '\(answer)'")
+        }
+        return min(value, Int64(UInt32.max))
+    }
+}
+
+/// Job ids as the protocol shows them: `job_` and 8 hex digits.
+public enum JobID {
+    public static func make() -> String {
+        let value = UInt32.random(in: 0...UInt32.max)
+        return "job_" + hex8(value)
+    }
+}

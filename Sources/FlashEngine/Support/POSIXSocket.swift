@@ -1,0 +1,229 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A blocking TCP socket with timeouts, for fastboot over TCP (client and emulated device).
+public final class POSIXSocket: @unchecked Sendable {
+    private let fd: Int32
+    private let closeLock = PthreadLock()
+    private var isClosed = false
+    /// "host:port" of the peer (or of the listening address), for messages.
+    public let peer: String
+
+    private init(fd: Int32, peer: String) {
+        self.fd = fd
+        self.peer = peer
+        var one: Int32 = 1
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+    }
+
+    deinit {
+        close()
+    }
+
+    public static func connect(host: String, port: UInt16, timeoutMs: Int) throws -> POSIXSocket {
+        let peer = "\(host):\(port)"
+        var lastError = "no address"
+        for address in try resolve(host: host, port: port) {
+            let fd = socket(Int32(address.family), Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+            guard fd >= 0 else { continue }
+            var storage = address.storage
+            let rc = withUnsafePointer(to: &storage) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, address.length) }
+            }
+            if rc != 0 && errno != EINPROGRESS {
+                lastError = String(cString: strerror(errno))
+                Glibc.close(fd)
+                continue
+            }
+            if rc != 0 {
+                var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+                let ready = poll(&pfd, 1, Int32(timeoutMs))
+                if ready == 0 {
+                    Glibc.close(fd)
+                    throw FlashError(.timeout, "no answer from tcp:\(peer) within \(timeoutMs / 1000) s")
+                }
+                var soError: Int32 = 0
+                var length = socklen_t(MemoryLayout<Int32>.size)
+                getsockopt(fd, SOL_SOCKET, SO_ERROR, &soError, &length)
+                if soError != 0 {
+                    lastError = String(cString: strerror(soError))
+                    Glibc.close(fd)
+                    continue
+                }
+            }
+            let flags = fcntl(fd, F_GETFL)
+            _ = fcntl(fd, F_SETFL, flags & ~Int32(O_NONBLOCK))
+            return POSIXSocket(fd: fd, peer: peer)
+        }
+        throw FlashError(.disconnected, "no fastboot device at tcp:\(peer) (\(lastError.lowercased()))")
+    }
+
+    public static func listen(host: String, port: UInt16) throws -> POSIXSocket {
+        guard let address = try resolve(host: host, port: port).first else {
+            throw FlashError(.io, "cannot resolve \(host)")
+        }
+        let fd = socket(Int32(address.family), Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw FlashError(.io, "cannot create a socket: \(String(cString: strerror(errno)))") }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var storage = address.storage
+        let bound = withUnsafePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, address.length) }
+        }
+        guard bound == 0, Glibc.listen(fd, 64) == 0 else {
+            let message = String(cString: strerror(errno))
+            Glibc.close(fd)
+            throw FlashError(.io, "cannot listen on \(host):\(port): \(message)")
+        }
+        return POSIXSocket(fd: fd, peer: "\(host):\(port)")
+    }
+
+    /// The port this socket is bound to (the real one when listening on port 0).
+    public var localPort: UInt16 {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        _ = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        let family = storage.ss_family
+        return withUnsafePointer(to: &storage) { pointer in
+            if family == sa_family_t(AF_INET6) {
+                return pointer.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { UInt16(bigEndian: $0.pointee.sin6_port) }
+            }
+            return pointer.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt16(bigEndian: $0.pointee.sin_port) }
+        }
+    }
+
+    public func accept() throws -> POSIXSocket {
+        while true {
+            let client = Glibc.accept(fd, nil, nil)
+            if client >= 0 { return POSIXSocket(fd: client, peer: peer) }
+            if errno == EINTR || errno == ECONNABORTED { continue }
+            throw FlashError(.disconnected, "stopped accepting connections on \(peer): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    public func readExactly(_ count: Int, timeoutMs: Int?) throws -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var filled = 0
+        while filled < count {
+            try waitReadable(timeoutMs: timeoutMs)
+            let n = bytes.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + filled, count - filled, 0) }
+            if n > 0 {
+                filled += n
+            } else if n == 0 {
+                throw FlashError(.disconnected, "connection closed by peer tcp:\(peer)")
+            } else if errno != EINTR && errno != EAGAIN {
+                throw FlashError(.disconnected, "connection to tcp:\(peer) lost: \(String(cString: strerror(errno)))")
+            }
+        }
+        return bytes
+    }
+
+    public func read(upTo count: Int, timeoutMs: Int?) throws -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        while true {
+            try waitReadable(timeoutMs: timeoutMs)
+            let n = bytes.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, count, 0) }
+            if n > 0 { return Array(bytes[0..<n]) }
+            if n == 0 { throw FlashError(.disconnected, "connection closed by peer tcp:\(peer)") }
+            if errno != EINTR && errno != EAGAIN {
+                throw FlashError(.disconnected, "connection to tcp:\(peer) lost: \(String(cString: strerror(errno)))")
+            }
+        }
+    }
+
+    public func writeAll(_ bytes: UnsafeRawBufferPointer) throws {
+        var sent = 0
+        while sent < bytes.count {
+            let n = send(fd, bytes.baseAddress! + sent, bytes.count - sent, Int32(MSG_NOSIGNAL))
+            if n > 0 {
+                sent += n
+            } else if n < 0 && errno == EINTR {
+                continue
+            } else {
+                throw FlashError(.disconnected, "connection to tcp:\(peer) lost: \(String(cString: strerror(errno)))")
+            }
+        }
+    }
+
+    public func writeAll(_ bytes: [UInt8]) throws {
+        try bytes.withUnsafeBytes { try writeAll($0) }
+    }
+
+    /// Wakes a reader blocked on this socket; the connection then reads as closed.
+    public func shutdown() {
+        closeLock.withLock {
+            if !isClosed { _ = Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
+        }
+    }
+
+    public func close() {
+        closeLock.withLock {
+            guard !isClosed else { return }
+            isClosed = true
+            _ = Glibc.shutdown(fd, Int32(SHUT_RDWR))
+            Glibc.close(fd)
+        }
+    }
+
+    private func waitReadable(timeoutMs: Int?) throws {
+        guard let timeoutMs else { return }
+        var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        while true {
+            let ready = poll(&pfd, 1, Int32(clamping: timeoutMs))
+            if ready > 0 { return }
+            if ready == 0 { throw FlashError(.timeout, "tcp:\(peer) sent nothing for \(timeoutMs / 1000) s") }
+            if errno != EINTR { throw FlashError(.disconnected, "connection to tcp:\(peer) lost") }
+        }
+    }
+
+    private struct Address {
+        var family: Int32
+        var storage: sockaddr_storage
+        var length: socklen_t
+    }
+
+    private static func resolve(host: String, port: UInt16) throws -> [Address] {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_flags = AI_NUMERICSERV
+        var list: UnsafeMutablePointer<addrinfo>?
+        let rc = getaddrinfo(host, String(port), &hints, &list)
+        guard rc == 0, let list else {
+            throw FlashError(.deviceSelection, "cannot resolve host '\(host)': \(String(cString: gai_strerror(rc)))")
+        }
+        defer { freeaddrinfo(list) }
+        var addresses: [Address] = []
+        var cursor: UnsafeMutablePointer<addrinfo>? = list
+        while let entry = cursor {
+            var storage = sockaddr_storage()
+            withUnsafeMutableBytes(of: &storage) { target in
+                target.copyMemory(from: UnsafeRawBufferPointer(start: entry.pointee.ai_addr, count: Int(entry.pointee.ai_addrlen)))
+            }
+            addresses.append(Address(family: entry.pointee.ai_family, storage: storage, length: entry.pointee.ai_addrlen))
+            cursor = entry.pointee.ai_next
+        }
+        return addresses
+    }
+}
+
+/// A plain pthread mutex, for the few places that guard C resources.
+final class PthreadLock: @unchecked Sendable {
+    private var mutex = pthread_mutex_t()
+
+    init() {
+        pthread_mutex_init(&mutex, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(&mutex)
+    }
+
+    func withLock<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return try body()
+    }
+}

@@ -1,0 +1,58 @@
+/// Fastboot over TCP: the `FB01` handshake, then every message framed by an 8-byte big-endian
+/// length. Used for network-attached devices and for emulated ones.
+public final class TCPTransport: FastbootTransport, @unchecked Sendable {
+    public let peerDescription: String
+    private let socket: POSIXSocket
+    /// Download data is framed in pieces of this size, so acknowledged bytes advance smoothly.
+    private let frameSize: Int
+
+    public init(host: String, port: UInt16, timeoutMs: Int, frameSize: Int = 1 << 20) throws {
+        peerDescription = "tcp:\(host):\(port)"
+        self.frameSize = frameSize
+        socket = try POSIXSocket.connect(host: host, port: port, timeoutMs: timeoutMs)
+        do {
+            try FastbootTCPFraming.clientHandshake(socket: socket, timeoutMs: timeoutMs)
+        } catch let error as FlashError {
+            socket.close()
+            throw FlashError(error.kind, "\(peerDescription) is not a fastboot device: \(error.message)")
+        }
+    }
+
+    deinit {
+        socket.close()
+    }
+
+    public func write(_ bytes: [UInt8], timeoutMs: Int) throws {
+        try FastbootTCPFraming.writeFrame(bytes, socket: socket)
+    }
+
+    public func read(maxLength: Int, timeoutMs: Int) throws -> [UInt8] {
+        try FastbootTCPFraming.readFrame(socket: socket, maxLength: maxLength, timeoutMs: timeoutMs)
+    }
+
+    public func writeStream(_ source: ByteStream, totalBytes: Int64, onAcknowledged: (Int64) -> Void) throws {
+        var buffer = [UInt8](repeating: 0, count: frameSize)
+        var sent: Int64 = 0
+        while sent < totalBytes {
+            let wanted = Int(min(Int64(frameSize), totalBytes - sent))
+            var filled = 0
+            while filled < wanted {
+                let n = try buffer.withUnsafeMutableBytes { raw in
+                    try source.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[filled..<wanted]))
+                }
+                if n == 0 { break }
+                filled += n
+            }
+            guard filled == wanted else {
+                throw FlashError(.image, "image data ended \(totalBytes - sent - Int64(filled)) bytes before the announced size")
+            }
+            try FastbootTCPFraming.writeFrame(Array(buffer[0..<filled]), socket: socket)
+            sent += Int64(filled)
+            onAcknowledged(sent)
+        }
+    }
+
+    public func close() {
+        socket.close()
+    }
+}

@@ -1,0 +1,36 @@
+import FlashEngine
+import Foundation
+
+/// How `flashctl devices` shows devices.
+enum DeviceListing {
+    static func table(_ devices: [FastbootDeviceInfo]) -> String {
+        let header = ["SERIAL", "ADDRESS", "VID:PID", "PRODUCT", "STATE"]
+        let rows = devices.map { device in
+            [device.serial ?? "-", device.addressSelector, device.vidPid ?? "-", device.product ?? "-", device.problem ?? "fastboot"]
+        }
+        let widths = header.indices.map { column in
+            ([header] + rows).map { $0[column].count }.max() ?? 0
+        }
+        let lines = ([header] + rows).map { row in
+            row.enumerated().map { column, cell in
+                column == row.count - 1 ? cell : cell.padding(toLength: widths[column], withPad: " ", startingAt: 0)
+            }.joined(separator: "  ")
+        }
+        var text = lines.joined(separator: "\n")
+        if devices.contains(where: { $0.problem == "no permission" }) {
+            text += "\n\n" + NoPermissionHint.message(for: "some devices")
+        }
+        return text
+    }
+
+    static func json(_ device: FastbootDeviceInfo) -> String {
+        var object: [String: Any] = ["address": device.addressSelector, "id": device.deviceId, "kind": "fastboot"]
+        object["serial"] = device.serial
+        object["vidPid"] = device.vidPid
+        object["product"] = device.product
+        object["state"] = device.problem ?? "fastboot"
+        if case .usb(_, let portPath) = device.address { object["portPath"] = portPath }
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+}
