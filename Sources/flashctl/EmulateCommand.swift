@@ -1,6 +1,99 @@
 import ArgumentParser
+import FlashEngine
+import Foundation
 
 struct EmulateCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "emulate", abstract: "Serve an emulated fastboot device.")
-    func run() throws { throw ValidationError("not built yet") }
+    static let configuration = CommandConfiguration(
+        commandName: "emulate",
+        abstract: "Serve an emulated fastboot device over TCP, with partitions as files.",
+        discussion: """
+            Flash it with 'flashctl flash --device tcp:127.0.0.1:PORT IMAGE' or with AOSP \
+            'fastboot -s tcp:127.0.0.1:PORT flash PARTITION IMAGE'. Partition NAME is the file DIR/NAME.img.
+            """
+    )
+
+    @Option(name: .long, help: "TCP port to listen on (0 picks a free one).")
+    var tcp: UInt16 = DeviceSelector.defaultTCPPort
+
+    @Option(name: .long, help: "Address to listen on.")
+    var host = "127.0.0.1"
+
+    @Option(name: .long, help: "Folder holding the partitions (created if missing).")
+    var dir: String
+
+    @Option(name: .long, help: "Serial number the device reports (default EMU and the port).")
+    var serial: String?
+
+    @Option(name: .long, help: "Product name the device reports.")
+    var product = "flashctl-emulator"
+
+    @Option(name: .long, help: "Largest download the device accepts, e.g. 256M.")
+    var maxDownloadSize: ByteCount = ByteCount(256 << 20)
+
+    @Option(name: .long, help: "Download speed cap in bytes per second, e.g. 40M (default: none).")
+    var speedLimit: ByteCount = ByteCount(0)
+
+    @Option(name: .long, help: "Answer FAIL to commands starting with CMD, e.g. flash:boot=locked. Repeatable.")
+    var failOn: [String] = []
+
+    @Option(name: .long, help: "Never answer commands starting with CMD, e.g. flash. Repeatable.")
+    var stallOn: [String] = []
+
+    @Option(name: .long, help: "Drop the connection after this many download bytes.")
+    var disconnectAfterBytes: ByteCount?
+
+    func validate() throws {
+        guard maxDownloadSize.value >= 4096 else {
+            throw ValidationError("--max-download-size must be at least 4K")
+        }
+    }
+
+    func run() throws {
+        let failures = failOn.map { spec -> EmulatedFaults.Failure in
+            let parts = spec.split(separator: "=", maxSplits: 1).map(String.init)
+            return .init(commandPrefix: parts[0], message: parts.count > 1 ? parts[1] : "injected failure")
+        }
+        let config = EmulatedDeviceConfig(
+            directory: dir, serial: serial ?? "EMU\(tcp)", product: product,
+            maxDownloadSize: maxDownloadSize.value, speedLimit: speedLimit.value,
+            faults: EmulatedFaults(failures: failures, stallPrefixes: stallOn, disconnectAfterBytes: disconnectAfterBytes?.value)
+        )
+        let server = try EmulatedDeviceServer(config: config, host: host, port: tcp)
+        if serial == nil {
+            server.config.serial = "EMU\(server.port)"
+        }
+        server.start()
+        let registration = EmulatorRegistry.register(host: host, port: server.port, serial: server.config.serial, product: product)
+        let line = "emulated fastboot device \(server.config.serial) on tcp:\(host):\(server.port), partitions in \(dir)\n"
+        FileHandle.standardOutput.write(Data(line.utf8))
+
+        let done = DispatchSemaphore(value: 0)
+        let interrupt = InterruptHandler { done.signal() }
+        done.wait()
+        interrupt.cancel()
+        server.stop()
+        if let registration { EmulatorRegistry.unregister(registration) }
+    }
+}
+
+/// A byte count given as 4096, 4K, 512M or 1G.
+struct ByteCount: ExpressibleByArgument {
+    let value: Int64
+
+    init(_ value: Int64) {
+        self.value = value
+    }
+
+    init?(argument: String) {
+        let text = argument.uppercased().replacingOccurrences(of: "IB", with: "").replacingOccurrences(of: "B", with: "")
+        let units: [Character: Int64] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
+        if let last = text.last, let unit = units[last], let number = Double(text.dropLast()) {
+            value = Int64(number * Double(unit))
+        } else if let number = Int64(text) {
+            value = number
+        } else {
+            return nil
+        }
+        guard value >= 0 else { return nil }
+    }
 }

@@ -41,7 +41,7 @@ struct FlashCommand: ParsableCommand {
             timeouts: FastbootTimeouts(commandMs: commandTimeout * 1000, writeMs: writeTimeout * 1000)
         )
         let job = try FastbootFlashJob.prepare(request)
-        let renderer = ProgressRenderer(json: json || isatty(STDOUT_FILENO) == 0)
+        let renderer = ProgressRenderer(json: ProgressRenderer.wantsJSON(flag: json))
         let interrupt = InterruptHandler { job.control.cancel() }
         defer { interrupt.cancel() }
         let succeeded = job.run { event in renderer.render(event) }

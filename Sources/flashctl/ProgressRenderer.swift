@@ -52,7 +52,10 @@ final class ProgressRenderer: Sendable {
         state.withLock { bar in
             if json {
                 // Under the lock too: lines from several threads never interleave or reorder.
-                if let line = event.protocolJSON() {
+                // Only PROTOCOL.md messages go to stdout; what the device says goes to stderr.
+                if case .deviceMessage(_, let text, _) = event {
+                    Self.writeAll("(bootloader) \(text)\n", to: STDERR_FILENO)
+                } else if let line = event.protocolJSON() {
                     Self.writeAll(line + "\n", to: STDOUT_FILENO)
                 }
             } else {

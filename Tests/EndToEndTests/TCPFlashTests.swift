@@ -25,6 +25,16 @@ final class TCPFlashTests: XCTestCase {
         XCTAssertTrue(error.contains("closed") || error.contains("lost"), error)
     }
 
+    func testAStalledDeviceEndsInATimeoutNamingTheCommand() throws {
+        let emulator = try EmulatorProcess(serial: "TCPSTALL", extraArguments: ["--stall-on", "flash:"])
+        defer { emulator.stop() }
+        let path = try TestImages.write(TestImages.random(1 << 20), name: "boot.img")
+        let result = try ProcessRunner.run(ProcessRunner.flashctl, ["flash", "--device", emulator.tcpSelector, path, "--write-timeout", "2", "--json"], timeout: 30)
+        XCTAssertNotEqual(result.status, 0)
+        let error = result.events(ofType: "flash_failed").first?["error"] as? String ?? ""
+        XCTAssertTrue(error.contains("did not answer flash:boot within 2 s"), error)
+    }
+
     func testCorruptSparseImageIsRefusedBeforeAnythingIsSent() throws {
         let emulator = try EmulatorProcess(serial: "TCPCORRUPT")
         defer { emulator.stop() }

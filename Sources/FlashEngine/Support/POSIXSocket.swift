@@ -134,6 +134,19 @@ public final class POSIXSocket: @unchecked Sendable {
         }
     }
 
+    /// Reads what is available (at least one byte) into `buffer`; returns the count.
+    public func read(into buffer: UnsafeMutableRawBufferPointer, timeoutMs: Int?) throws -> Int {
+        while true {
+            try waitReadable(timeoutMs: timeoutMs)
+            let n = recv(fd, buffer.baseAddress!, buffer.count, 0)
+            if n > 0 { return n }
+            if n == 0 { throw FlashError(.disconnected, "connection closed by peer tcp:\(peer)") }
+            if errno != EINTR && errno != EAGAIN {
+                throw FlashError(.disconnected, "connection to tcp:\(peer) lost: \(String(cString: strerror(errno)))")
+            }
+        }
+    }
+
     public func writeAll(_ bytes: UnsafeRawBufferPointer) throws {
         var sent = 0
         while sent < bytes.count {

@@ -1,0 +1,46 @@
+/// How an emulated fastboot device behaves: identity, limits, speed and injected faults.
+public struct EmulatedDeviceConfig: Sendable {
+    /// Partitions are files `directory/NAME.img`.
+    public var directory: String
+    public var serial: String
+    public var product: String
+    public var maxDownloadSize: Int64
+    /// Download speed cap in bytes per second; 0 means as fast as possible.
+    public var speedLimit: Int64
+    public var faults: EmulatedFaults
+
+    public init(directory: String, serial: String, product: String = "flashctl-emulator", maxDownloadSize: Int64 = 256 << 20, speedLimit: Int64 = 0, faults: EmulatedFaults = EmulatedFaults()) {
+        self.directory = directory
+        self.serial = serial
+        self.product = product
+        self.maxDownloadSize = maxDownloadSize
+        self.speedLimit = speedLimit
+        self.faults = faults
+    }
+}
+
+/// Failures to inject, for trying error handling without a broken device.
+public struct EmulatedFaults: Sendable {
+    public struct Failure: Sendable {
+        /// Commands starting with this text fail ("flash:boot", "download").
+        public var commandPrefix: String
+        public var message: String
+
+        public init(commandPrefix: String, message: String) {
+            self.commandPrefix = commandPrefix
+            self.message = message
+        }
+    }
+
+    public var failures: [Failure]
+    /// Commands starting with one of these are never answered.
+    public var stallPrefixes: [String]
+    /// The connection drops once this many download bytes have arrived in one connection.
+    public var disconnectAfterBytes: Int64?
+
+    public init(failures: [Failure] = [], stallPrefixes: [String] = [], disconnectAfterBytes: Int64? = nil) {
+        self.failures = failures
+        self.stallPrefixes = stallPrefixes
+        self.disconnectAfterBytes = disconnectAfterBytes
+    }
+}
