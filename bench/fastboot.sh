@@ -32,40 +32,49 @@ usb() {
   /usr/bin/python3 testbed/fastboot_usb_testbed.py --device "tcp=127.0.0.1:$port,serial=BENCH0001,port=1-1" -- "$@"
 }
 
-# seconds for one command, checking the partition afterwards so a fast failure never counts
+# Runs one flash, checks the partition afterwards (so a fast failure never counts) and prints
+# "SECONDS PEAK_RSS_KIB" of the flashing tool itself.
 timed() {
   rm -f "$work/device/boot.img"
-  local start end
-  start=$(date +%s.%N)
-  "$@" > "$work/last.log" 2>&1 || { echo "failed: $*" >&2; cat "$work/last.log" >&2; exit 1; }
-  end=$(date +%s.%N)
+  local wrapper=()
+  if [ "$1" = usb ]; then wrapper=(usb); shift; fi
+  "${wrapper[@]}" /usr/bin/time -f "%e %M" -o "$work/time.out" "$@" > "$work/last.log" 2>&1 \
+    || { echo "failed: $*" >&2; cat "$work/last.log" >&2; exit 1; }
   cmp -s "$work/boot.img" "$work/device/boot.img" || { echo "wrong bytes on the device after: $*" >&2; exit 1; }
-  echo "$end - $start" | bc -l
+  tail -1 "$work/time.out"
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-declare -A seconds
+declare -A seconds rss
 for transport in usb tcp; do
-  for tool in flashctl fastboot; do seconds[$transport-$tool]=""; done
+  for tool in flashctl fastboot; do seconds[$transport-$tool]=""; rss[$transport-$tool]=0; done
   for _ in $(seq "$runs"); do
-    if [ $transport = usb ]; then
-      seconds[$transport-fastboot]+="$(timed usb "$fastboot" -s BENCH0001 flash boot "$work/boot.img")"$'\n'
-      seconds[$transport-flashctl]+="$(timed usb "$flashctl" flash --device BENCH0001 "$work/boot.img" --json)"$'\n'
-    else
-      seconds[$transport-fastboot]+="$(timed "$fastboot" -s "tcp:127.0.0.1:$port" flash boot "$work/boot.img")"$'\n'
-      seconds[$transport-flashctl]+="$(timed "$flashctl" flash --device "tcp:127.0.0.1:$port" "$work/boot.img" --json)"$'\n'
-    fi
+    for tool in fastboot flashctl; do
+      prefix=""; target="tcp:127.0.0.1:$port"
+      if [ $transport = usb ]; then prefix=usb; target=BENCH0001; fi
+      if [ $tool = fastboot ]; then
+        command=("$fastboot" -s "$target" flash boot "$work/boot.img")
+      else
+        command=("$flashctl" flash --device "$target" "$work/boot.img" --json)
+      fi
+      result=$(timed $prefix "${command[@]}")
+      seconds[$transport-$tool]+="${result% *}"$'\n'
+      kib=${result#* }
+      [ "$kib" -gt "${rss[$transport-$tool]}" ] && rss[$transport-$tool]=$kib
+    done
   done
 done
 
 echo
-echo "image: ${size_mib} MiB random, emulated device with partitions on tmpfs, median of $runs runs"
-printf "%-10s %14s %14s %8s\n" transport "flashctl MB/s" "fastboot MB/s" ratio
+echo "image: ${size_mib} MiB random; emulated device with partitions on tmpfs; median of $runs runs"
+echo "(usb = real libusb/usbdevfs above umockdev; the emulation, not a bus, limits the speed)"
+printf "%-5s %14s %14s %7s %18s %18s\n" path "flashctl MB/s" "fastboot MB/s" ratio "flashctl peak RSS" "fastboot peak RSS"
 for transport in usb tcp; do
   ours=$(printf "%s" "${seconds[$transport-flashctl]}" | median)
   theirs=$(printf "%s" "${seconds[$transport-fastboot]}" | median)
   ours_speed=$(echo "$size_mib * 1.048576 / $ours" | bc -l)
   theirs_speed=$(echo "$size_mib * 1.048576 / $theirs" | bc -l)
-  printf "%-10s %14.1f %14.1f %7.2fx\n" "$transport" "$ours_speed" "$theirs_speed" "$(echo "$ours_speed / $theirs_speed" | bc -l)"
+  printf "%-5s %14.1f %14.1f %6.2fx %14s MiB %14s MiB\n" "$transport" "$ours_speed" "$theirs_speed" \
+    "$(echo "$ours_speed / $theirs_speed" | bc -l)" "$((rss[$transport-flashctl] / 1024))" "$((rss[$transport-fastboot] / 1024))"
 done

@@ -6,7 +6,7 @@ packages=(
   pkg-config
   libusb-1.0-0-dev libudev-dev
   umockdev libumockdev-dev gir1.2-umockdev-1.0 python3-gi
-  fastboot android-sdk-libsparse-utils bc
+  fastboot android-sdk-libsparse-utils bc time
 )
 missing=()
 for package in "${packages[@]}"; do

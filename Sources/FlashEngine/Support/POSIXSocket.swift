@@ -38,10 +38,13 @@ public final class POSIXSocket: @unchecked Sendable {
             }
             if rc != 0 {
                 var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-                let ready = poll(&pfd, 1, Int32(timeoutMs))
+                var ready: Int32
+                repeat {
+                    ready = poll(&pfd, 1, Int32(clamping: timeoutMs))
+                } while ready < 0 && errno == EINTR
                 if ready == 0 {
                     Glibc.close(fd)
-                    throw FlashError(.timeout, "no answer from tcp:\(peer) within \(timeoutMs / 1000) s")
+                    throw FlashError(.timeout, "no answer from tcp:\(peer) within \(describe(milliseconds: timeoutMs))")
                 }
                 var soError: Int32 = 0
                 var length = socklen_t(MemoryLayout<Int32>.size)
@@ -165,6 +168,42 @@ public final class POSIXSocket: @unchecked Sendable {
         try bytes.withUnsafeBytes { try writeAll($0) }
     }
 
+    /// Sends `first` then `second` with as few system calls as the kernel allows (one `sendmsg`
+    /// when the socket takes everything), e.g. a frame header and its payload.
+    public func writeAll(_ first: UnsafeRawBufferPointer, _ second: UnsafeRawBufferPointer) throws {
+        let total = first.count + second.count
+        var sent = 0
+        while sent < total {
+            var vectors: [iovec] = []
+            if sent < first.count {
+                vectors.append(iovec(iov_base: UnsafeMutableRawPointer(mutating: first.baseAddress! + sent), iov_len: first.count - sent))
+            }
+            if second.count > 0 {
+                let skip = max(0, sent - first.count)
+                vectors.append(iovec(iov_base: UnsafeMutableRawPointer(mutating: second.baseAddress! + skip), iov_len: second.count - skip))
+            }
+            let n = vectors.withUnsafeMutableBufferPointer { buffer -> Int in
+                var message = msghdr()
+                message.msg_iov = buffer.baseAddress
+                message.msg_iovlen = buffer.count
+                return sendmsg(fd, &message, Int32(MSG_NOSIGNAL))
+            }
+            if n > 0 {
+                sent += n
+            } else if n < 0 && errno == EINTR {
+                continue
+            } else {
+                throw FlashError(.disconnected, "connection to tcp:\(peer) lost: \(String(cString: strerror(errno)))")
+            }
+        }
+    }
+
+    /// Caps the kernel's send buffer, so bytes counted as sent are close to bytes the peer took.
+    public func setSendBufferSize(_ bytes: Int) {
+        var size = Int32(clamping: bytes)
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+    }
+
     /// Wakes a reader blocked on this socket; the connection then reads as closed.
     public func shutdown() {
         closeLock.withLock {
@@ -187,9 +226,13 @@ public final class POSIXSocket: @unchecked Sendable {
         while true {
             let ready = poll(&pfd, 1, Int32(clamping: timeoutMs))
             if ready > 0 { return }
-            if ready == 0 { throw FlashError(.timeout, "tcp:\(peer) sent nothing for \(timeoutMs / 1000) s") }
+            if ready == 0 { throw FlashError(.timeout, "tcp:\(peer) sent nothing for \(Self.describe(milliseconds: timeoutMs))") }
             if errno != EINTR { throw FlashError(.disconnected, "connection to tcp:\(peer) lost") }
         }
+    }
+
+    static func describe(milliseconds: Int) -> String {
+        milliseconds % 1000 == 0 ? "\(milliseconds / 1000) s" : "\(milliseconds) ms"
     }
 
     private struct Address {

@@ -103,7 +103,9 @@ final class BulkOutPipeline {
         defer {
             // Transfers still owned by the kernel must finish before their memory goes away;
             // if libusb never gives one back, its memory is leaked rather than freed under it.
-            if drain(inFlight, wakeFlag: wakeFlag) {
+            // A vanished device may never hand its transfers back; waiting long helps nobody.
+            let patience: UInt64 = failure?.kind == .disconnected ? 250_000_000 : 5_000_000_000
+            if drain(inFlight, wakeFlag: wakeFlag, patienceNanos: patience) {
                 wakeFlag.deallocate()
             } else {
                 for slot in inFlight { _ = Unmanaged.passRetained(slot) }
@@ -195,11 +197,11 @@ final class BulkOutPipeline {
 
     /// Cancels what is still in flight and waits for libusb to hand it back. Returns false if some
     /// transfer did not come back in time.
-    private func drain(_ slots: [TransferSlot], wakeFlag: UnsafeMutablePointer<Int32>) -> Bool {
+    private func drain(_ slots: [TransferSlot], wakeFlag: UnsafeMutablePointer<Int32>, patienceNanos: UInt64) -> Bool {
         for slot in slots where !slot.isDone {
             _ = libusb_cancel_transfer(slot.transfer)
         }
-        let deadline = SystemClock().monotonicNanos() + 5_000_000_000
+        let deadline = SystemClock().monotonicNanos() + patienceNanos
         while !slots.allSatisfy({ $0.isDone }) && SystemClock().monotonicNanos() < deadline {
             wakeFlag.pointee = 0
             var timeout = timeval(tv_sec: 0, tv_usec: 100_000)

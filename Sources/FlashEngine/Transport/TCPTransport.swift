@@ -10,6 +10,8 @@ public final class TCPTransport: FastbootTransport, @unchecked Sendable {
         peerDescription = "tcp:\(host):\(port)"
         self.frameSize = frameSize
         socket = try POSIXSocket.connect(host: host, port: port, timeoutMs: timeoutMs)
+        // TCP has no per-transfer acknowledgement: a small send buffer keeps "sent" honest.
+        socket.setSendBufferSize(frameSize)
         do {
             try FastbootTCPFraming.clientHandshake(socket: socket, timeoutMs: timeoutMs)
         } catch let error as FlashError {
