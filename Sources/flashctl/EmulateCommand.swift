@@ -43,8 +43,11 @@ struct EmulateCommand: ParsableCommand {
     var disconnectAfterBytes: ByteCount?
 
     func validate() throws {
-        guard maxDownloadSize.value >= 4096 else {
-            throw ValidationError("--max-download-size must be at least 4K")
+        guard maxDownloadSize.value >= 4096, maxDownloadSize.value <= 0xFFFF_FFFF else {
+            throw ValidationError("--max-download-size must be between 4K and 4G-1 (download sizes are 32-bit)")
+        }
+        for spec in failOn + stallOn where spec.isEmpty || spec.hasPrefix("=") {
+            throw ValidationError("--fail-on and --stall-on need a command prefix, e.g. flash:boot")
         }
     }
 
@@ -58,19 +61,21 @@ struct EmulateCommand: ParsableCommand {
             maxDownloadSize: maxDownloadSize.value, speedLimit: speedLimit.value,
             faults: EmulatedFaults(failures: failures, stallPrefixes: stallOn, disconnectAfterBytes: disconnectAfterBytes?.value)
         )
+        // Signals are caught before the announcement, so a stop request never kills us uncleanly.
+        let done = DispatchSemaphore(value: 0)
+        let interrupt = InterruptHandler { done.signal() }
+        defer { interrupt.cancel() }
         let server = try EmulatedDeviceServer(config: config, host: host, port: tcp)
         if serial == nil {
             server.config.serial = "EMU\(server.port)"
         }
         server.start()
         let registration = EmulatorRegistry.register(host: host, port: server.port, serial: server.config.serial, product: product)
-        let line = "emulated fastboot device \(server.config.serial) on tcp:\(host):\(server.port), partitions in \(dir)\n"
+        // Unbuffered: whoever started us reads this line to learn the port.
+        let line = "emulated fastboot device \(server.config.serial) on \(server.address), partitions in \(dir)\n"
         FileHandle.standardOutput.write(Data(line.utf8))
 
-        let done = DispatchSemaphore(value: 0)
-        let interrupt = InterruptHandler { done.signal() }
         done.wait()
-        interrupt.cancel()
         server.stop()
         if let registration { EmulatorRegistry.unregister(registration) }
     }

@@ -2,48 +2,97 @@
 import Glibc
 #endif
 
-/// The device side of one fastboot conversation, independent of the wire: commands come in as
-/// packets, download data as a byte stream, and answers go out as packets.
-final class EmulatedFastbootSession {
-    enum Action: Equatable {
+/// The device side of one fastboot conversation, independent of the wire: the host's messages
+/// come in as frames (one USB bulk OUT transfer, one TCP frame), answers go out as frames.
+///
+/// In the command phase every frame is one command. After `download:%08x` (answered
+/// `DATA%08x`) frames are download data, taken as a byte stream of any split until the announced
+/// size is in (a frame that goes past it is answered FAIL), then OKAY. Download data goes to a
+/// temporary file inside the partition folder, never into memory.
+///
+/// One session serves one connection from one thread.
+public final class EmulatedFastbootSession {
+    public enum Action: Equatable, Sendable {
+        /// Send this packet to the host (one frame / one bulk IN transfer).
         case reply([UInt8])
-        /// Never answer the current command.
+        /// Never answer the current command (and nothing after it); keep the connection open.
         case stall
         /// Drop the connection now.
         case disconnect
     }
 
     private let config: EmulatedDeviceConfig
-    private let clock: FlashClock
-    private let downloadPath: String
+    private let clock: any FlashClock
+    private let sleep: (UInt64) -> Void
+    private var downloadPath: String?
     private var downloadFile: Int32 = -1
     private var expected: Int64 = 0
     private var received: Int64 = 0
     private var receivedInConnection: Int64 = 0
     private var downloadStarted: UInt64 = 0
     private var downloaded = false
+    private var stalled = false
 
     static let sparseMagic: [UInt8] = [0x3a, 0xff, 0x26, 0xed]
+    /// Longest command accepted; a longer command-phase frame is answered FAIL.
+    public static let maxCommandLength = 4096
 
-    init(config: EmulatedDeviceConfig, connectionID: Int, clock: FlashClock = SystemClock()) {
+    /// `sleep` waits the given number of nanoseconds (the speed limit uses it; tests replace it).
+    public init(config: EmulatedDeviceConfig, clock: any FlashClock = SystemClock(), sleep: @escaping (UInt64) -> Void = EmulatedFastbootSession.systemSleep) {
         self.config = config
         self.clock = clock
-        downloadPath = config.directory + "/.download-\(getpid())-\(connectionID)"
+        self.sleep = sleep
     }
 
     deinit {
-        if downloadFile >= 0 { Glibc.close(downloadFile) }
-        unlink(downloadPath)
+        discardDownloadFile()
     }
 
-    /// True while download data is expected.
-    var isReceivingData: Bool { received < expected }
+    public static func systemSleep(_ nanoseconds: UInt64) {
+        var request = timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
+        var remaining = timespec()
+        while nanosleep(&request, &remaining) != 0 && errno == EINTR {
+            request = remaining
+        }
+    }
 
-    var bytesStillExpected: Int64 { expected - received }
+    /// True while download data is expected: the next frames are data, not commands.
+    public var isReceivingData: Bool { received < expected }
 
-    func handleCommand(_ packet: [UInt8]) -> [Action] {
+    /// Download bytes still to come in the current data phase (0 in the command phase).
+    public var bytesStillExpected: Int64 { expected - received }
+
+    /// True once a fault made the device stop answering.
+    public var isStalled: Bool { stalled }
+
+    /// Takes one whole frame from the host, whatever the phase.
+    public func receiveFrame(_ frame: [UInt8]) -> [Action] {
+        guard !stalled else { return [] }
+        guard isReceivingData else { return handleCommand(frame) }
+        if let refusal = beginDataFrame(length: frame.count) { return [refusal] }
+        return frame.withUnsafeBytes { receiveData($0) }
+    }
+
+    /// Call when a data-phase frame of `length` bytes starts; answers FAIL (and ends the
+    /// download) when it would go past the announced size. The caller then drops its bytes.
+    public func beginDataFrame(length: Int) -> Action? {
+        guard Int64(length) > bytesStillExpected else { return nil }
+        let announced = expected
+        abandonDownload()
+        return fail("data frame of \(length) bytes goes past the announced download size (\(announced) bytes)")
+    }
+
+    /// Takes one command-phase frame.
+    public func handleCommand(_ packet: [UInt8]) -> [Action] {
+        guard !stalled else { return [] }
+        // A zero-length packet is not a command (on USB it is a ZLP): ignore it.
+        guard !packet.isEmpty else { return [] }
+        guard packet.count <= Self.maxCommandLength else {
+            return [fail("command too long")]
+        }
         let command = String(decoding: packet, as: UTF8.self)
         if config.faults.stallPrefixes.contains(where: { command.hasPrefix($0) }) {
+            stalled = true
             return [.stall]
         }
         if let failure = config.faults.failures.first(where: { command.hasPrefix($0.commandPrefix) }) {
@@ -62,36 +111,44 @@ final class EmulatedFastbootSession {
             return erase(name)
         }
         switch command {
-        case "reboot", "reboot-bootloader", "reboot-fastboot", "continue", "reboot-recovery":
+        case "reboot", "reboot-bootloader", "continue", "reboot-fastboot", "reboot-recovery":
             return [okay()]
         default:
             return [fail("unknown command")]
         }
     }
 
-    /// Takes the next run of download data; answers OKAY once all of it is in.
-    func receiveData(_ bytes: UnsafeRawBufferPointer) -> [Action] {
-        guard bytes.count > 0 else { return [] }
+    /// Takes the next run of download data (any part of a data frame); answers OKAY once all of
+    /// it is in. More than `bytesStillExpected` is answered FAIL.
+    public func receiveData(_ bytes: UnsafeRawBufferPointer) -> [Action] {
+        guard !stalled, bytes.count > 0 else { return [] }
         guard Int64(bytes.count) <= bytesStillExpected else {
-            abandonDownload()
-            return [fail("more data than announced")]
+            return [beginDataFrame(length: bytes.count)!]
+        }
+        var usable = bytes
+        var disconnecting = false
+        if let limit = config.faults.disconnectAfterBytes, receivedInConnection + Int64(bytes.count) >= limit {
+            usable = UnsafeRawBufferPointer(rebasing: bytes[0..<Int(max(0, limit - receivedInConnection))])
+            disconnecting = true
         }
         var written = 0
-        while written < bytes.count {
-            let n = Glibc.write(downloadFile, bytes.baseAddress! + written, bytes.count - written)
+        while written < usable.count {
+            let n = Glibc.write(downloadFile, usable.baseAddress! + written, usable.count - written)
             if n < 0 && errno == EINTR { continue }
             guard n > 0 else {
+                let reason = String(cString: strerror(errno))
                 abandonDownload()
-                return [fail("cannot store download: \(String(cString: strerror(errno)))")]
+                return [fail("cannot store download: \(reason)")]
             }
             written += n
         }
-        received += Int64(bytes.count)
-        receivedInConnection += Int64(bytes.count)
-        throttle()
-        if let limit = config.faults.disconnectAfterBytes, receivedInConnection >= limit {
+        received += Int64(usable.count)
+        receivedInConnection += Int64(usable.count)
+        if disconnecting {
+            abandonDownload()
             return [.disconnect]
         }
+        throttle()
         guard received == expected else { return [] }
         Glibc.close(downloadFile)
         downloadFile = -1
@@ -99,21 +156,28 @@ final class EmulatedFastbootSession {
         return [okay()]
     }
 
+    /// How many bytes to take per `receiveData` call so the speed limit is applied smoothly.
+    public var preferredDataChunk: Int {
+        guard config.speedLimit > 0 else { return 1 << 20 }
+        return Int(min(max(config.speedLimit / 20, 4096), 1 << 20))
+    }
+
     // MARK: Commands
 
     private func getvar(_ name: String) -> [Action] {
         if name == "all" {
-            let lines = allVariables().map { info("\($0.0): \($0.1)") }
-            return lines + [okay()]
+            return allVariables().map { info("\($0.0):\($0.1)") } + [okay()]
         }
         guard let value = variable(name) else { return [fail("unknown variable")] }
         return [okay(value)]
     }
 
     private func allVariables() -> [(String, String)] {
-        ["version", "product", "serialno", "max-download-size", "is-userspace", "secure"].compactMap { name in
-            variable(name).map { (name, $0) }
+        var names = ["version", "product", "serialno", "max-download-size", "is-userspace", "secure", "unlocked"]
+        for partition in partitionNames() {
+            names += ["partition-size:\(partition)", "partition-type:\(partition)", "has-slot:\(partition)", "is-logical:\(partition)"]
         }
+        return names.compactMap { name in variable(name).map { (name, $0) } }
     }
 
     private func variable(_ name: String) -> String? {
@@ -121,79 +185,220 @@ final class EmulatedFastbootSession {
         case "version": return "0.4"
         case "product": return config.product
         case "serialno": return config.serial
-        case "max-download-size": return "0x" + String(config.maxDownloadSize, radix: 16)
-        case "is-userspace": return "no"
-        case "secure": return "no"
-        case "current-slot", "slot-count": return nil
+        case "max-download-size": return hex(config.maxDownloadSize)
+        case "is-userspace", "secure": return "no"
+        case "unlocked": return "yes"
         default:
             if name.hasPrefix("has-slot:") || name.hasPrefix("is-logical:") { return "no" }
             if let partition = name.dropPrefix("partition-size:") {
                 guard let path = partitionPath(partition), let size = fileSize(path) else { return nil }
-                return "0x" + String(size, radix: 16)
+                return hex(size)
             }
             if let partition = name.dropPrefix("partition-type:") {
-                return partitionPath(partition) == nil ? nil : "raw"
+                guard let path = partitionPath(partition), fileSize(path) != nil else { return nil }
+                return "raw"
             }
             return nil
         }
     }
 
     private func startDownload(_ sizeText: String) -> [Action] {
-        guard sizeText.count == 8, let size = Int64(sizeText, radix: 16), size > 0 else {
-            return [fail("bad download size")]
+        guard (1...16).contains(sizeText.utf8.count), sizeText.utf8.allSatisfy(Self.isHexDigit),
+              let size = Int64(sizeText, radix: 16), size > 0 else {
+            return [fail("bad download size '\(sizeText)'")]
         }
         guard size <= config.maxDownloadSize else {
-            return [fail("download of \(size) bytes is larger than max-download-size \(config.maxDownloadSize)")]
+            abandonDownload()
+            return [fail("download of \(size) bytes is larger than max-download-size (\(config.maxDownloadSize) bytes)")]
         }
+        // Whatever was downloaded before and not flashed is discarded.
         abandonDownload()
-        downloadFile = open(downloadPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard downloadFile >= 0 else {
-            return [fail("cannot store download: \(String(cString: strerror(errno)))")]
+        do {
+            downloadFile = try openDownloadFile()
+        } catch let error as FlashError {
+            return [fail(error.message)]
+        } catch {
+            return [fail("cannot store download: \(error)")]
         }
         expected = size
         received = 0
         downloadStarted = clock.monotonicNanos()
-        return [.reply(Array("DATA".utf8) + Array(sizeText.lowercased().utf8))]
+        return [.reply(Array("DATA".utf8) + Array(hex8(size).utf8))]
     }
 
     private func flash(_ partition: String) -> [Action] {
-        guard let target = partitionPath(partition) else { return [fail("bad partition name")] }
-        guard downloaded else { return [fail("no data downloaded")] }
+        guard let target = partitionPath(partition) else { return [fail("bad partition name '\(partition)'")] }
+        guard downloaded, let source = downloadPath else { return [fail("no data downloaded")] }
         let progress = info("writing '\(partition)'...")
-        if isSparseDownload() {
-            do {
-                try SparseExpander.expand(sparseFileAt: downloadPath, into: target)
-            } catch let error as FlashError {
-                return [progress, fail(error.message)]
-            } catch {
-                return [progress, fail("\(error)")]
+        do {
+            if isSparse(source) {
+                let image = try SparseImage.open(path: source)
+                try SparseExpander.expand(image, into: target)
+                try truncateIfRegular(target, to: image.expandedSize)
+            } else {
+                try writeRaw(from: source, to: target)
             }
-        } else if rename(downloadPath, target) != 0 {
-            return [progress, fail("cannot write \(partition): \(String(cString: strerror(errno)))")]
-        } else {
-            downloaded = false
+        } catch let error as FlashError {
+            return [progress, fail(error.message)]
+        } catch {
+            return [progress, fail("cannot write '\(partition)': \(error)")]
         }
         return [progress, okay()]
     }
 
     private func erase(_ partition: String) -> [Action] {
-        guard let target = partitionPath(partition) else { return [fail("bad partition name")] }
-        let fd = open(target, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { return [fail("cannot erase \(partition): \(String(cString: strerror(errno)))")] }
-        Glibc.close(fd)
+        guard let target = partitionPath(partition) else { return [fail("bad partition name '\(partition)'")] }
+        let fd = open(target, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { return [fail("cannot erase '\(partition)': \(String(cString: strerror(errno)))")] }
+        defer { Glibc.close(fd) }
+        do {
+            try truncateIfRegular(fd: fd, path: target, to: 0)
+        } catch let error as FlashError {
+            return [fail(error.message)]
+        } catch {
+            return [fail("cannot erase '\(partition)': \(error)")]
+        }
         return [okay()]
     }
 
-    // MARK: Helpers
+    // MARK: Partition files
 
+    /// A new partition file takes the downloaded file's place (no copy); an existing one (which
+    /// may be a symlink, a hard link or open elsewhere) is overwritten in place from offset 0 and
+    /// cut to the data's length.
+    private func writeRaw(from source: String, to target: String) throws {
+        var info = stat()
+        if lstat(target, &info) != 0 && errno == ENOENT {
+            if rename(source, target) == 0 {
+                // The download buffer became the partition: it cannot be flashed a second time.
+                downloadPath = nil
+                downloaded = false
+                return
+            }
+        }
+        let input = open(source, O_RDONLY | O_CLOEXEC)
+        guard input >= 0 else { throw FlashError(.io, "cannot read the download: \(String(cString: strerror(errno)))") }
+        defer { Glibc.close(input) }
+        let output = open(target, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+        guard output >= 0 else { throw FlashError(.io, "cannot open \(target): \(String(cString: strerror(errno)))") }
+        defer { Glibc.close(output) }
+        let length = Int64(lseek(input, 0, SEEK_END))
+        _ = lseek(input, 0, SEEK_SET)
+        var copied: Int64 = 0
+        var useSendfile = true
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
+        defer { buffer.deallocate() }
+        while copied < length {
+            let wanted = Int(min(Int64(1 << 30), length - copied))
+            if useSendfile {
+                // In-kernel copy; it writes at the output's file position, which follows `copied`.
+                var inOffset = off_t(copied)
+                let n = sendfile(output, input, &inOffset, wanted)
+                if n > 0 {
+                    copied += Int64(n)
+                    continue
+                }
+                if n < 0 && errno == EINTR { continue }
+                // Not supported between these two files (or no progress): copy through a buffer.
+                useSendfile = false
+                continue
+            }
+            let n = pread(input, buffer.baseAddress!, min(buffer.count, wanted), off_t(copied))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw FlashError(.io, "cannot read the download: \(n == 0 ? "unexpected end" : String(cString: strerror(errno)))") }
+            var done = 0
+            while done < n {
+                let w = pwrite(output, buffer.baseAddress! + done, n - done, off_t(copied) + off_t(done))
+                if w < 0 && errno == EINTR { continue }
+                guard w > 0 else { throw FlashError(.io, "cannot write \(target): \(String(cString: strerror(errno)))") }
+                done += w
+            }
+            copied += Int64(n)
+        }
+        try truncateIfRegular(fd: output, path: target, to: length)
+    }
+
+    private func truncateIfRegular(_ path: String, to length: Int64) throws {
+        let fd = open(path, O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw FlashError(.io, "cannot open \(path): \(String(cString: strerror(errno)))") }
+        defer { Glibc.close(fd) }
+        try truncateIfRegular(fd: fd, path: path, to: length)
+    }
+
+    /// Cuts a regular file to `length`; a block device keeps its size (it is the partition).
+    private func truncateIfRegular(fd: Int32, path: String, to length: Int64) throws {
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw FlashError(.io, "cannot inspect \(path): \(String(cString: strerror(errno)))") }
+        guard (info.st_mode & S_IFMT) == S_IFREG, Int64(info.st_size) != length else { return }
+        guard ftruncate(fd, off_t(length)) == 0 else {
+            throw FlashError(.io, "cannot set the size of \(path): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// Names of the partitions that exist now (files `NAME.img` in the folder), sorted.
+    private func partitionNames() -> [String] {
+        guard let dir = opendir(config.directory) else { return [] }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if let partition = name.dropSuffix(".img"), partitionPath(partition) != nil {
+                names.append(partition)
+            }
+        }
+        return names.sorted()
+    }
+
+    /// `directory/NAME.img` for a valid name ([A-Za-z0-9_.-], not starting with a dot), else nil.
     private func partitionPath(_ name: String) -> String? {
-        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.".utf8)
-        guard !name.isEmpty, name.utf8.count <= 64, !name.hasPrefix("."), name.utf8.allSatisfy(allowed.contains) else { return nil }
+        guard !name.isEmpty, name.utf8.count <= 64, !name.hasPrefix("."),
+              name.utf8.allSatisfy(Self.isPartitionNameByte) else { return nil }
         return config.directory + "/\(name).img"
     }
 
-    private func isSparseDownload() -> Bool {
-        let fd = open(downloadPath, O_RDONLY | O_CLOEXEC)
+    private static func isPartitionNameByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+             UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: "-"):
+            return true
+        default:
+            return false
+        }
+    }
+
+    private static func isHexDigit(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "a")...UInt8(ascii: "f"), UInt8(ascii: "A")...UInt8(ascii: "F"):
+            return true
+        default:
+            return false
+        }
+    }
+
+    // MARK: Download file
+
+    /// The download buffer: a temporary file in the partition folder (so a raw flash of a new
+    /// partition is a rename), reused by later downloads of this session and removed at the end.
+    private func openDownloadFile() throws -> Int32 {
+        if let path = downloadPath {
+            let fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC)
+            if fd >= 0 { return fd }
+            downloadPath = nil
+        }
+        var template = Array((config.directory + "/.download-XXXXXX").utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard fd >= 0 else {
+            throw FlashError(.io, "cannot store download in \(config.directory): \(String(cString: strerror(errno)))")
+        }
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        downloadPath = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        return fd
+    }
+
+    private func isSparse(_ path: String) -> Bool {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return false }
         defer { Glibc.close(fd) }
         var magic = [UInt8](repeating: 0, count: 4)
@@ -202,7 +407,15 @@ final class EmulatedFastbootSession {
 
     private func fileSize(_ path: String) -> Int64? {
         var info = stat()
-        return stat(path, &info) == 0 ? Int64(info.st_size) : nil
+        guard stat(path, &info) == 0 else { return nil }
+        if (info.st_mode & S_IFMT) == S_IFBLK {
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { return nil }
+            defer { Glibc.close(fd) }
+            let end = lseek(fd, 0, SEEK_END)
+            return end >= 0 ? Int64(end) : nil
+        }
+        return Int64(info.st_size)
     }
 
     private func abandonDownload() {
@@ -215,17 +428,40 @@ final class EmulatedFastbootSession {
         downloaded = false
     }
 
-    /// Sleeps as long as needed to keep the download under the configured speed.
+    private func discardDownloadFile() {
+        abandonDownload()
+        if let path = downloadPath {
+            unlink(path)
+            downloadPath = nil
+        }
+    }
+
+    /// Sleeps as long as needed to keep the download at or under the configured speed.
     private func throttle() {
         guard config.speedLimit > 0 else { return }
         let due = downloadStarted + UInt64(Double(received) / Double(config.speedLimit) * 1e9)
         let now = clock.monotonicNanos()
         if due > now {
-            usleep(UInt32(min((due - now) / 1000, 10_000_000)))
+            sleep(due - now)
         }
+    }
+
+    // MARK: Packets
+
+    private func hex(_ value: Int64) -> String { "0x" + hex8(value) }
+
+    private func hex8(_ value: Int64) -> String {
+        let digits = String(value, radix: 16)
+        return String(repeating: "0", count: max(0, 8 - digits.count)) + digits
     }
 
     private func okay(_ text: String = "") -> Action { .reply(Array(("OKAY" + text).utf8)) }
     private func fail(_ text: String) -> Action { .reply(Array(("FAIL" + text).utf8)) }
     private func info(_ text: String) -> Action { .reply(Array(("INFO" + text).utf8)) }
+}
+
+extension String {
+    fileprivate func dropSuffix(_ suffix: String) -> String? {
+        hasSuffix(suffix) ? String(dropLast(suffix.count)) : nil
+    }
 }
