@@ -30,7 +30,7 @@ struct EmulateCommand: ParsableCommand {
     @Option(name: .long, help: "Largest download the device accepts, e.g. 256M.")
     var maxDownloadSize: ByteCount = ByteCount(256 << 20)
 
-    @Option(name: .long, help: "Download speed cap in bytes per second, e.g. 40M (default: none).")
+    @Option(name: .long, help: "Download speed cap in bytes per second, e.g. 40M.")
     var speedLimit: ByteCount = ByteCount(0)
 
     @Option(name: .long, help: "Answer FAIL to commands starting with CMD, e.g. flash:boot=locked. Repeatable.")
@@ -81,24 +81,44 @@ struct EmulateCommand: ParsableCommand {
     }
 }
 
-/// A byte count given as 4096, 4K, 512M or 1G.
-struct ByteCount: ExpressibleByArgument {
+/// A byte count given as 4096, 0x1000, 4K, 512M or 1G.
+struct ByteCount: ExpressibleByArgument, CustomStringConvertible {
     let value: Int64
+
+    /// The shortest exact spelling: 256M, 4K, 1000.
+    var description: String {
+        for (suffix, unit) in [("G", Int64(1) << 30), ("M", Int64(1) << 20), ("K", Int64(1) << 10)] where value >= unit && value % unit == 0 {
+            return "\(value / unit)\(suffix)"
+        }
+        return "\(value)"
+    }
+
+    var defaultValueDescription: String { value == 0 ? "none" : description }
 
     init(_ value: Int64) {
         self.value = value
     }
 
     init?(argument: String) {
-        let text = argument.uppercased().replacingOccurrences(of: "IB", with: "").replacingOccurrences(of: "B", with: "")
-        let units: [Character: Int64] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
-        if let last = text.last, let unit = units[last], let number = Double(text.dropLast()) {
-            value = Int64(number * Double(unit))
-        } else if let number = Int64(text) {
+        var text = argument.uppercased()
+        if text.hasPrefix("0X") {
+            guard let number = Int64(text.dropFirst(2), radix: 16), number >= 0 else { return nil }
+            value = number
+            return
+        }
+        if text.hasSuffix("IB") {
+            text.removeLast(2)
+        } else if text.hasSuffix("B") {
+            text.removeLast()
+        }
+        let units: [Character: Double] = ["K": 1024, "M": 1024 * 1024, "G": 1024 * 1024 * 1024]
+        if let last = text.last, let unit = units[last] {
+            guard let number = Double(text.dropLast()), number.isFinite, number >= 0, number * unit < 0x1p62 else { return nil }
+            value = Int64(number * unit)
+        } else if let number = Int64(text), number >= 0 {
             value = number
         } else {
             return nil
         }
-        guard value >= 0 else { return nil }
     }
 }

@@ -35,10 +35,14 @@ final class EmulatorTests: XCTestCase {
 
     /// Runs AOSP fastboot against the server; kills it after `timeout` seconds.
     private func fastboot(_ server: EmulatedDeviceServer, _ arguments: [String], timeout: TimeInterval = 60) throws -> (status: Int32, output: String) {
-        try run("/usr/bin/fastboot", ["-s", "tcp:127.0.0.1:\(server.port)"] + arguments, timeout: timeout)
+        try Self.run("/usr/bin/fastboot", ["-s", "tcp:127.0.0.1:\(server.port)"] + arguments, timeout: timeout)
     }
 
     private func run(_ executable: String, _ arguments: [String], timeout: TimeInterval = 60) throws -> (status: Int32, output: String) {
+        try Self.run(executable, arguments, timeout: timeout)
+    }
+
+    private static func run(_ executable: String, _ arguments: [String], timeout: TimeInterval = 60) throws -> (status: Int32, output: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
@@ -159,8 +163,10 @@ final class EmulatorTests: XCTestCase {
         let images = (0..<4).map { EmulatorTestData.random(1 << 20 + $0 * 4096, seed: UInt8(20 + $0)) }
         let paths = try images.enumerated().map { try writeInput($0.element, "part\($0.offset).img") }
         let results = PthreadSafeBox<[Int32]>([])
+        let port = server.port
         DispatchQueue.concurrentPerform(iterations: images.count) { index in
-            let status = (try? fastboot(server, ["flash", "part\(index)", paths[index]]).status) ?? -1
+            let arguments = ["-s", "tcp:127.0.0.1:\(port)", "flash", "part\(index)", paths[index]]
+            let status = (try? Self.run("/usr/bin/fastboot", arguments).status) ?? -1
             results.update { $0.append(status) }
         }
         XCTAssertEqual(results.value, [0, 0, 0, 0])
@@ -316,7 +322,7 @@ enum EmulatorTestData {
     static func random(_ count: Int, seed: UInt8) -> Data {
         var state = UInt64(seed) &* 0x9E37_79B9_7F4A_7C15 | 1
         var data = Data(count: count)
-        data.withUnsafeMutableBytes { raw in
+        data.withUnsafeMutableBytes { (raw: UnsafeMutableRawBufferPointer) in
             for index in 0..<count {
                 if index % 8 == 0 {
                     state ^= state << 13

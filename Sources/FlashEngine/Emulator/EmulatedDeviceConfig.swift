@@ -8,14 +8,17 @@ public struct EmulatedDeviceConfig: Sendable {
     /// Download speed cap in bytes per second; 0 means as fast as possible.
     public var speedLimit: Int64
     public var faults: EmulatedFaults
+    /// The fastboot protocol version reported by `getvar:version`.
+    public var version: String
 
-    public init(directory: String, serial: String, product: String = "flashctl-emulator", maxDownloadSize: Int64 = 256 << 20, speedLimit: Int64 = 0, faults: EmulatedFaults = EmulatedFaults()) {
+    public init(directory: String, serial: String, product: String = "flashctl-emulator", maxDownloadSize: Int64 = 256 << 20, speedLimit: Int64 = 0, faults: EmulatedFaults = EmulatedFaults(), version: String = "0.4") {
         self.directory = directory
         self.serial = serial
         self.product = product
         self.maxDownloadSize = maxDownloadSize
         self.speedLimit = speedLimit
         self.faults = faults
+        self.version = version
     }
 }
 

@@ -77,7 +77,15 @@ public final class EmulatedDeviceServer: @unchecked Sendable {
 
     private func acceptLoop() {
         while true {
-            guard let socket = try? listener.accept() else { return }
+            let socket: POSIXSocket
+            do {
+                socket = try listener.accept()
+            } catch {
+                // Stopped, or out of descriptors or memory for a moment: retry unless stopped.
+                if lock.withLock({ stopped }) { return }
+                usleep(50_000)
+                continue
+            }
             let id: Int? = lock.withLock {
                 guard !stopped else { return nil }
                 nextConnectionID += 1
@@ -125,7 +133,10 @@ public final class EmulatedDeviceServer: @unchecked Sendable {
                             let n = try socket.read(into: piece, timeoutMs: nil)
                             remaining -= n
                             actions += session.receiveData(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
-                            if actions.contains(.disconnect) { return }
+                            if actions.contains(.disconnect) {
+                                socket.abort()
+                                return
+                            }
                         }
                     }
                 } else if length > EmulatedFastbootSession.maxCommandLength {
@@ -141,6 +152,7 @@ public final class EmulatedDeviceServer: @unchecked Sendable {
                     case .stall:
                         try ignoreUntilClosed(socket, buffer: buffer)
                     case .disconnect:
+                        socket.abort()
                         return
                     }
                 }

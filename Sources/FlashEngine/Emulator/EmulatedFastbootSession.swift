@@ -182,7 +182,7 @@ public final class EmulatedFastbootSession {
 
     private func variable(_ name: String) -> String? {
         switch name {
-        case "version": return "0.4"
+        case "version": return config.version
         case "product": return config.product
         case "serialno": return config.serial
         case "max-download-size": return hex(config.maxDownloadSize)
@@ -393,6 +393,8 @@ public final class EmulatedFastbootSession {
             throw FlashError(.io, "cannot store download in \(config.directory): \(String(cString: strerror(errno)))")
         }
         _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        // It may become a partition file by rename: give it a partition file's mode.
+        _ = fchmod(fd, 0o644)
         downloadPath = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         return fd
     }

@@ -220,6 +220,18 @@ public final class POSIXSocket: @unchecked Sendable {
         }
     }
 
+    /// Closes the connection abruptly: the peer gets a reset (ECONNRESET), not an orderly end of
+    /// stream, the way a device that loses power or is unplugged looks from the host.
+    public func abort() {
+        closeLock.withLock {
+            guard !isClosed else { return }
+            isClosed = true
+            var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+            setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+            Glibc.close(fd)
+        }
+    }
+
     private func waitReadable(timeoutMs: Int?) throws {
         guard let timeoutMs else { return }
         var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)

@@ -1,8 +1,9 @@
 /// The fastboot-over-TCP wire format: a handshake ("FB01" from the host, "FB" and a two-digit
 /// version from the device), then every message as an 8-byte big-endian length and the payload.
 public enum FastbootTCPFraming {
-    /// Larger frames are refused before anything is allocated: the peer is never trusted.
-    public static let maxFrameLength = 256 << 20
+    /// No frame can be longer than the largest download (4 GiB - 1); callers that allocate a
+    /// frame's bytes set their own, much smaller, limit.
+    public static let maxFrameLength = Int(UInt32.max)
     /// The protocol version this side speaks (and the lowest it accepts from a peer).
     public static let protocolVersion = 1
 
