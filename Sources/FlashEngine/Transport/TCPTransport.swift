@@ -6,7 +6,7 @@ public final class TCPTransport: FastbootTransport, @unchecked Sendable {
     /// Download data is framed in pieces of this size, so acknowledged bytes advance smoothly.
     private let frameSize: Int
 
-    public init(host: String, port: UInt16, timeoutMs: Int, frameSize: Int = 1 << 20) throws {
+    public init(host: String, port: UInt16, timeoutMs: Int, frameSize: Int = 4 << 20) throws {
         peerDescription = "tcp:\(host):\(port)"
         self.frameSize = frameSize
         socket = try POSIXSocket.connect(host: host, port: port, timeoutMs: timeoutMs)
