@@ -12,7 +12,9 @@ final class EmulatorTests: XCTestCase {
     private var servers: [EmulatedDeviceServer] = []
 
     override func setUpWithError() throws {
-        try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: "/usr/bin/fastboot"), "AOSP fastboot is not installed")
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/fastboot") else {
+            throw FlashError(.io, "AOSP fastboot is not installed: run scripts/setup.sh")
+        }
         let base = FileManager.default.temporaryDirectory.appendingPathComponent("emu-\(UUID().uuidString)").path
         directory = base + "/device"
         inputs = base + "/in"
@@ -131,7 +133,6 @@ final class EmulatorTests: XCTestCase {
     }
 
     func testSparseImageFromImg2simgArrivesAsSimg2imgExpandsIt() throws {
-        try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: "/usr/bin/img2simg"), "img2simg is not installed")
         let server = try start()
         var raw = Data(count: 4 << 20)
         raw.replaceSubrange(4096..<(4096 + 100_000), with: EmulatorTestData.random(100_000, seed: 3))

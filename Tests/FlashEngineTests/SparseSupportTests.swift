@@ -108,7 +108,7 @@ enum SparseFixtures {
     /// Runs a tool and fails the test when it does not exit with 0.
     static func run(_ tool: String, _ arguments: [String], file: StaticString = #filePath, line: UInt = #line) throws {
         guard FileManager.default.isExecutableFile(atPath: tool) else {
-            throw XCTSkip("\(tool) is not installed (apt-get install android-sdk-libsparse-utils)")
+            throw FlashError(.io, "\(tool) is not installed: run scripts/setup.sh")
         }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: tool)
