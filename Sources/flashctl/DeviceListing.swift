@@ -8,15 +8,7 @@ enum DeviceListing {
         let rows = devices.map { device in
             [device.serial ?? "-", device.addressSelector, device.vidPid ?? "-", device.product ?? "-", device.problem ?? "fastboot"]
         }
-        let widths = header.indices.map { column in
-            ([header] + rows).map { $0[column].count }.max() ?? 0
-        }
-        let lines = ([header] + rows).map { row in
-            row.enumerated().map { column, cell in
-                column == row.count - 1 ? cell : cell.padding(toLength: widths[column], withPad: " ", startingAt: 0)
-            }.joined(separator: "  ")
-        }
-        var text = lines.joined(separator: "\n")
+        var text = TextTable.render(header: header, rows: rows)
         if devices.contains(where: { $0.problem == "no permission" }) {
             text += "\n\n" + NoPermissionHint.message(for: "some devices")
         }

@@ -2,7 +2,7 @@ import ArgumentParser
 import FlashEngine
 import Foundation
 
-struct FlashCommand: ParsableCommand {
+struct FlashCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "flash",
         abstract: "Flash an image to a partition of a fastboot device.",
@@ -10,6 +10,8 @@ struct FlashCommand: ParsableCommand {
             Devices: SERIAL, serial:S, usb:PORTPATH (e.g. usb:1-1.2), VID:PID (e.g. 18d1:4ee0) or \
             tcp:HOST[:PORT] (port 5554 by default). Without --device the only connected device is used.
             Images larger than the device's max-download-size are sent as several sparse pieces.
+            With --server the job runs in a running 'flashctl serve' (the image is then a file in the \
+            server's image directory) and its progress is shown here; Ctrl-C cancels it.
             """
     )
 
@@ -31,10 +33,26 @@ struct FlashCommand: ParsableCommand {
     @Option(name: .long, help: "Seconds to wait for the device to write a partition.")
     var writeTimeout: Int = 120
 
+    @Option(name: .long, help: "Bandwidth cap for this job in bytes per second (e.g. 20M); only with --server.")
+    var limit: ByteCount?
+
+    @Option(name: .long, help: "Run the job in the flashctl server at this URL (e.g. http://127.0.0.1:3001).")
+    var server: String?
+
+    @Option(name: .long, help: "Access token for --server (default: $FLASHCTL_TOKEN).")
+    var token: String?
+
     @Argument(help: "The image file (raw or Android sparse).")
     var image: String
 
-    func run() throws {
+    func run() async throws {
+        if server != nil {
+            try await RemoteFlash(command: self).run()
+            return
+        }
+        if limit != nil {
+            throw ValidationError("--limit applies to jobs run by a server; give --server too")
+        }
         let selector = try device.map(DeviceSelector.parse)
         let request = FastbootFlashRequest(
             imagePath: image, partition: partition, device: selector, reboot: reboot,

@@ -1,10 +1,13 @@
 import ArgumentParser
 
 @main
-struct Flashctl: ParsableCommand {
+struct Flashctl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "flashctl",
         abstract: "Flash fastboot devices, USB drives and SD cards, with honest live progress.",
-        subcommands: [DevicesCommand.self, FlashCommand.self, EmulateCommand.self]
+        subcommands: [
+            DevicesCommand.self, FlashCommand.self, EmulateCommand.self, ServeCommand.self,
+            JobsCommand.self, PauseCommand.self, ResumeCommand.self, CancelCommand.self, HistoryCommand.self,
+        ]
     )
 }

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Human formats for the terminal: sizes in binary units, speeds in decimal MB/s like `fastboot`,
 /// durations like `1m 50s`.
 enum HumanFormat {
@@ -32,6 +34,13 @@ enum HumanFormat {
     }
 
     /// A percentage with one decimal: `45.5%`.
+    /// "2026-11-23 14:05:09" in local time.
+    static func timestamp(_ epochMillis: Int64) -> String {
+        let formatter = DateFormatter()
+        formatter.dateFormat = "yyyy-MM-dd HH:mm:ss"
+        return formatter.string(from: Date(timeIntervalSince1970: Double(epochMillis) / 1000))
+    }
+
     static func percent(_ value: Double) -> String {
         let tenths = value.isFinite ? Int64((min(max(value, 0), 100) * 10).rounded()) : 0
         return "\(tenths / 10).\(tenths % 10)%"

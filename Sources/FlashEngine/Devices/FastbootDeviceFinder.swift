@@ -2,43 +2,53 @@
 public struct FastbootDeviceFinder: Sendable {
     /// Lists USB fastboot devices; replaceable so selection rules can be tested without USB.
     public var listUSB: @Sendable () throws -> [USBFastbootDevice]
+    /// Fastboot-over-TCP devices known by name (a server's emulated devices), matched by serial
+    /// like USB devices.
+    public var listNetwork: @Sendable () -> [FastbootDeviceInfo]
 
-    public init(listUSB: @escaping @Sendable () throws -> [USBFastbootDevice] = { try USBDiscovery.fastbootDevices() }) {
+    public init(
+        listUSB: @escaping @Sendable () throws -> [USBFastbootDevice] = { try USBDiscovery.fastbootDevices() },
+        listNetwork: @escaping @Sendable () -> [FastbootDeviceInfo] = { [] }
+    ) {
         self.listUSB = listUSB
+        self.listNetwork = listNetwork
     }
 
     public enum Found: Sendable {
         case usb(USBFastbootDevice)
-        case tcp(host: String, port: UInt16)
+        case tcp(FastbootDeviceInfo)
 
         public var info: FastbootDeviceInfo {
             switch self {
             case .usb(let device): return device.info
-            case .tcp(let host, let port): return FastbootDeviceInfo(address: .tcp(host: host, port: port), serial: nil)
+            case .tcp(let info): return info
             }
         }
     }
 
     /// `selector` nil means "the only device connected".
     public func find(_ selector: DeviceSelector?) throws -> Found {
+        let network = listNetwork()
         if case .tcp(let host, let port) = selector {
-            return .tcp(host: host, port: port)
+            let address = FastbootDeviceInfo.Address.tcp(host: host, port: port)
+            return .tcp(network.first { $0.address == address } ?? FastbootDeviceInfo(address: address, serial: nil))
         }
-        let devices = try listUSB()
+        let usb = try listUSB()
+        let devices = usb.map(\.info) + network
         guard let selector else {
             switch devices.count {
             case 0:
                 throw FlashError(.deviceSelection, "no fastboot device found on USB; is the device in fastboot mode and plugged in? (for an emulated device: flashctl emulate --tcp 5554 --dir DIR, then --device tcp:127.0.0.1:5554)")
             case 1:
-                return .usb(devices[0])
+                return found(devices[0], usb: usb)
             default:
                 throw FlashError(.deviceSelection, "\(devices.count) fastboot devices are connected; choose one with --device:\n" + Self.list(devices))
             }
         }
-        let matching = devices.filter { selector.matches($0.info) }
+        let matching = devices.filter { selector.matches($0) }
         switch matching.count {
         case 1:
-            return .usb(matching[0])
+            return found(matching[0], usb: usb)
         case 0:
             let connected = devices.isEmpty ? "no fastboot device is connected" : "connected:\n" + Self.list(devices)
             throw FlashError(.deviceSelection, "no fastboot device matches '\(selector)'; \(connected)")
@@ -55,12 +65,20 @@ public struct FastbootDeviceFinder: Sendable {
                 throw FlashError(.noPermission, NoPermissionHint.message(for: device.info.addressSelector))
             }
             return try LibUSBTransport(device: device)
-        case .tcp(let host, let port):
+        case .tcp(let info):
+            guard case .tcp(let host, let port) = info.address else {
+                throw FlashError(.deviceSelection, "\(info.summary) is not a TCP device")
+            }
             return try TCPTransport(host: host, port: port, timeoutMs: connectTimeoutMs)
         }
     }
 
-    static func list(_ devices: [USBFastbootDevice]) -> String {
-        devices.map { "  " + $0.info.summary }.joined(separator: "\n")
+    private func found(_ info: FastbootDeviceInfo, usb: [USBFastbootDevice]) -> Found {
+        if let device = usb.first(where: { $0.info == info }) { return .usb(device) }
+        return .tcp(info)
+    }
+
+    static func list(_ devices: [FastbootDeviceInfo]) -> String {
+        devices.map { "  " + $0.summary }.joined(separator: "\n")
     }
 }

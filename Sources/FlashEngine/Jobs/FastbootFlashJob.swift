@@ -44,9 +44,17 @@ public final class FastbootFlashJob: @unchecked Sendable {
     @discardableResult
     public func run(emit: @escaping @Sendable (FlashEvent) -> Void) -> Bool {
         let progress = ProgressAggregator(job: info, totalBytes: image.size, clock: clock, emit: emit)
+        return run(progress: progress).state == .completed
+    }
+
+    /// Runs the job to its end on the calling thread, reporting through `progress`, with the
+    /// bandwidth caps in `limits` (the job's own and a shared one, for example).
+    public func run(progress: ProgressAggregator, limits: [TokenBucket] = []) -> JobOutcome {
         progress.start(stage: "Connecting")
         var transport: FastbootTransport?
         defer { transport?.close() }
+        let digest = SentBytesDigest()
+        var sent: Int64 = 0
         do {
             let connected = try finder.connect(device)
             transport = connected
@@ -57,19 +65,21 @@ public final class FastbootFlashJob: @unchecked Sendable {
             let total = downloads.reduce(Int64(0)) { $0 + $1.totalLength }
             progress.setTotalBytes(total)
 
-            var sentBefore: Int64 = 0
             for (index, segments) in downloads.enumerated() {
                 let piece = downloads.count > 1 ? " \(index + 1)/\(downloads.count)" : ""
+                try control.waitWhilePaused()
                 progress.setStage("Sending \(partition)\(piece)")
                 let reader = SegmentReader(path: image.path, segments: segments)
                 defer { reader.close() }
                 let size = segments.totalLength
-                let base = sentBefore
-                try client.download(CancellableStream(reader, control: control), size: size) { acknowledged in
-                    progress.update(bytesTransferred: base + acknowledged)
+                let base = sent
+                let stream = ControlledStream(reader, size: size, control: control, buckets: limits, digest: digest, paddingLimit: Self.cancelPaddingLimit)
+                try client.download(stream, size: size) { acknowledged in
+                    if !stream.isPadding { progress.update(bytesTransferred: base + acknowledged) }
                 }
-                sentBefore += size
                 try control.checkCancelled()
+                sent += size
+                try control.waitWhilePaused()
                 progress.setStage("Writing \(partition)\(piece)")
                 try client.flash(partition: partition)
             }
@@ -78,15 +88,22 @@ public final class FastbootFlashJob: @unchecked Sendable {
                 try client.reboot()
             }
             progress.completed()
-            return true
+            return JobOutcome(state: .completed, error: nil, bytesSent: sent, sha256: digest.finalizeHex())
+        } catch let error as FlashError where error.kind == .cancelled {
+            progress.cancelled("Flash cancelled by user")
+            return JobOutcome(state: .cancelled, error: "Flash cancelled by user", bytesSent: sent, sha256: nil)
         } catch let error as FlashError {
-            progress.failed(error: error.message, reason: error.kind == .cancelled ? "cancelled" : nil)
-            return false
+            progress.failed(error: error.message)
+            return JobOutcome(state: .failed, error: error.message, bytesSent: sent, sha256: nil)
         } catch {
-            progress.failed(error: "\(error)", reason: nil)
-            return false
+            progress.failed(error: "\(error)")
+            return JobOutcome(state: .failed, error: "\(error)", bytesSent: sent, sha256: nil)
         }
     }
+
+    /// A cancel with at most this much of a download left finishes it with zeros, so the device
+    /// stays in its command phase (see `ControlledStream`): about a second at USB 2.0 speed.
+    static let cancelPaddingLimit: Int64 = 48 << 20
 
     /// The device's download limit; devices that do not say get no limit, as AOSP fastboot does.
     static func maxDownloadSize(_ client: FastbootClient) throws -> Int64 {

@@ -1,17 +1,52 @@
-import Synchronization
+import Foundation
 
-/// Lets another thread stop a running job at the next chunk boundary.
-public final class JobControl: Sendable {
-    private let cancelled = Atomic<Bool>(false)
+/// Lets other threads hold, release or stop a running job; the job obeys at its next chunk
+/// boundary (`ControlledStream` checks before every read).
+public final class JobControl: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var cancelled = false
+    private var paused = false
 
     public init() {}
 
     public func cancel() {
-        cancelled.store(true, ordering: .sequentiallyConsistent)
+        condition.lock()
+        cancelled = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Returns false when the job was already paused or is cancelled.
+    @discardableResult
+    public func pause() -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        guard !paused, !cancelled else { return false }
+        paused = true
+        return true
+    }
+
+    /// Returns false when the job was not paused.
+    @discardableResult
+    public func resume() -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        guard paused else { return false }
+        paused = false
+        condition.broadcast()
+        return true
     }
 
     public var isCancelled: Bool {
-        cancelled.load(ordering: .sequentiallyConsistent)
+        condition.lock()
+        defer { condition.unlock() }
+        return cancelled
+    }
+
+    public var isPaused: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return paused
     }
 
     func checkCancelled() throws {
@@ -19,20 +54,23 @@ public final class JobControl: Sendable {
             throw FlashError(.cancelled, "cancelled by user")
         }
     }
-}
 
-/// Passes bytes through, stopping with a cancellation error once the job is cancelled.
-final class CancellableStream: ByteStream {
-    private let inner: ByteStream
-    private let control: JobControl
-
-    init(_ inner: ByteStream, control: JobControl) {
-        self.inner = inner
-        self.control = control
+    /// Blocks while the job is paused; throws once it is cancelled.
+    func waitWhilePaused() throws {
+        condition.lock()
+        defer { condition.unlock() }
+        while paused && !cancelled {
+            condition.wait()
+        }
+        if cancelled { throw FlashError(.cancelled, "cancelled by user") }
     }
 
-    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
-        try control.checkCancelled()
-        return try inner.read(into: buffer)
+    /// Sleeps for `seconds`, waking early (and throwing) when the job is cancelled.
+    func sleep(seconds: Double) throws {
+        let deadline = Date(timeIntervalSinceNow: seconds)
+        condition.lock()
+        defer { condition.unlock() }
+        while !cancelled, condition.wait(until: deadline) {}
+        if cancelled { throw FlashError(.cancelled, "cancelled by user") }
     }
 }

@@ -18,6 +18,14 @@ public enum FlashEvent: Equatable, Sendable {
         }
     }
 
+    /// `.completed` or `.failed`: the job's last event.
+    public var isTerminal: Bool {
+        switch self {
+        case .completed, .failed: return true
+        default: return false
+        }
+    }
+
     /// Lifecycle events are never dropped or coalesced; progress and device text may be.
     public var isLifecycle: Bool {
         switch self {

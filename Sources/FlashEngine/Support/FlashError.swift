@@ -19,6 +19,10 @@ public struct FlashError: Error, CustomStringConvertible, Equatable, Sendable {
         case cancelled
         /// A local I/O or system call failed.
         case io
+        /// No job has the id a command named.
+        case unknownJob
+        /// The job cannot do that now (pause a finished job, resume a running one).
+        case jobState
     }
 
     public let kind: Kind

@@ -1,0 +1,307 @@
+import Foundation
+
+/// Runs flash jobs: one at a time per device, many devices in parallel up to a limit, the rest
+/// queued in the order they came. Every job's events go to `broadcaster`.
+///
+/// Each running job has a thread of its own (the transports block); a timer ticks the running
+/// jobs' progress so speed and ETA stay current through stalls.
+public final class JobScheduler: @unchecked Sendable {
+    public struct Configuration: Sendable {
+        /// Jobs running at once; more wait in the queue.
+        public var maxParallelJobs: Int
+        /// Bytes per second for all jobs together, nil for no cap.
+        public var totalBandwidth: Int64?
+        /// Seconds between two `flash_progress` of one job (0.25: at most 4 per second).
+        public var progressInterval: Double
+        /// Finished jobs kept for `GET /api/jobs` (the history keeps them all).
+        public var finishedJobsKept: Int
+
+        public init(maxParallelJobs: Int = 16, totalBandwidth: Int64? = nil, progressInterval: Double = 0.25, finishedJobsKept: Int = 200) {
+            self.maxParallelJobs = max(1, maxParallelJobs)
+            self.totalBandwidth = totalBandwidth
+            self.progressInterval = progressInterval
+            self.finishedJobsKept = finishedJobsKept
+        }
+    }
+
+    public let configuration: Configuration
+    public let broadcaster: EventBroadcaster
+    /// Told about a job when it is submitted, when it starts and when it ends (for the history).
+    /// Called on the job's thread or the submitter's; must not call back into the scheduler's
+    /// mutating methods synchronously.
+    public var onJobChanged: (@Sendable (JobStatus) -> Void)?
+    private let finder: FastbootDeviceFinder
+    private let clock: any FlashClock
+    private let totalBucket: TokenBucket?
+    private let lock = NSLock()
+    private var entries: [String: JobEntry] = [:]
+    private var order: [String] = []
+    private var queue: [String] = []
+    private var busyDevices: Set<String> = []
+    private var runningCount = 0
+    private var acceptingJobs = true
+    private let threadsDone = DispatchGroup()
+    private var ticker: DispatchSourceTimer?
+
+    public init(configuration: Configuration = Configuration(), finder: FastbootDeviceFinder = FastbootDeviceFinder(), broadcaster: EventBroadcaster = EventBroadcaster(), clock: any FlashClock = SystemClock()) {
+        self.configuration = configuration
+        self.finder = finder
+        self.broadcaster = broadcaster
+        self.clock = clock
+        self.totalBucket = configuration.totalBandwidth.map { TokenBucket(bytesPerSecond: $0, clock: clock) }
+        let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "flashctl.progress-ticker"))
+        let interval = max(0.05, configuration.progressInterval)
+        timer.schedule(deadline: .now() + interval, repeating: interval)
+        timer.setEventHandler { [weak self] in self?.tickRunningJobs() }
+        timer.resume()
+        ticker = timer
+    }
+
+    deinit {
+        ticker?.cancel()
+    }
+
+    // MARK: Commands
+
+    /// Checks the request (image, partition, device) and starts the job, or queues it while its
+    /// device is busy or the parallel limit is reached. Throws `FlashError` for bad input.
+    @discardableResult
+    public func submit(_ request: FastbootFlashRequest, bandwidthLimit: Int64? = nil) throws -> JobStatus {
+        if let bandwidthLimit, bandwidthLimit <= 0 {
+            throw FlashError(.image, "a bandwidth limit must be a positive number of bytes per second")
+        }
+        let job = try FastbootFlashJob.prepare(request, finder: finder, clock: clock)
+        let broadcaster = self.broadcaster
+        let progress = ProgressAggregator(
+            job: job.info, totalBytes: job.image.size, clock: clock,
+            minInterval: configuration.progressInterval
+        ) { broadcaster.publish($0) }
+        let entry = JobEntry(job: job, progress: progress, bandwidthLimit: bandwidthLimit, createdAt: clock.epochMillis())
+        lock.lock()
+        guard acceptingJobs else {
+            lock.unlock()
+            throw FlashError(.jobState, "the server is shutting down and takes no new jobs")
+        }
+        entries[job.jobId] = entry
+        order.append(job.jobId)
+        queue.append(job.jobId)
+        let started = startQueuedJobsLocked()
+        let status = entry.status
+        lock.unlock()
+        notify(status)
+        started.forEach(launch)
+        return status
+    }
+
+    /// Holds a running job at its next chunk boundary and sends `flash_paused`.
+    @discardableResult
+    public func pause(_ jobId: String) throws -> JobStatus {
+        try command(jobId) { entry in
+            guard entry.state == .running else {
+                throw FlashError(.jobState, "\(jobId) is \(entry.state.rawValue); only a running job can be paused")
+            }
+            entry.job.control.pause()
+            entry.state = .paused
+            entry.progress.paused()
+        }
+    }
+
+    @discardableResult
+    public func resume(_ jobId: String) throws -> JobStatus {
+        try command(jobId) { entry in
+            guard entry.state == .paused else {
+                throw FlashError(.jobState, "\(jobId) is \(entry.state.rawValue); only a paused job can be resumed")
+            }
+            entry.state = .running
+            entry.progress.resumed()
+            entry.job.control.resume()
+        }
+    }
+
+    /// Stops a job: a queued one at once, a running or paused one at its next chunk boundary
+    /// (its `flash_failed` with reason "cancelled" follows when it has stopped).
+    @discardableResult
+    public func cancel(_ jobId: String) throws -> JobStatus {
+        var cancelledQueued: JobEntry?
+        let status = try command(jobId) { entry in
+            guard !entry.state.isFinished else {
+                throw FlashError(.jobState, "\(jobId) has already \(entry.state == .completed ? "completed" : "ended (\(entry.state.rawValue))")")
+            }
+            entry.job.control.cancel()
+            if entry.state == .queued {
+                queue.removeAll { $0 == jobId }
+                entry.finish(JobOutcome(state: .cancelled, error: "Flash cancelled by user", bytesSent: 0, sha256: nil), at: clock.epochMillis())
+                cancelledQueued = entry
+            }
+        }
+        if let entry = cancelledQueued {
+            entry.progress.cancelled("Flash cancelled by user")
+            notify(status)
+        }
+        return status
+    }
+
+    // MARK: Reading
+
+    public func job(_ jobId: String) -> JobStatus? {
+        lock.lock()
+        defer { lock.unlock() }
+        return entries[jobId]?.status
+    }
+
+    /// All known jobs, oldest first.
+    public func jobs() -> [JobStatus] {
+        lock.lock()
+        defer { lock.unlock() }
+        return order.compactMap { entries[$0]?.status }
+    }
+
+    // MARK: Shutdown
+
+    /// Refuses new jobs, cancels every queued and running one, and waits up to `timeout` seconds
+    /// for running jobs to stop. Returns whether they all stopped in time.
+    @discardableResult
+    public func shutdown(timeout: Double) -> Bool {
+        lock.lock()
+        acceptingJobs = false
+        let ids = order.filter { entries[$0].map { !$0.state.isFinished } ?? false }
+        lock.unlock()
+        for id in ids { _ = try? cancel(id) }
+        let stopped = threadsDone.wait(timeout: .now() + timeout) == .success
+        ticker?.cancel()
+        return stopped
+    }
+
+    // MARK: Internals
+
+    private func command(_ jobId: String, _ body: (JobEntry) throws -> Void) throws -> JobStatus {
+        lock.lock()
+        defer { lock.unlock() }
+        guard let entry = entries[jobId] else {
+            throw FlashError(.unknownJob, "no job '\(jobId)'")
+        }
+        try body(entry)
+        return entry.status
+    }
+
+    /// Moves queued jobs to running while devices and slots allow; called with `lock` held.
+    private func startQueuedJobsLocked() -> [JobEntry] {
+        var started: [JobEntry] = []
+        var index = 0
+        while index < queue.count, runningCount < configuration.maxParallelJobs {
+            guard let entry = entries[queue[index]], !busyDevices.contains(entry.deviceId) else {
+                index += 1
+                continue
+            }
+            queue.remove(at: index)
+            busyDevices.insert(entry.deviceId)
+            runningCount += 1
+            entry.state = .running
+            entry.startedAt = clock.epochMillis()
+            started.append(entry)
+        }
+        return started
+    }
+
+    private func launch(_ entry: JobEntry) {
+        threadsDone.enter()
+        let thread = Thread { [self] in
+            defer { threadsDone.leave() }
+            notify(entry.statusLocked(lock))
+            var limits: [TokenBucket] = []
+            if let limit = entry.bandwidthLimit { limits.append(TokenBucket(bytesPerSecond: limit, clock: clock)) }
+            if let totalBucket { limits.append(totalBucket) }
+            let outcome = entry.job.run(progress: entry.progress, limits: limits)
+            finished(entry, outcome)
+        }
+        thread.name = "flashctl \(entry.job.jobId)"
+        thread.start()
+    }
+
+    private func finished(_ entry: JobEntry, _ outcome: JobOutcome) {
+        lock.lock()
+        entry.finish(outcome, at: clock.epochMillis())
+        busyDevices.remove(entry.deviceId)
+        runningCount -= 1
+        let status = entry.status
+        forgetOldJobsLocked()
+        let started = startQueuedJobsLocked()
+        lock.unlock()
+        notify(status)
+        started.forEach(launch)
+    }
+
+    private func forgetOldJobsLocked() {
+        var finished = order.filter { entries[$0]?.state.isFinished ?? false }
+        while finished.count > configuration.finishedJobsKept, let oldest = finished.first {
+            finished.removeFirst()
+            entries.removeValue(forKey: oldest)
+            order.removeAll { $0 == oldest }
+        }
+    }
+
+    private func tickRunningJobs() {
+        lock.lock()
+        let running = order.compactMap { entries[$0] }.filter { $0.state == .running }
+        lock.unlock()
+        for entry in running { entry.progress.tick() }
+    }
+
+    private func notify(_ status: JobStatus) {
+        onJobChanged?(status)
+    }
+}
+
+/// A job and what the scheduler knows of it; its mutable fields are guarded by the scheduler's lock.
+private final class JobEntry: @unchecked Sendable {
+    let job: FastbootFlashJob
+    let progress: ProgressAggregator
+    let bandwidthLimit: Int64?
+    let createdAt: Int64
+    var state: JobState = .queued
+    var startedAt: Int64?
+    var endedAt: Int64?
+    var outcome: JobOutcome?
+
+    init(job: FastbootFlashJob, progress: ProgressAggregator, bandwidthLimit: Int64?, createdAt: Int64) {
+        self.job = job
+        self.progress = progress
+        self.bandwidthLimit = bandwidthLimit
+        self.createdAt = createdAt
+    }
+
+    var deviceId: String { job.info.deviceId }
+
+    func finish(_ outcome: JobOutcome, at time: Int64) {
+        self.outcome = outcome
+        state = outcome.state
+        endedAt = time
+    }
+
+    func statusLocked(_ lock: NSLock) -> JobStatus {
+        lock.lock()
+        defer { lock.unlock() }
+        return status
+    }
+
+    var status: JobStatus {
+        let snapshot = progress.latestSnapshot
+        let completed = outcome?.state == .completed
+        return JobStatus(
+            info: job.info,
+            state: state,
+            stage: snapshot?.stage,
+            progress: completed ? 100 : snapshot?.progress ?? 0,
+            bytesTransferred: completed ? outcome?.bytesSent ?? 0 : snapshot?.bytesTransferred ?? 0,
+            totalBytes: snapshot?.totalBytes ?? job.image.size,
+            transferSpeed: state.isFinished || state == .paused ? 0 : snapshot?.transferSpeed ?? 0,
+            estimatedTimeRemaining: state.isFinished ? nil : snapshot?.estimatedTimeRemaining,
+            error: outcome?.error,
+            sha256: outcome?.sha256,
+            bandwidthLimit: bandwidthLimit,
+            createdAt: createdAt,
+            startedAt: startedAt,
+            endedAt: endedAt
+        )
+    }
+}

@@ -1,0 +1,121 @@
+import Foundation
+
+/// Fans every job's events out to any number of subscribers (WebSocket clients, NDJSON streams,
+/// the history recorder), and keeps what a new subscriber must be sent first.
+///
+/// `subscribe` queues the replay of PROTOCOL.md (each active job's `flash_started`, its latest
+/// `flash_progress`, then `flash_paused` if it is paused) and registers the subscriber under the
+/// same lock `publish` updates that replay under, so a subscriber sees every event exactly once.
+/// A subscriber that asks for one job that has already ended is told how it ended (its
+/// `flash_started`, last `flash_progress` and `flash_completed` or `flash_failed`).
+/// Publishing never waits for a subscriber: each has its own bounded `EventSubscription`.
+public final class EventBroadcaster: @unchecked Sendable {
+    /// Queued events at which a subscriber is closed as too slow.
+    public let subscriberLimit: Int
+    private let lock = NSLock()
+    private var subscribers: [ObjectIdentifier: EventSubscription] = [:]
+    private var active: [String: JobReplay] = [:]
+    private var activeOrder: [String] = []
+    /// How recently finished jobs ended, for subscribers that ask for one job by id.
+    private var finished: [String: [FlashEvent]] = [:]
+    private var finishedOrder: [String] = []
+    private let finishedKept = 256
+    private var overflowed = 0
+
+    public init(subscriberLimit: Int = 1024) {
+        self.subscriberLimit = subscriberLimit
+    }
+
+    public func publish(_ event: FlashEvent) {
+        lock.lock()
+        record(event)
+        let receivers = Array(subscribers.values)
+        lock.unlock()
+        for subscriber in receivers {
+            subscriber.push(event)
+        }
+    }
+
+    public func subscribe(_ filter: EventFilter = EventFilter(), limit: Int? = nil) -> EventSubscription {
+        let subscription = EventSubscription(filter: filter, limit: limit ?? subscriberLimit)
+        subscription.onClose = { [weak self] closed in self?.remove(closed) }
+        lock.lock()
+        for jobId in activeOrder {
+            for event in active[jobId]?.events ?? [] {
+                subscription.push(event)
+            }
+        }
+        if let jobId = filter.jobId {
+            for event in finished[jobId] ?? [] {
+                subscription.push(event)
+            }
+        }
+        subscribers[ObjectIdentifier(subscription)] = subscription
+        lock.unlock()
+        return subscription
+    }
+
+    /// The replay of every active job, in the order the jobs started.
+    public func replay() -> [FlashEvent] {
+        lock.lock()
+        defer { lock.unlock() }
+        return activeOrder.flatMap { active[$0]?.events ?? [] }
+    }
+
+    public var subscriberCount: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return subscribers.count
+    }
+
+    /// Subscribers closed so far for not keeping up.
+    public var overflowCount: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return overflowed
+    }
+
+    private func remove(_ subscription: EventSubscription) {
+        lock.lock()
+        if subscribers.removeValue(forKey: ObjectIdentifier(subscription)) != nil, subscription.didOverflow {
+            overflowed += 1
+        }
+        lock.unlock()
+    }
+
+    private func record(_ event: FlashEvent) {
+        let jobId = event.job.jobId
+        switch event {
+        case .started:
+            if active[jobId] == nil { activeOrder.append(jobId) }
+            active[jobId] = JobReplay(started: event)
+        case .progress:
+            active[jobId]?.progress = event
+        case .paused:
+            active[jobId]?.paused = event
+        case .resumed:
+            active[jobId]?.paused = nil
+        case .completed, .failed:
+            let ended = active.removeValue(forKey: jobId)
+            activeOrder.removeAll { $0 == jobId }
+            let started = ended?.started
+            finished[jobId] = [started, ended?.progress, event].compactMap { $0 }
+            finishedOrder.append(jobId)
+            if finishedOrder.count > finishedKept {
+                finished.removeValue(forKey: finishedOrder.removeFirst())
+            }
+        case .deviceMessage:
+            break
+        }
+    }
+}
+
+private struct JobReplay {
+    var started: FlashEvent
+    var progress: FlashEvent?
+    var paused: FlashEvent?
+
+    var events: [FlashEvent] {
+        [started] + [progress, paused].compactMap { $0 }
+    }
+}

@@ -1,0 +1,118 @@
+import FlashEngine
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdWebSocket
+
+/// The HTTP API of PROTOCOL.md. Routes only translate: every decision is the scheduler's.
+struct APIRoutes: Sendable {
+    let scheduler: JobScheduler
+    let images: ImageDirectory
+    let history: HistoryStore
+    let devices: DeviceInventory
+    let metrics: ServerMetrics
+
+    func add(to router: Router<BasicWebSocketRequestContext>) {
+        let api = router.group("api")
+        api.post("flash/start") { request, context in
+            try await guarded { try await start(request, context) }
+        }
+        api.get("jobs") { _, _ in
+            let now = SystemClock().epochMillis()
+            return JobListBody(jobs: scheduler.jobs().map { JobBody($0, now: now) })
+        }
+        api.get("jobs/:id") { _, context in
+            try guarded {
+                let id = try context.parameters.require("id")
+                guard let job = scheduler.job(id) else { throw FlashError(.unknownJob, "no job '\(id)'") }
+                return JobBody(job, now: SystemClock().epochMillis())
+            }
+        }
+        for action in ["pause", "resume", "cancel"] {
+            api.post("jobs/:id/\(action)") { _, context in
+                try guarded {
+                    let id = try context.parameters.require("id")
+                    let status: JobStatus
+                    switch action {
+                    case "pause": status = try scheduler.pause(id)
+                    case "resume": status = try scheduler.resume(id)
+                    default: status = try scheduler.cancel(id)
+                    }
+                    return JobCommandBody(jobId: id, status: action == "cancel" && !status.state.isFinished ? "cancelling" : status.state.rawValue)
+                }
+            }
+        }
+        api.get("jobs/:id/events") { request, context in
+            try guarded { try events(request, context) }
+        }
+        api.get("devices") { _, _ in
+            let busy = Dictionary(scheduler.jobs().filter { !$0.state.isFinished && $0.state != .queued }.map { ($0.info.deviceId, $0.info.jobId) }) { first, _ in first }
+            return DeviceListBody(devices: devices.devices(busy: busy))
+        }
+        api.get("history") { request, _ in
+            try guarded {
+                let query = request.uri.queryParameters
+                let limit = query["limit"].flatMap { Int(String($0)) } ?? 100
+                return HistoryListBody(jobs: try history.recent(limit: min(max(limit, 0), 10_000), deviceId: query["deviceId"].map(String.init)))
+            }
+        }
+        api.get("images") { _, _ in
+            ImageListBody(directory: images.path, images: images.list())
+        }
+        router.get("metrics") { _, _ in
+            Response(
+                status: .ok,
+                headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.text()))
+            )
+        }
+    }
+
+    private func start(_ request: Request, _ context: BasicWebSocketRequestContext) async throws -> Response {
+        let body: StartRequestBody
+        do {
+            body = try await request.decode(as: StartRequestBody.self, context: context)
+        } catch {
+            throw APIError(.badRequest, "the body must be JSON like {\"deviceId\": \"SERIAL\", \"image\": \"boot.img\", \"partition\": \"boot\"}")
+        }
+        let path = try images.resolve(body.image)
+        let selector = try DeviceSelector.parse(body.deviceId)
+        let flashRequest = FastbootFlashRequest(
+            imagePath: path, partition: body.partition.flatMap { $0.isEmpty ? nil : $0 },
+            device: selector, reboot: body.reboot ?? false)
+        let status = try scheduler.submit(flashRequest, bandwidthLimit: body.bandwidthLimit)
+        let answer = JobCommandBody(jobId: status.info.jobId, status: status.state == .queued ? "queued" : "started")
+        return try answer.response(from: request, context: context)
+    }
+
+    private func events(_ request: Request, _ context: BasicWebSocketRequestContext) throws -> Response {
+        let id = try context.parameters.require("id")
+        let include = request.uri.queryParameters["include"].map { $0.split(separator: ",").map(String.init) } ?? []
+        let subscription = scheduler.broadcaster.subscribe(EventFilter(jobId: id, includeDeviceMessages: include.contains("device_message")))
+        guard scheduler.job(id) != nil else {
+            subscription.close()
+            throw FlashError(.unknownJob, "no job '\(id)'")
+        }
+        let body = ResponseBody { writer in
+            defer { subscription.close() }
+            while let batch = await subscription.nextBatch() {
+                try await writer.write(Self.lines(batch))
+                if batch.contains(where: \.isTerminal) { break }
+            }
+            try await writer.finish(nil)
+        }
+        return Response(status: .ok, headers: [.contentType: "application/x-ndjson", .cacheControl: "no-store"], body: body)
+    }
+
+    private static func lines(_ events: [FlashEvent]) -> ByteBuffer {
+        ByteBuffer(string: events.compactMap { $0.protocolJSON().map { $0 + "\n" } }.joined())
+    }
+
+    private func guarded<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch { throw apiError(error) }
+    }
+
+    private func guarded<T>(_ body: () async throws -> T) async throws -> T {
+        do { return try await body() } catch { throw apiError(error) }
+    }
+}

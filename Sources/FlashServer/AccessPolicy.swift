@@ -1,0 +1,98 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+
+/// Who may drive the flasher: PROTOCOL.md's security defaults.
+///
+/// - Token: when one is configured, every request carries it as `Authorization: Bearer ...` or
+///   `?token=...` (browsers cannot set headers on a WebSocket).
+/// - Origin: a request from a web page (it has an `Origin` header) must come from the server's
+///   own origin (loopback names or the address it listens on, with its port) or the allow-list.
+///   That stops another site, or a DNS-rebound name, from driving the flasher through the
+///   user's browser. Browsers send `http(s)://...` or `null`; requests without `Origin`, or with
+///   another scheme (WebSocket libraries send `ws://host`), are not from a web page.
+struct AccessPolicy: Sendable {
+    let token: String?
+    let host: String
+    let allowedOrigins: Set<String>
+
+    init(token: String?, host: String, allowedOrigins: [String]) {
+        self.token = token.flatMap { $0.isEmpty ? nil : $0 }
+        self.host = host
+        self.allowedOrigins = Set(allowedOrigins.map { Self.normalize($0) })
+    }
+
+    static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host == "[::1]" || host.hasPrefix("127.")
+    }
+
+    /// nil when the request may go on, else the refusal.
+    func refusal(for request: Request, port: Int) -> APIError? {
+        if let token {
+            guard let given = Self.token(in: request), Self.constantTimeEqual(given, token) else {
+                return APIError(.unauthorized, "an access token is required: send 'Authorization: Bearer TOKEN' or add ?token=TOKEN")
+            }
+        }
+        if let origin = request.headers[.origin], !isAllowed(origin: origin, port: port) {
+            return APIError(.forbidden, "requests from the web page at \(origin) are not allowed; start the server with --allow-origin \(origin) to allow it")
+        }
+        return nil
+    }
+
+    func isAllowed(origin: String, port: Int) -> Bool {
+        let origin = Self.normalize(origin)
+        let fromPage = origin == "null" || origin.hasPrefix("http://") || origin.hasPrefix("https://")
+        if !fromPage || allowedOrigins.contains(origin) { return true }
+        var own = ["localhost", "127.0.0.1", "[::1]"]
+        if !host.isEmpty, host != "0.0.0.0", host != "::" {
+            own.append(host.contains(":") && !host.hasPrefix("[") ? "[\(host)]" : host)
+        }
+        return own.contains { origin == "http://\($0):\(port)" }
+    }
+
+    private static func token(in request: Request) -> String? {
+        if let header = request.headers[.authorization] {
+            let parts = header.split(separator: " ", maxSplits: 1)
+            if parts.count == 2, parts[0].lowercased() == "bearer" { return String(parts[1]) }
+        }
+        return request.uri.queryParameters["token"].map(String.init)
+    }
+
+    private static func normalize(_ origin: String) -> String {
+        var text = origin.lowercased()
+        while text.hasSuffix("/") { text.removeLast() }
+        return text
+    }
+
+    private static func constantTimeEqual(_ a: String, _ b: String) -> Bool {
+        let x = Array(a.utf8), y = Array(b.utf8)
+        guard x.count == y.count else { return false }
+        return zip(x, y).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) } == 0
+    }
+}
+
+/// Applies the access policy to every HTTP request, the WebSocket upgrade included.
+struct AccessMiddleware<Context: RequestContext>: RouterMiddleware {
+    let policy: AccessPolicy
+    let port: BoundPort
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if let refusal = policy.refusal(for: request, port: port.value) {
+            throw refusal
+        }
+        return try await next(request, context)
+    }
+}
+
+/// The port the server really listens on (known once it is bound, when 0 was asked for).
+final class BoundPort: @unchecked Sendable {
+    private let lock = NSLock()
+    private var port: Int
+
+    init(_ port: Int) { self.port = port }
+
+    var value: Int {
+        get { lock.lock(); defer { lock.unlock() }; return port }
+        set { lock.lock(); port = newValue; lock.unlock() }
+    }
+}

@@ -1,0 +1,117 @@
+import FlashEngine
+import Foundation
+import Hummingbird
+import HummingbirdWebSocket
+import Logging
+import NIOCore
+import ServiceLifecycle
+
+/// `flashctl serve`: the engine's jobs behind PROTOCOL.md's WebSocket and HTTP API.
+public final class FlashServer: Sendable {
+    public let configuration: ServerConfiguration
+    public let scheduler: JobScheduler
+    public let history: HistoryStore
+    private let emulated: EmulatedDevices?
+    private let images: ImageDirectory
+    private let metrics = ServerMetrics()
+    private let recorder: HistoryRecorder
+    private let boundPort: BoundPort
+    private let logger: Logger
+    private let shutdownTrigger = ShutdownTrigger()
+    /// Jobs left unfinished by the previous run, marked interrupted at start.
+    public let interruptedJobs: Int
+
+    public init(configuration: ServerConfiguration, logger: Logger = Logger(label: "flashctl.serve")) throws {
+        try configuration.validate()
+        self.configuration = configuration
+        self.logger = logger
+        history = try HistoryStore(path: configuration.historyPath)
+        interruptedJobs = try history.markUnfinishedAsInterrupted(now: SystemClock().epochMillis())
+        images = try ImageDirectory(path: configuration.imageDirectory)
+        let emulated = configuration.emulatedDevices > 0
+            ? try EmulatedDevices(count: configuration.emulatedDevices, speedLimit: configuration.emulatedSpeed) : nil
+        self.emulated = emulated
+        let networkDevices: @Sendable () -> [FastbootDeviceInfo] = { emulated?.devices ?? [] }
+        scheduler = JobScheduler(
+            configuration: configuration.scheduler,
+            finder: FastbootDeviceFinder(listNetwork: networkDevices),
+            broadcaster: EventBroadcaster(subscriberLimit: configuration.clientQueueLimit)
+        )
+        recorder = HistoryRecorder(store: history, metrics: metrics, logger: logger)
+        boundPort = BoundPort(configuration.port)
+        let scheduler = self.scheduler, recorder = self.recorder
+        scheduler.onJobChanged = { status in
+            recorder.jobChanged(status) { scheduler.jobs() }
+        }
+    }
+
+    /// The port clients connect to (the real one once `run` has bound it).
+    public var port: Int { boundPort.value }
+
+    public var emulatedDevices: [FastbootDeviceInfo] { emulated?.devices ?? [] }
+
+    /// Serves until `shutdown()`; `onListening` gets the address once the port is bound.
+    public func run(onListening: @escaping @Sendable (String) -> Void = { _ in }) async throws {
+        let router = Router(context: BasicWebSocketRequestContext.self)
+        let policy = AccessPolicy(token: configuration.token, host: configuration.host, allowedOrigins: configuration.allowedOrigins)
+        router.add(middleware: AccessMiddleware(policy: policy, port: boundPort))
+        let socket = ProgressSocket(scheduler: scheduler, metrics: metrics, queueLimit: configuration.clientQueueLimit, maxMessageSize: configuration.maxFrameSize)
+        router.ws("flash-progress") { _, _ in
+            .upgrade([:])
+        } onUpgrade: { inbound, outbound, context in
+            try await socket.serve(inbound: inbound, outbound: outbound, request: context.request)
+        }
+        APIRoutes(
+            scheduler: scheduler, images: images, history: history,
+            devices: DeviceInventory(network: { [emulated] in emulated?.devices ?? [] }), metrics: metrics
+        ).add(to: router)
+        DashboardRoutes().add(to: router)
+
+        let boundPort = self.boundPort, host = configuration.host
+        let app = Application(
+            router: router,
+            server: .http1WebSocketUpgrade(
+                webSocketRouter: router,
+                configuration: .init(ws: .init(maxFrameSize: configuration.maxFrameSize, autoPing: .enabled(timePeriod: .seconds(30))))
+            ),
+            configuration: .init(address: .hostname(host, port: configuration.port), serverName: "flashctl"),
+            onServerRunning: { channel in
+                boundPort.value = channel.localAddress?.port ?? boundPort.value
+                let shown = host.contains(":") ? "[\(host)]" : host
+                onListening("http://\(shown):\(boundPort.value)")
+            },
+            logger: logger
+        )
+        let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [], logger: logger))
+        await shutdownTrigger.set(group)
+        try await group.run()
+    }
+
+    /// Cancels every job (each is recorded as cancelled), then closes every client with a close
+    /// frame and stops listening.
+    public func shutdown() async {
+        let stopped = scheduler.shutdown(timeout: configuration.shutdownGrace)
+        if !stopped {
+            logger.warning("some jobs did not stop within \(configuration.shutdownGrace) s")
+        }
+        recorder.flush()
+        await shutdownTrigger.fire()
+        emulated?.stop()
+    }
+}
+
+/// Hands `shutdown()` the running service group, whenever either comes first.
+private actor ShutdownTrigger {
+    private var group: ServiceGroup?
+    private var fired = false
+
+    func set(_ group: ServiceGroup) async {
+        self.group = group
+        if fired { await group.triggerGracefulShutdown() }
+    }
+
+    func fire() async {
+        fired = true
+        await group?.triggerGracefulShutdown()
+    }
+}

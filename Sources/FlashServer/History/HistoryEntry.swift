@@ -1,0 +1,50 @@
+import FlashEngine
+import GRDB
+
+/// One job as the history keeps it: what was flashed where, and how it ended.
+public struct HistoryEntry: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "job"
+
+    public var jobId: String
+    public var deviceId: String
+    public var deviceName: String?
+    public var image: String?
+    public var partition: String?
+    /// Bytes the job expected to send.
+    public var totalBytes: Int64
+    /// Bytes the device acknowledged.
+    public var bytesTransferred: Int64
+    /// SHA-256 (hex) of everything sent; set for completed jobs.
+    public var sha256: String?
+    /// queued, running, paused, completed, failed, cancelled, or interrupted (the server stopped
+    /// while the job was unfinished).
+    public var result: String
+    public var error: String?
+    /// Milliseconds since the Unix epoch.
+    public var createdAt: Int64
+    public var startedAt: Int64?
+    public var endedAt: Int64?
+    public var durationMs: Int64?
+    /// Bytes per second over the whole job.
+    public var averageSpeed: Int64?
+
+    public init(_ status: JobStatus) {
+        jobId = status.info.jobId
+        deviceId = status.info.deviceId
+        deviceName = status.info.deviceName
+        image = status.info.image
+        partition = status.info.partition
+        totalBytes = status.totalBytes
+        bytesTransferred = status.bytesTransferred
+        sha256 = status.sha256
+        result = status.state.rawValue
+        error = status.error
+        createdAt = status.createdAt
+        startedAt = status.startedAt
+        endedAt = status.endedAt
+        durationMs = status.endedAt != nil ? status.durationMs(now: status.endedAt ?? 0) : nil
+        averageSpeed = status.averageSpeed
+    }
+
+    public static let interrupted = "interrupted"
+}

@@ -1,0 +1,97 @@
+import FlashEngine
+import Foundation
+import Hummingbird
+import HummingbirdWebSocket
+
+/// One `/flash-progress` connection: the replay and then every event its filter lets through,
+/// and the client's commands (ping, pause, resume, cancel).
+///
+/// Events are written by a task of their own from the connection's bounded `EventSubscription`,
+/// so neither a job nor other clients ever wait on this socket. A client whose queue overflows
+/// is cut off: its writer is cancelled, even in the middle of a blocked write, and the
+/// connection closes.
+struct ProgressSocket: Sendable {
+    let scheduler: JobScheduler
+    let metrics: ServerMetrics
+    let queueLimit: Int
+    let maxMessageSize: Int
+
+    func serve(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, request: Request) async throws {
+        let query = request.uri.queryParameters
+        let include = query["include"].map { $0.split(separator: ",").map(String.init) } ?? []
+        let filter = EventFilter(
+            jobId: query["jobId"].map(String.init),
+            deviceId: query["deviceId"].map(String.init),
+            includeDeviceMessages: include.contains("device_message")
+        )
+        let subscription = scheduler.broadcaster.subscribe(filter, limit: queueLimit)
+        metrics.clientConnected()
+        defer {
+            subscription.close()
+            metrics.clientDisconnected(coalescedMessages: subscription.coalescedCount, tooSlow: subscription.didOverflow)
+        }
+        let writer = Task {
+            while let batch = await subscription.nextBatch() {
+                for event in batch {
+                    if let json = event.protocolJSON() {
+                        try await outbound.write(.text(json))
+                    }
+                }
+            }
+        }
+        subscription.setOverflowHandler { writer.cancel() }
+
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                try await withTaskCancellationHandler {
+                    try await writer.value
+                } onCancel: {
+                    writer.cancel()
+                }
+            }
+            group.addTask {
+                for try await message in inbound.messages(maxSize: maxMessageSize) {
+                    guard case .text(let text) = message else {
+                        try await reply(CommandErrorMessage(error: "messages must be JSON text frames", timestamp: now()), outbound)
+                        continue
+                    }
+                    try await handle(text, outbound)
+                }
+            }
+            _ = try await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private func handle(_ text: String, _ outbound: WebSocketOutboundWriter) async throws {
+        let command: ClientCommand
+        do {
+            command = try ClientCommand(json: text)
+        } catch let error as ClientCommand.ParseError {
+            metrics.commandRefused()
+            try await reply(CommandErrorMessage(error: error.message, command: error.type, jobId: error.jobId, timestamp: now()), outbound)
+            return
+        }
+        switch command {
+        case .ping:
+            try await outbound.write(.text(#"{"type":"pong","timestamp":\#(now())}"#))
+        case .pause(let jobId), .resume(let jobId), .cancel(let jobId):
+            do {
+                switch command {
+                case .pause: try scheduler.pause(jobId)
+                case .resume: try scheduler.resume(jobId)
+                default: try scheduler.cancel(jobId)
+                }
+            } catch let error as FlashError {
+                metrics.commandRefused()
+                try await reply(CommandErrorMessage(error: error.message, command: command.name, jobId: jobId, timestamp: now()), outbound)
+            }
+        }
+    }
+
+    private func reply(_ message: CommandErrorMessage, _ outbound: WebSocketOutboundWriter) async throws {
+        try await outbound.write(.text(message.json))
+    }
+
+    private func now() -> Int64 { SystemClock().epochMillis() }
+}

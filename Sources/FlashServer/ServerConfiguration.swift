@@ -1,0 +1,66 @@
+import FlashEngine
+import Foundation
+
+/// How `flashctl serve` runs.
+public struct ServerConfiguration: Sendable {
+    public var host: String
+    /// 0 picks a free port (printed at start).
+    public var port: Int
+    /// Required from clients when set; required to be set when `host` is not loopback.
+    public var token: String?
+    /// Origins besides the server's own that may open the WebSocket or call the API from a page.
+    public var allowedOrigins: [String]
+    /// Images named in API requests must be inside this directory.
+    public var imageDirectory: String
+    public var historyPath: String
+    public var scheduler: JobScheduler.Configuration
+    /// Fastboot devices emulated inside the server (`--emulate N`), for trying without hardware.
+    public var emulatedDevices: Int
+    public var emulatedSpeed: Int64?
+    /// Largest WebSocket frame accepted from a client; larger ones close that connection (1009).
+    public var maxFrameSize: Int
+    /// Events queued for one client before it is disconnected as too slow.
+    public var clientQueueLimit: Int
+    /// Seconds running jobs get to stop on shutdown.
+    public var shutdownGrace: Double
+
+    public init(
+        host: String = "127.0.0.1", port: Int = 3001, token: String? = nil, allowedOrigins: [String] = [],
+        imageDirectory: String = ServerConfiguration.defaultImageDirectory(), historyPath: String = HistoryStore.defaultPath(),
+        scheduler: JobScheduler.Configuration = .init(), emulatedDevices: Int = 0, emulatedSpeed: Int64? = nil,
+        maxFrameSize: Int = 16 * 1024, clientQueueLimit: Int = 1024, shutdownGrace: Double = 10
+    ) {
+        self.host = host
+        self.port = port
+        self.token = token
+        self.allowedOrigins = allowedOrigins
+        self.imageDirectory = imageDirectory
+        self.historyPath = historyPath
+        self.scheduler = scheduler
+        self.emulatedDevices = emulatedDevices
+        self.emulatedSpeed = emulatedSpeed
+        self.maxFrameSize = maxFrameSize
+        self.clientQueueLimit = clientQueueLimit
+        self.shutdownGrace = shutdownGrace
+    }
+
+    /// `$XDG_DATA_HOME/flashctl/images` (`~/.local/share/flashctl/images`).
+    public static func defaultImageDirectory(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+        if let data = environment["XDG_DATA_HOME"], !data.isEmpty { return data + "/flashctl/images" }
+        let home = environment["HOME"].flatMap { $0.isEmpty || $0 == "/" ? nil : $0 } ?? "/var/lib"
+        return home + (home == "/var/lib" ? "/flashctl/images" : "/.local/share/flashctl/images")
+    }
+
+    /// Refuses settings that would expose a flasher: a non-loopback address without a token.
+    public func validate() throws {
+        if !AccessPolicy.isLoopback(host), (token ?? "").isEmpty {
+            throw FlashError(.jobState, "listening on \(host) (not loopback) requires an access token: give --token or --token-file")
+        }
+        if let token, token.count < 16 {
+            throw FlashError(.jobState, "the access token must be at least 16 characters")
+        }
+        guard (0...65535).contains(port) else {
+            throw FlashError(.jobState, "port \(port) is not a TCP port")
+        }
+    }
+}

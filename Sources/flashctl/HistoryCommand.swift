@@ -1,0 +1,63 @@
+import ArgumentParser
+import FlashEngine
+import FlashServer
+import Foundation
+
+struct HistoryCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "history",
+        abstract: "Show past jobs, newest first.",
+        discussion: "Reads the history database the server writes (no server needed), or asks a server with --server."
+    )
+
+    @Option(name: .long, help: "History database to read.")
+    var history = HistoryStore.defaultPath()
+
+    @Option(name: .long, help: "Ask this server instead of reading the database.")
+    var server: String?
+
+    @Option(name: .long, help: "Access token for --server (default: $FLASHCTL_TOKEN).")
+    var token: String?
+
+    @Option(name: .long, help: "Only this device's jobs.")
+    var device: String?
+
+    @Option(name: .long, help: "How many jobs to show.")
+    var limit = 50
+
+    @Flag(name: .long, help: "Print JSON.")
+    var json = false
+
+    func run() async throws {
+        let entries: [HistoryEntry]
+        if server != nil {
+            var path = "/api/history?limit=\(limit)"
+            if let device { path += "&deviceId=\(device.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? device)" }
+            let answer = try await ServerClient(server: server, token: token).request("GET", path)
+            let data = try JSONSerialization.data(withJSONObject: (answer as? [String: Any])?["jobs"] ?? [])
+            entries = try JSONDecoder().decode([HistoryEntry].self, from: data)
+        } else {
+            guard FileManager.default.fileExists(atPath: history) else {
+                throw FlashError(.io, "no history at \(history) yet (the server creates it when it starts)")
+            }
+            entries = try HistoryStore(path: history).recent(limit: limit, deviceId: device)
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            return print(String(decoding: try encoder.encode(entries), as: UTF8.self))
+        }
+        guard !entries.isEmpty else { return print("no jobs recorded") }
+        let rows = entries.map { entry -> [String] in
+            [
+                HumanFormat.timestamp(entry.createdAt), entry.jobId, entry.deviceId,
+                (entry.image as NSString?)?.lastPathComponent ?? "-", entry.partition ?? "-", entry.result,
+                HumanFormat.bytes(entry.bytesTransferred),
+                entry.durationMs.map { HumanFormat.duration(milliseconds: $0) } ?? "-",
+                entry.averageSpeed.map { HumanFormat.speed($0) } ?? "-",
+                entry.error ?? String(entry.sha256?.prefix(16) ?? ""),
+            ]
+        }
+        print(TextTable.render(header: ["WHEN", "JOB", "DEVICE", "IMAGE", "PARTITION", "RESULT", "BYTES", "TIME", "AVG SPEED", "ERROR / SHA-256"], rows: rows))
+    }
+}

@@ -1,0 +1,37 @@
+import ArgumentParser
+import FlashEngine
+import Foundation
+
+/// `flashctl flash --server URL ...`: submits the job to a running server and shows its progress
+/// as if it ran here.
+struct RemoteFlash {
+    let command: FlashCommand
+
+    func run() async throws {
+        let client = ServerClient(server: command.server, token: command.token)
+        var body: [String: Any] = ["deviceId": command.device ?? "", "image": command.image, "reboot": command.reboot]
+        if let partition = command.partition { body["partition"] = partition }
+        if let limit = command.limit { body["bandwidthLimit"] = limit.value }
+        guard command.device != nil else {
+            throw ValidationError("--server needs --device: the server flashes many devices")
+        }
+        let answer = try await client.request("POST", "/api/flash/start", body: body) as? [String: Any]
+        guard let jobId = answer?["jobId"] as? String else {
+            throw FlashError(.protocolViolation, "the server did not say which job it started")
+        }
+        let renderer = ProgressRenderer(json: ProgressRenderer.wantsJSON(flag: command.json))
+        if answer?["status"] as? String == "queued", !renderer.json {
+            FileHandle.standardError.write(Data("\(jobId) is queued behind another job on \(command.device ?? "the device")\n".utf8))
+        }
+        let (commands, sender) = AsyncStream<String>.makeStream()
+        let interrupt = InterruptHandler {
+            sender.yield(#"{"type":"cancel","jobId":"\#(jobId)"}"#)
+        }
+        defer { interrupt.cancel() }
+        let terminal = try await client.follow(jobId: jobId, onEvent: { renderer.render($0) }, commands: commands)
+        renderer.finish()
+        guard case .completed = terminal else {
+            throw ExitCode.failure
+        }
+    }
+}

@@ -1,0 +1,90 @@
+import ArgumentParser
+import FlashEngine
+import FlashServer
+import Foundation
+
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve live progress (WebSocket /flash-progress), the HTTP job API and the dashboard.",
+        discussion: """
+            Listens on 127.0.0.1:3001 unless told otherwise; any other address needs an access token \
+            (--token or --token-file), which clients send as 'Authorization: Bearer TOKEN' or ?token=TOKEN.
+            Images named in API requests must be inside --images. Jobs are recorded in --history (SQLite).
+            --emulate N adds N emulated fastboot devices (EMU1...EMUN), to try everything without hardware.
+            """
+    )
+
+    @Option(name: .long, help: "Address to listen on.")
+    var host = "127.0.0.1"
+
+    @Option(name: .long, help: "Port to listen on (0: any free port, printed at start).")
+    var port = 3001
+
+    @Option(name: .long, help: "Access token clients must send (at least 16 characters).")
+    var token: String?
+
+    @Option(name: .long, help: "File holding the access token.")
+    var tokenFile: String?
+
+    @Option(name: .customLong("allow-origin"), help: "A web origin (e.g. http://bench.local:8080) whose pages may use the server; repeatable.")
+    var allowedOrigins: [String] = []
+
+    @Option(name: .long, help: "Directory API requests take images from.")
+    var images = ServerConfiguration.defaultImageDirectory()
+
+    @Option(name: .long, help: "Job history database (SQLite).")
+    var history = HistoryStore.defaultPath()
+
+    @Option(name: .long, help: "Number of emulated fastboot devices to add.")
+    var emulate = 0
+
+    @Option(name: .long, help: "Write speed of each emulated device in bytes per second (e.g. 40M; default: unlimited).")
+    var emulateSpeed: ByteCount?
+
+    @Option(name: .long, help: "Jobs that may run at once (one per device).")
+    var maxParallel = 16
+
+    @Option(name: .long, help: "Bandwidth cap for all jobs together, bytes per second (e.g. 100M).")
+    var bandwidth: ByteCount?
+
+    @Option(name: .long, help: "Progress messages per job per second.")
+    var progressRate = 4.0
+
+    func validate() throws {
+        guard progressRate > 0, progressRate <= 100 else {
+            throw ValidationError("--progress-rate must be between 0 and 100")
+        }
+    }
+
+    func run() async throws {
+        var token = self.token
+        if let tokenFile {
+            do {
+                token = try String(contentsOfFile: tokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            } catch {
+                throw ValidationError("cannot read the token file \(tokenFile): \(error.localizedDescription)")
+            }
+        }
+        let configuration = ServerConfiguration(
+            host: host, port: port, token: token, allowedOrigins: allowedOrigins,
+            imageDirectory: images, historyPath: history,
+            scheduler: .init(maxParallelJobs: maxParallel, totalBandwidth: bandwidth?.value, progressInterval: 1 / progressRate),
+            emulatedDevices: emulate, emulatedSpeed: emulateSpeed?.value
+        )
+        let server = try FlashServer(configuration: configuration)
+        let interrupt = InterruptHandler {
+            Task { await server.shutdown() }
+        }
+        defer { interrupt.cancel() }
+        let emulated = server.emulatedDevices
+        let interrupted = server.interruptedJobs
+        try await server.run { url in
+            var lines = ["flashctl serve: listening on \(url) (WebSocket \(url.replacingOccurrences(of: "http://", with: "ws://"))/flash-progress)"]
+            lines.append("images from \(configuration.imageDirectory); history in \(configuration.historyPath)")
+            if interrupted > 0 { lines.append("\(interrupted) job(s) left unfinished by the last run are marked interrupted") }
+            for device in emulated { lines.append("emulated device \(device.deviceId) on \(device.addressSelector)") }
+            FileHandle.standardOutput.write(Data((lines.joined(separator: "\n") + "\n").utf8))
+        }
+    }
+}
