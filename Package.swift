@@ -60,7 +60,11 @@ let package = Package(
         ),
         .testTarget(
             name: "FlashServerTests",
-            dependencies: ["FlashServer", "FlashEngine"]
+            dependencies: [
+                "FlashServer",
+                "FlashEngine",
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+            ]
         ),
         .testTarget(
             name: "EndToEndTests",

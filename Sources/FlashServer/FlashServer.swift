@@ -50,6 +50,9 @@ public final class FlashServer: Sendable {
 
     public var emulatedDevices: [FastbootDeviceInfo] { emulated?.devices ?? [] }
 
+    /// Where the emulated devices keep their partitions (one folder per serial).
+    var emulatedDevicesDirectory: String { emulated?.directory ?? "" }
+
     /// Serves until `shutdown()`; `onListening` gets the address once the port is bound.
     public func run(onListening: @escaping @Sendable (String) -> Void = { _ in }) async throws {
         let router = Router(context: BasicWebSocketRequestContext.self)
@@ -72,7 +75,7 @@ public final class FlashServer: Sendable {
             router: router,
             server: .http1WebSocketUpgrade(
                 webSocketRouter: router,
-                configuration: .init(ws: .init(maxFrameSize: configuration.maxFrameSize, autoPing: .enabled(timePeriod: .seconds(30))))
+                configuration: .init(ws: .init(maxFrameSize: configuration.maxFrameSize, autoPing: .enabled(timePeriod: .seconds(30)), closeTimeout: .seconds(3)))
             ),
             configuration: .init(address: .hostname(host, port: configuration.port), serverName: "flashctl"),
             onServerRunning: { channel in
@@ -82,7 +85,10 @@ public final class FlashServer: Sendable {
             },
             logger: logger
         )
-        let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [], logger: logger))
+        var groupConfiguration = ServiceGroupConfiguration(services: [app], gracefulShutdownSignals: [], logger: logger)
+        // A client that reads nothing cannot hold the process up: after this, connections are cut.
+        groupConfiguration.maximumGracefulShutdownDuration = .seconds(5)
+        let group = ServiceGroup(configuration: groupConfiguration)
         await shutdownTrigger.set(group)
         try await group.run()
     }
@@ -95,6 +101,8 @@ public final class FlashServer: Sendable {
             logger.warning("some jobs did not stop within \(configuration.shutdownGrace) s")
         }
         recorder.flush()
+        // Each client gets what is queued for it (the jobs' ends), then its connection closes.
+        scheduler.broadcaster.closeAll()
         await shutdownTrigger.fire()
         emulated?.stop()
     }

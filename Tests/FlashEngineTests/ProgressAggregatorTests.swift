@@ -3,22 +3,6 @@ import Synchronization
 import Testing
 @testable import FlashEngine
 
-/// A clock that only moves when the test says so.
-private final class ManualClock: FlashClock {
-    private let nanos = Mutex<UInt64>(0)
-    let epochBase: Int64
-
-    init(epochBase: Int64 = 1_703_001_234_000) {
-        self.epochBase = epochBase
-    }
-
-    func monotonicNanos() -> UInt64 { nanos.withLock { $0 } }
-    func epochMillis() -> Int64 { epochBase + Int64(monotonicNanos() / 1_000_000) }
-
-    func advance(ms: UInt64) { nanos.withLock { $0 += ms * 1_000_000 } }
-    var millis: UInt64 { monotonicNanos() / 1_000_000 }
-}
-
 /// Collects emitted events.
 private final class EventLog: Sendable {
     private let storage = Mutex<[FlashEvent]>([])

@@ -1,28 +1,50 @@
 import Crypto
+import Synchronization
 
 /// The bytes of one download as a job sends them: held while the job is paused, metered by its
 /// bandwidth caps, hashed, and stopped when the job is cancelled.
 ///
-/// A cancel that arrives mid-download with little left (`paddingLimit`) finishes the download with
-/// zeros instead of breaking off: the device is then back in its command phase, usable by the
-/// next job, and the job never sends `flash`, so the zeros are never written. With more left, the
-/// stream throws and the transfer is abandoned.
+/// Over USB, a cancel that arrives mid-download with little left finishes the download with zeros
+/// instead of breaking off: the device is then back in its command phase, usable by the next job,
+/// and the job never sends `flash`, so the zeros are never written. "Little" is what the device
+/// acknowledges in about two seconds at this download's rate (at least `CancelPadding.minimum`,
+/// at most `.maximum`; the rate counts at least one second), so a cancel always ends promptly.
+/// With more left, or over TCP (`padsOnCancel` false), the stream throws and the transfer is
+/// abandoned (`FastbootTransport.abandonDownload`).
 final class ControlledStream: ByteStream {
     private let inner: ByteStream
     private let control: JobControl
     private let buckets: [TokenBucket]
     private let digest: SentBytesDigest
-    private let paddingLimit: Int64
+    private let clock: any FlashClock
+    private let startedAt: UInt64
     private var remaining: Int64
+    private let acknowledgedBytes = Atomic<Int64>(0)
     private(set) var isPadding = false
 
-    init(_ inner: ByteStream, size: Int64, control: JobControl, buckets: [TokenBucket], digest: SentBytesDigest, paddingLimit: Int64) {
+    private let padsOnCancel: Bool
+
+    init(_ inner: ByteStream, size: Int64, control: JobControl, buckets: [TokenBucket], digest: SentBytesDigest, clock: any FlashClock, padsOnCancel: Bool) {
+        self.padsOnCancel = padsOnCancel
         self.inner = inner
         self.remaining = size
         self.control = control
         self.buckets = buckets
         self.digest = digest
-        self.paddingLimit = paddingLimit
+        self.clock = clock
+        self.startedAt = clock.monotonicNanos()
+    }
+
+    /// Bytes of this download the device has taken so far (the transport's count).
+    func acknowledged(_ bytes: Int64) {
+        acknowledgedBytes.store(bytes, ordering: .relaxed)
+    }
+
+    /// The most a cancel pads with at this download's rate so far.
+    private var paddingLimit: Int64 {
+        let elapsed = max(1, Double(clock.monotonicNanos() - startedAt) / 1e9)
+        let rate = Double(acknowledgedBytes.load(ordering: .relaxed)) / elapsed
+        return min(CancelPadding.maximum, max(CancelPadding.minimum, Int64(rate * CancelPadding.seconds)))
     }
 
     func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
@@ -32,7 +54,7 @@ final class ControlledStream: ByteStream {
                 let wait = buckets.map { $0.take(buffer.count) }.max() ?? 0
                 if wait > 0 { try control.sleep(seconds: wait) }
             } catch let error as FlashError where error.kind == .cancelled {
-                guard remaining <= paddingLimit else { throw error }
+                guard padsOnCancel, remaining <= paddingLimit else { throw error }
                 isPadding = true
             }
         }
@@ -47,6 +69,12 @@ final class ControlledStream: ByteStream {
         remaining -= Int64(count)
         return count
     }
+}
+
+enum CancelPadding {
+    static let seconds = 2.0
+    static let minimum: Int64 = 4 << 20
+    static let maximum: Int64 = 64 << 20
 }
 
 /// SHA-256 of everything a job sent, across all its downloads.

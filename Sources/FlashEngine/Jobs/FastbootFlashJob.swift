@@ -55,6 +55,7 @@ public final class FastbootFlashJob: @unchecked Sendable {
         defer { transport?.close() }
         let digest = SentBytesDigest()
         var sent: Int64 = 0
+        var downloading: ControlledStream?
         do {
             let connected = try finder.connect(device)
             transport = connected
@@ -73,10 +74,13 @@ public final class FastbootFlashJob: @unchecked Sendable {
                 defer { reader.close() }
                 let size = segments.totalLength
                 let base = sent
-                let stream = ControlledStream(reader, size: size, control: control, buckets: limits, digest: digest, paddingLimit: Self.cancelPaddingLimit)
+                let stream = ControlledStream(reader, size: size, control: control, buckets: limits, digest: digest, clock: clock, padsOnCancel: connected.padsCancelledDownloads)
+                downloading = stream
                 try client.download(stream, size: size) { acknowledged in
+                    stream.acknowledged(acknowledged)
                     if !stream.isPadding { progress.update(bytesTransferred: base + acknowledged) }
                 }
+                downloading = nil
                 try control.checkCancelled()
                 sent += size
                 try control.waitWhilePaused()
@@ -90,6 +94,7 @@ public final class FastbootFlashJob: @unchecked Sendable {
             progress.completed()
             return JobOutcome(state: .completed, error: nil, bytesSent: sent, sha256: digest.finalizeHex())
         } catch let error as FlashError where error.kind == .cancelled {
+            if downloading != nil { transport?.abandonDownload() }
             progress.cancelled("Flash cancelled by user")
             return JobOutcome(state: .cancelled, error: "Flash cancelled by user", bytesSent: sent, sha256: nil)
         } catch let error as FlashError {
@@ -100,10 +105,6 @@ public final class FastbootFlashJob: @unchecked Sendable {
             return JobOutcome(state: .failed, error: "\(error)", bytesSent: sent, sha256: nil)
         }
     }
-
-    /// A cancel with at most this much of a download left finishes it with zeros, so the device
-    /// stays in its command phase (see `ControlledStream`): about a second at USB 2.0 speed.
-    static let cancelPaddingLimit: Int64 = 48 << 20
 
     /// The device's download limit; devices that do not say get no limit, as AOSP fastboot does.
     static func maxDownloadSize(_ client: FastbootClient) throws -> Int64 {

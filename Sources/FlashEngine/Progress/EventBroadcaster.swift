@@ -55,6 +55,14 @@ public final class EventBroadcaster: @unchecked Sendable {
         return subscription
     }
 
+    /// Ends every subscription (each still gets what was queued for it), for a server that stops.
+    public func closeAll() {
+        lock.lock()
+        let all = Array(subscribers.values)
+        lock.unlock()
+        all.forEach { $0.close() }
+    }
+
     /// The replay of every active job, in the order the jobs started.
     public func replay() -> [FlashEvent] {
         lock.lock()

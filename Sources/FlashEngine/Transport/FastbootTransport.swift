@@ -19,4 +19,17 @@ public protocol FastbootTransport: AnyObject, Sendable {
 
     /// Ends the connection; any blocked call returns with an error. Safe to call twice.
     func close()
+
+    /// Called after a download was broken off, so the device does not wait forever for the rest
+    /// of it. Over TCP closing the connection ends the device's session, so nothing is needed.
+    func abandonDownload()
+
+    /// Whether a cancelled download should rather be finished with padding (see
+    /// `ControlledStream`) than broken off. False over TCP, where breaking off costs nothing.
+    var padsCancelledDownloads: Bool { get }
+}
+
+extension FastbootTransport {
+    public func abandonDownload() {}
+    public var padsCancelledDownloads: Bool { true }
 }

@@ -72,6 +72,12 @@ public final class LibUSBTransport: FastbootTransport, @unchecked Sendable {
         try run.send(source, totalBytes: totalBytes, onAcknowledged: onAcknowledged)
     }
 
+    /// A USB port reset: the device re-enumerates and its bootloader starts a fresh command loop.
+    public func abandonDownload() {
+        guard !closed.withLock({ $0 }) else { return }
+        _ = libusb_reset_device(handle)
+    }
+
     public func close() {
         let wasClosed = closed.withLock { closed in
             defer { closed = true }

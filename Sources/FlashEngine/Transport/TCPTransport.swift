@@ -54,6 +54,8 @@ public final class TCPTransport: FastbootTransport, @unchecked Sendable {
         }
     }
 
+    public var padsCancelledDownloads: Bool { false }
+
     public func close() {
         socket.close()
     }

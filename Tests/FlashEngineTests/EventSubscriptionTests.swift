@@ -1,0 +1,106 @@
+@testable import FlashEngine
+import Synchronization
+import Testing
+
+@Suite struct EventSubscriptionTests {
+    let job = JobInfo(jobId: "job_00000001", deviceId: "SER1")
+    let other = JobInfo(jobId: "job_00000002", deviceId: "SER2")
+
+    func progress(_ job: JobInfo, _ bytes: Int64) -> FlashEvent {
+        .progress(job, ProgressSnapshot(progress: Double(bytes), stage: "Sending boot", bytesTransferred: bytes, totalBytes: 100, transferSpeed: 1, estimatedTimeRemaining: 1), timestamp: bytes)
+    }
+
+    @Test func newerProgressReplacesQueuedProgressBehindLifecycle() async {
+        let broadcaster = EventBroadcaster()
+        let subscription = broadcaster.subscribe()
+        broadcaster.publish(.started(job, stage: "Connecting", totalBytes: 100, timestamp: 1))
+        broadcaster.publish(progress(job, 10))
+        broadcaster.publish(progress(other, 5))
+        broadcaster.publish(.paused(job, timestamp: 2))
+        broadcaster.publish(.resumed(job, timestamp: 3))
+        broadcaster.publish(progress(job, 20))
+        let batch = await subscription.nextBatch()
+        #expect(batch == [
+            .started(job, stage: "Connecting", totalBytes: 100, timestamp: 1),
+            progress(other, 5),
+            .paused(job, timestamp: 2),
+            .resumed(job, timestamp: 3),
+            progress(job, 20),
+        ])
+        #expect(subscription.coalescedCount == 1)
+    }
+
+    @Test func aSubscriberThatFallsBehindIsClosedWithoutHoldingOthers() async {
+        let broadcaster = EventBroadcaster(subscriberLimit: 4)
+        let slow = broadcaster.subscribe()
+        let fast = broadcaster.subscribe()
+        let fired = Flag()
+        slow.setOverflowHandler { fired.set() }
+        var received: [FlashEvent] = []
+        for index in 0..<10 {
+            broadcaster.publish(.paused(job, timestamp: Int64(index)))
+            received += await fast.nextBatch() ?? []
+        }
+        #expect(received.count == 10)
+        #expect(slow.didOverflow)
+        #expect(fired.isSet)
+        #expect(await slow.nextBatch() == nil)
+        #expect(broadcaster.subscriberCount == 1)
+        #expect(broadcaster.overflowCount == 1)
+    }
+
+    @Test func newSubscribersGetTheReplayOfActiveJobsOnly() async {
+        let broadcaster = EventBroadcaster()
+        broadcaster.publish(.started(job, stage: "Connecting", totalBytes: 100, timestamp: 1))
+        broadcaster.publish(progress(job, 10))
+        broadcaster.publish(progress(job, 30))
+        broadcaster.publish(.paused(job, timestamp: 2))
+        broadcaster.publish(.started(other, stage: "Connecting", totalBytes: 100, timestamp: 3))
+        broadcaster.publish(.failed(other, error: "USB connection lost", reason: nil, timestamp: 4))
+
+        let everyone = broadcaster.subscribe()
+        #expect(await everyone.nextBatch() == [
+            .started(job, stage: "Connecting", totalBytes: 100, timestamp: 1),
+            progress(job, 30),
+            .paused(job, timestamp: 2),
+        ])
+        // A client asking for one job that has ended is told how it ended.
+        let oneJob = broadcaster.subscribe(EventFilter(jobId: other.jobId))
+        #expect(await oneJob.nextBatch() == [
+            .started(other, stage: "Connecting", totalBytes: 100, timestamp: 3),
+            .failed(other, error: "USB connection lost", reason: nil, timestamp: 4),
+        ])
+        let byDevice = broadcaster.subscribe(EventFilter(deviceId: "SER1"))
+        broadcaster.publish(.resumed(job, timestamp: 5))
+        broadcaster.publish(.deviceMessage(job, text: "writing", timestamp: 6))
+        #expect(await byDevice.nextBatch()?.last == .resumed(job, timestamp: 5))
+    }
+
+    @Test func closingEndsAWaitingReader() async {
+        let broadcaster = EventBroadcaster()
+        let subscription = broadcaster.subscribe()
+        async let next = subscription.nextBatch()
+        try? await Task.sleep(for: .milliseconds(50))
+        subscription.close()
+        #expect(await next == nil)
+        #expect(broadcaster.subscriberCount == 0)
+    }
+
+    @Test func tokenBucketMakesTakersWaitForTheirShare() {
+        let clock = ManualClock()
+        let bucket = TokenBucket(bytesPerSecond: 1000, clock: clock)
+        #expect(bucket.take(250) == 0)           // the initial quarter-second burst
+        #expect(bucket.take(500) == 0.5)          // 500 bytes of debt at 1000 B/s
+        clock.advance(ms: 500)
+        #expect(bucket.take(100) == 0.1)
+        clock.advance(ms: 10_000)                // idle time refills at most a quarter second
+        #expect(bucket.take(250) == 0)
+        #expect(bucket.take(1) > 0)
+    }
+}
+
+final class Flag: Sendable {
+    private let value = Mutex(false)
+    func set() { value.withLock { $0 = true } }
+    var isSet: Bool { value.withLock { $0 } }
+}
