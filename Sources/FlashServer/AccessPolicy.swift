@@ -33,7 +33,7 @@ struct AccessPolicy: Sendable {
                 return APIError(.unauthorized, "an access token is required: send 'Authorization: Bearer TOKEN' or add ?token=TOKEN")
             }
         }
-        if let origin = request.headers[.origin], !isAllowed(origin: origin, port: port) {
+        for origin in request.headers[values: .origin] where !isAllowed(origin: origin, port: port) {
             return APIError(.forbidden, "requests from the web page at \(origin) are not allowed; start the server with --allow-origin \(origin) to allow it")
         }
         return nil

@@ -1,0 +1,146 @@
+import Foundation
+import XCTest
+
+/// `flashctl serve` and the commands that talk to it, as separate processes, as users run them.
+final class ServeCommandTests: XCTestCase {
+    private var servers: [ServeProcess] = []
+
+    override func tearDown() {
+        servers.forEach { $0.removeFiles() }
+        servers = []
+    }
+
+    private func serve(base: String? = nil, _ arguments: [String] = ["--emulate", "2"]) throws -> ServeProcess {
+        let server = try ServeProcess(base: base, arguments: arguments)
+        servers.append(server)
+        return server
+    }
+
+    private func flashctl(_ arguments: [String], timeout: Double = 60) throws -> CommandResult {
+        try ProcessRunner.run(ProcessRunner.flashctl, arguments, timeout: timeout)
+    }
+
+    private func curl(_ arguments: [String], timeout: Double = 30) throws -> CommandResult {
+        try ProcessRunner.run("/usr/bin/curl", ["-sS"] + arguments, timeout: timeout)
+    }
+
+    func testFlashThroughTheServerFromTheCLIAndFollowWithCurl() throws {
+        let server = try serve(["--emulate", "2", "--emulate-speed", "8M"])
+        XCTAssertTrue(server.banner.contains("emulated device EMU1 on tcp:127.0.0.1:"), server.banner)
+        let image = TestImages.random(3 << 20)
+        try server.write(image: "boot.img", image)
+
+        let flash = try flashctl(["flash", "--server", server.url, "--device", "EMU1", "boot.img", "--json"])
+        XCTAssertEqual(flash.status, 0, flash.stderr)
+        let types = flash.events.compactMap { $0["type"] as? String }
+        XCTAssertEqual(types.first, "flash_started")
+        XCTAssertEqual(types.last, "flash_completed")
+        XCTAssertEqual(flash.events(ofType: "flash_progress").last?["progress"] as? Int, 100)
+        let jobId = try XCTUnwrap(flash.events.first?["jobId"] as? String)
+
+        // A finished job's events: how it ended, then the stream closes.
+        let finished = try curl(["-N", "\(server.url)/api/jobs/\(jobId)/events"])
+        XCTAssertEqual(finished.status, 0)
+        XCTAssertEqual(finished.events.compactMap { $0["type"] as? String }, ["flash_started", "flash_progress", "flash_completed"])
+
+        // A running job's events stream until it ends.
+        let start = try curl(["-X", "POST", "-H", "Content-Type: application/json", "-d", #"{"deviceId":"EMU2","image":"boot.img","partition":"recovery"}"#, "\(server.url)/api/flash/start"])
+        let second = try XCTUnwrap(start.events.first?["jobId"] as? String, start.stdout)
+        XCTAssertEqual(start.events.first?["status"] as? String, "started")
+        let live = try curl(["-N", "\(server.url)/api/jobs/\(second)/events"])
+        XCTAssertEqual(live.events.first?["type"] as? String, "flash_started")
+        XCTAssertEqual(live.events.last?["type"] as? String, "flash_completed")
+        XCTAssertGreaterThan(live.events(ofType: "flash_progress").count, 1)
+
+        let jobs = try flashctl(["jobs", "--server", server.url])
+        XCTAssertEqual(jobs.status, 0, jobs.stderr)
+        XCTAssertTrue(jobs.stdout.contains(jobId) && jobs.stdout.contains(second), jobs.stdout)
+        XCTAssertEqual(jobs.stdout.components(separatedBy: "completed").count - 1, 2, jobs.stdout)
+
+        let history = try flashctl(["history", "--history", server.history, "--json"])
+        XCTAssertEqual(history.status, 0, history.stderr)
+        let entries = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(history.stdout.utf8)) as? [[String: Any]])
+        XCTAssertEqual(Set(entries.compactMap { $0["jobId"] as? String }), [jobId, second])
+        XCTAssertEqual(entries.first { $0["jobId"] as? String == second }?["partition"] as? String, "recovery")
+        let table = try flashctl(["history", "--server", server.url])
+        XCTAssertTrue(table.stdout.contains("recovery") && table.stdout.contains("completed"), table.stdout)
+    }
+
+    func testPauseResumeAndCancelCommands() throws {
+        let server = try serve(["--emulate", "1", "--emulate-speed", "2M"])
+        try server.write(image: "boot.img", TestImages.random(16 << 20))
+        let start = try curl(["-X", "POST", "-d", #"{"deviceId":"EMU1","image":"boot.img"}"#, "\(server.url)/api/flash/start"])
+        let jobId = try XCTUnwrap(start.events.first?["jobId"] as? String, start.stdout)
+
+        let pause = try flashctl(["pause", "--server", server.url, jobId])
+        XCTAssertEqual(pause.status, 0, pause.stderr)
+        XCTAssertEqual(pause.stdout, "\(jobId): paused\n")
+        let again = try flashctl(["pause", "--server", server.url, jobId])
+        XCTAssertNotEqual(again.status, 0)
+        XCTAssertTrue(again.stderr.contains("only a running job can be paused"), again.stderr)
+        XCTAssertEqual(try flashctl(["resume", "--server", server.url, jobId]).stdout, "\(jobId): running\n")
+        let cancel = try flashctl(["cancel", "--server", server.url, jobId])
+        XCTAssertEqual(cancel.status, 0, cancel.stderr)
+        let ended = try curl(["-N", "\(server.url)/api/jobs/\(jobId)/events"])
+        XCTAssertEqual(ended.events.last?["reason"] as? String, "cancelled")
+        let unknown = try flashctl(["cancel", "--server", server.url, "job_00000000"])
+        XCTAssertNotEqual(unknown.status, 0)
+        XCTAssertTrue(unknown.stderr.contains("no job 'job_00000000'"), unknown.stderr)
+        let nobody = try flashctl(["jobs", "--server", "http://127.0.0.1:1"])
+        XCTAssertNotEqual(nobody.status, 0)
+        XCTAssertTrue(nobody.stderr.contains("cannot reach the flashctl server"), nobody.stderr)
+    }
+
+    func testCtrlCOnARemoteFlashCancelsTheJobOnTheServer() throws {
+        let server = try serve(["--emulate", "1", "--emulate-speed", "2M"])
+        try server.write(image: "boot.img", TestImages.random(16 << 20))
+        let flash = try RunningCommand(ProcessRunner.flashctl, ["flash", "--server", server.url, "--device", "EMU1", "boot.img", "--json"])
+        XCTAssertTrue(flash.waitFor("\"bytesTransferred\":"), flash.output)
+        flash.signal(SIGINT)
+        XCTAssertEqual(flash.wait(timeout: 20), 1)
+        let last = try XCTUnwrap(flash.events.last)
+        XCTAssertEqual(last["type"] as? String, "flash_failed")
+        XCTAssertEqual(last["reason"] as? String, "cancelled")
+    }
+
+    func testSIGTERMCancelsRunningJobsRecordsThemAndEndsClientStreams() throws {
+        let server = try serve(["--emulate", "1", "--emulate-speed", "2M"])
+        try server.write(image: "boot.img", TestImages.random(16 << 20))
+        let start = try curl(["-X", "POST", "-d", #"{"deviceId":"EMU1","image":"boot.img"}"#, "\(server.url)/api/flash/start"])
+        let jobId = try XCTUnwrap(start.events.first?["jobId"] as? String, start.stdout)
+        let follower = try RunningCommand("/usr/bin/curl", ["-sN", "\(server.url)/api/jobs/\(jobId)/events"])
+        XCTAssertTrue(follower.waitFor("flash_progress"), follower.output)
+
+        XCTAssertEqual(server.stop(signal: SIGTERM, timeout: 15), 0, "the server exits cleanly")
+        XCTAssertEqual(follower.wait(timeout: 10), 0, "the stream ends with the server")
+        XCTAssertEqual(follower.events.last?["type"] as? String, "flash_failed")
+        XCTAssertEqual(follower.events.last?["reason"] as? String, "cancelled")
+
+        let history = try flashctl(["history", "--history", server.history, "--json"])
+        let entries = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(history.stdout.utf8)) as? [[String: Any]], history.stdout + history.stderr)
+        XCTAssertEqual(entries.first?["jobId"] as? String, jobId)
+        XCTAssertEqual(entries.first?["result"] as? String, "cancelled")
+    }
+
+    func testAJobRunningWhenTheServerIsKilledIsInterruptedAfterRestart() throws {
+        let server = try serve(["--emulate", "1", "--emulate-speed", "2M"])
+        try server.write(image: "boot.img", TestImages.random(16 << 20))
+        let start = try curl(["-X", "POST", "-d", #"{"deviceId":"EMU1","image":"boot.img"}"#, "\(server.url)/api/flash/start"])
+        let jobId = try XCTUnwrap(start.events.first?["jobId"] as? String, start.stdout)
+        usleep(500_000)
+        _ = server.stop(signal: SIGKILL)
+
+        let again = try serve(base: server.base, ["--emulate", "1"])
+        XCTAssertTrue(again.banner.contains("1 job(s) left unfinished by the last run are marked interrupted"), again.banner)
+        let history = try flashctl(["history", "--server", again.url, "--json"])
+        let entries = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(history.stdout.utf8)) as? [[String: Any]], history.stdout + history.stderr)
+        XCTAssertEqual(entries.first?["jobId"] as? String, jobId)
+        XCTAssertEqual(entries.first?["result"] as? String, "interrupted")
+    }
+
+    func testServeRefusesAnOpenAddressWithoutAToken() throws {
+        let result = try flashctl(["serve", "--host", "0.0.0.0", "--port", "0"], timeout: 20)
+        XCTAssertNotEqual(result.status, 0)
+        XCTAssertTrue(result.stderr.contains("requires an access token"), result.stderr)
+    }
+}
