@@ -1,5 +1,6 @@
 import FlashEngine
 import Foundation
+import Synchronization
 
 /// The fastboot devices `flashctl serve --emulate N` runs inside the server: each listens on a
 /// loopback port and keeps its partitions as files in a directory of its own.
@@ -7,8 +8,11 @@ final class EmulatedDevices: Sendable {
     let servers: [EmulatedDeviceServer]
     let directory: String
 
+    private static let instances = Atomic<Int>(0)
+
     init(count: Int, speedLimit: Int64?) throws {
-        directory = NSTemporaryDirectory() + "flashctl-serve-\(getpid())"
+        let instance = Self.instances.add(1, ordering: .relaxed).newValue
+        directory = NSTemporaryDirectory() + "flashctl-serve-\(getpid())-\(instance)"
         var servers: [EmulatedDeviceServer] = []
         for index in 1...max(1, count) {
             let partitions = directory + "/EMU\(index)"

@@ -51,7 +51,7 @@ public final class FlashServer: Sendable {
     public var emulatedDevices: [FastbootDeviceInfo] { emulated?.devices ?? [] }
 
     /// Where the emulated devices keep their partitions (one folder per serial).
-    var emulatedDevicesDirectory: String { emulated?.directory ?? "" }
+    public var emulatedDevicesDirectory: String? { emulated?.directory }
 
     /// Serves until `shutdown()`; `onListening` gets the address once the port is bound.
     public func run(onListening: @escaping @Sendable (String) -> Void = { _ in }) async throws {
@@ -101,10 +101,10 @@ public final class FlashServer: Sendable {
             logger.warning("some jobs did not stop within \(configuration.shutdownGrace) s")
         }
         recorder.flush()
+        emulated?.stop()
         // Each client gets what is queued for it (the jobs' ends), then its connection closes.
         scheduler.broadcaster.closeAll()
         await shutdownTrigger.fire()
-        emulated?.stop()
     }
 }
 

@@ -78,12 +78,15 @@ struct ServeCommand: AsyncParsableCommand {
         }
         defer { interrupt.cancel() }
         let emulated = server.emulatedDevices
+        let emulatedDirectory = server.emulatedDevicesDirectory ?? ""
         let interrupted = server.interruptedJobs
         try await server.run { url in
             var lines = ["flashctl serve: listening on \(url) (WebSocket \(url.replacingOccurrences(of: "http://", with: "ws://"))/flash-progress)"]
             lines.append("images from \(configuration.imageDirectory); history in \(configuration.historyPath)")
             if interrupted > 0 { lines.append("\(interrupted) job(s) left unfinished by the last run are marked interrupted") }
-            for device in emulated { lines.append("emulated device \(device.deviceId) on \(device.addressSelector)") }
+            for device in emulated {
+                lines.append("emulated device \(device.deviceId) on \(device.addressSelector), partitions in \(emulatedDirectory)/\(device.deviceId)")
+            }
             FileHandle.standardOutput.write(Data((lines.joined(separator: "\n") + "\n").utf8))
         }
     }

@@ -111,7 +111,10 @@ final class ServeCommandTests: XCTestCase {
         let follower = try RunningCommand("/usr/bin/curl", ["-sN", "\(server.url)/api/jobs/\(jobId)/events"])
         XCTAssertTrue(follower.waitFor("flash_progress"), follower.output)
 
+        let partitions = try XCTUnwrap(server.banner.range(of: #"partitions in \S+"#, options: .regularExpression).map { String(server.banner[$0].dropFirst("partitions in ".count)) })
+        XCTAssertTrue(FileManager.default.fileExists(atPath: partitions), partitions)
         XCTAssertEqual(server.stop(signal: SIGTERM, timeout: 15), 0, "the server exits cleanly")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: (partitions as NSString).deletingLastPathComponent), "emulated partitions are removed on exit")
         XCTAssertEqual(follower.wait(timeout: 10), 0, "the stream ends with the server")
         XCTAssertEqual(follower.events.last?["type"] as? String, "flash_failed")
         XCTAssertEqual(follower.events.last?["reason"] as? String, "cancelled")

@@ -202,17 +202,43 @@ import Testing
 
 /// A client that completes the WebSocket handshake and then never reads a byte.
 final class StalledWebSocket {
-    let socket: POSIXSocket
+    let fd: Int32
 
-    init(port: Int) throws {
-        socket = try POSIXSocket.connect(host: "127.0.0.1", port: UInt16(port), timeoutMs: 2000)
+    /// `receiveBuffer` shrinks the socket's receive buffer (set before connecting, so the window
+    /// the server sees stays small).
+    init(port: Int, receiveBuffer: Int32? = nil) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        if var size = receiveBuffer {
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw FlashError(.io, "connect failed") }
         let request = "GET /flash-progress HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        try Array(request.utf8).withUnsafeBytes { try socket.writeAll($0) }
-        let answer = try socket.read(upTo: 12, timeoutMs: 5000)
-        guard String(decoding: answer, as: UTF8.self) == "HTTP/1.1 101" else {
+        _ = Array(request.utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+        var answer = [UInt8](repeating: 0, count: 12)
+        let got = answer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, 12, Int32(MSG_WAITALL)) }
+        guard got == 12, String(decoding: answer, as: UTF8.self) == "HTTP/1.1 101" else {
+            Glibc.close(fd)
             throw FlashError(.protocolViolation, "no upgrade: \(String(decoding: answer, as: UTF8.self))")
         }
     }
 
-    func close() { socket.close() }
+    /// Reads everything the server managed to send; true if the server then closed the connection.
+    func isClosedByServer(timeoutMs: Int32 = 5000) -> Bool {
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&poller, 1, timeoutMs) == 1 else { return false }
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { return true }
+        }
+    }
+
+    func close() { Glibc.close(fd) }
 }

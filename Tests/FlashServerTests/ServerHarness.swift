@@ -65,7 +65,7 @@ final class ServerHarness: @unchecked Sendable {
 
     /// What emulated device `serial` holds in `partition`.
     func partition(_ serial: String, _ name: String) -> Data? {
-        let directory = server.emulatedDevicesDirectory + "/" + serial
+        let directory = (server.emulatedDevicesDirectory ?? "") + "/" + serial
         return FileManager.default.contents(atPath: directory + "/\(name).img") ?? FileManager.default.contents(atPath: directory + "/\(name)")
     }
 

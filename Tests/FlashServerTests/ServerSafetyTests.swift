@@ -128,6 +128,35 @@ import Testing
         #expect(try history.entry(jobId: jobId)?.result == "cancelled")
     }
 
+    @Test func aClientThatCannotKeepUpIsDisconnectedAndTheServerGoesOn() async throws {
+        let harness = try await ServerHarness.start(devices: 1, speed: 1 << 20, queueLimit: 16)
+        defer { harness.removeFiles() }
+        try harness.makeImage("boot.img", bytes: 16 << 20)
+        let flooder = try await harness.connect()
+        let bystander = try await harness.connect()
+        let jobId = try await harness.startJob(device: "EMU1", image: "boot.img")
+        try await flooder.wait(until: { $0.contains { $0["type"] as? String == "flash_progress" } })
+        // 400 commands at once produce lifecycle messages faster than its queue of 16 drains.
+        for _ in 0..<200 {
+            flooder.send(["type": "pause", "jobId": jobId])
+            flooder.send(["type": "resume", "jobId": jobId])
+        }
+        try await flooder.wait(timeout: 20, "the disconnect", until: { _ in flooder.isClosed })
+        #expect(harness.server.scheduler.broadcaster.overflowCount >= 1)
+        try await Task.sleep(for: .milliseconds(200))
+        let metrics = try await harness.http("GET", "/metrics").text
+        #expect(metrics.contains("flashctl_slow_clients_disconnected_total"), "\(metrics)")
+        #expect(!metrics.contains("flashctl_slow_clients_disconnected_total 0"))
+        // The job and everyone else go on.
+        let late = try await harness.connect(query: "?jobId=\(jobId)")
+        #expect(late.messages(job: jobId).first?["type"] as? String == "flash_started")
+        late.send(["type": "cancel", "jobId": jobId])
+        try await late.waitForEnd(of: jobId)
+        #expect(late.messages(job: jobId).last?["reason"] as? String == "cancelled")
+        _ = bystander
+        await harness.stop()
+    }
+
     @Test func listeningBeyondLoopbackWithoutATokenIsRefusedAtStart() async throws {
         await #expect(throws: FlashError.self) { _ = try await ServerHarness.start(devices: 0, host: "0.0.0.0") }
     }

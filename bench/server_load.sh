@@ -1,0 +1,213 @@
+#!/usr/bin/env bash
+# Flashes 4 emulated devices through `flashctl serve` with and without CLIENTS WebSocket clients
+# on /flash-progress. Prints the flash throughput with and without the clients (and the ratio),
+# the delivery latency of the messages (receive time minus the message's timestamp, same clock;
+# p50/p99/max), and whether every client got every job's flash_completed. The release build goes
+# to .build-bench (git-ignored); image, server state and partitions live in a temp dir on /dev/shm.
+#
+#   bench/server_load.sh [IMAGE_MIB=256] [CLIENTS=1000] [ROUNDS=3]
+#
+# A round is one run without clients and one with them; the order alternates (ABBA...) so drift
+# hits both. Before the rounds, one unrecorded warm-up run. The clients are spread over Python
+# processes of at most 250 each (bench/ws_load.py, `websockets` from PyPI; CLIENTS_PER_PROCESS=N
+# changes that).
+# FLASHCTL=/path/to/flashctl uses that binary instead of building the release one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+[ -x /opt/swift/usr/bin/swift ] && export PATH="/opt/swift/usr/bin:$PATH"
+size_mib=${1:-256}
+clients=${2:-1000}
+rounds=${3:-3}
+per_process=${CLIENTS_PER_PROCESS:-250}
+command_line="${FLASHCTL:+FLASHCTL=$FLASHCTL }${CLIENTS_PER_PROCESS:+CLIENTS_PER_PROCESS=$CLIENTS_PER_PROCESS }bench/server_load.sh $size_mib $clients $rounds"
+
+die() { echo "server_load: $*" >&2; exit 1; }
+[[ "$size_mib" =~ ^[1-9][0-9]*$ && "$clients" =~ ^[1-9][0-9]*$ && "$rounds" =~ ^[1-9][0-9]*$ ]] \
+  || die "usage: bench/server_load.sh [IMAGE_MIB=256] [CLIENTS=1000] [ROUNDS=3] (positive integers)"
+
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 8192 ]; then
+  ulimit -n 8192 || die "cannot raise the open file limit to 8192 (ulimit -Hn is $(ulimit -Hn))"
+fi
+python3 -c 'import websockets' 2>/dev/null || python3 -m pip install --quiet websockets >&2 \
+  || die "the Python package 'websockets' is missing and pip could not install it"
+
+if [ -n "${FLASHCTL:-}" ]; then
+  flashctl=$FLASHCTL
+  build="given binary $flashctl"
+else
+  swift build -c release --product flashctl --scratch-path "$root/.build-bench" >&2
+  flashctl="$(swift build -c release --scratch-path "$root/.build-bench" --show-bin-path)/flashctl"
+  build="release build"
+fi
+[ -x "$flashctl" ] || die "no flashctl binary at $flashctl"
+
+work=$(mktemp -d /dev/shm/flashctl-server-load.XXXXXX)
+server_pid=""
+client_pids=()
+cleanup() {
+  local pid
+  for pid in "${client_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+    kill -TERM "$server_pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$server_pid" 2>/dev/null; then
+      echo "server_load: the server did not stop within 10 s of SIGTERM; killing it" >&2
+      kill -KILL "$server_pid" 2>/dev/null || true
+    fi
+  fi
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+mkdir -p "$work/images" "$work/tmp"
+head -c $((size_mib << 20)) /dev/urandom > "$work/images/bench.img"
+image_bytes=$((size_mib << 20))
+
+# The server's emulated devices keep their partitions under $TMPDIR: on tmpfs, as the image.
+TMPDIR="$work/tmp" "$flashctl" serve --port 0 --emulate 4 --images "$work/images" \
+  --history "$work/history.sqlite" > "$work/server.log" 2>&1 &
+server_pid=$!
+base=""
+for _ in $(seq 300); do
+  kill -0 "$server_pid" 2>/dev/null || { cat "$work/server.log" >&2; die "the server exited at start (log above)"; }
+  base=$(grep -o 'listening on http://[0-9.]*:[0-9]*' "$work/server.log" | head -1 | cut -d' ' -f3) || true
+  [ -n "$base" ] && [ "$(grep -c '^emulated device EMU' "$work/server.log")" -ge 4 ] && break
+  base=""
+  sleep 0.1
+done
+[ -n "$base" ] || { cat "$work/server.log" >&2; die "the server did not say it listens, with 4 emulated devices, within 30 s (log above)"; }
+ws_url="ws://${base#http://}/flash-progress"
+
+# Prints a metric's value from GET /metrics.
+metric() { curl -sf --max-time 10 "$base/metrics" | awk -v name="$1" '$1 == name {print $2}'; }
+
+# User + system CPU time of the server so far, in clock ticks.
+server_cpu_ticks() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
+
+# Starts the 4 jobs at once, waits for them to end, saves their final records in $1.
+run_jobs() {
+  local dir=$1 i curls=()
+  for i in 1 2 3 4; do
+    curl -s --max-time 30 -o "$dir/start-$i.out" -w '%{http_code}' -X POST "$base/api/flash/start" \
+      -H 'Content-Type: application/json' -d "{\"deviceId\":\"EMU$i\",\"image\":\"bench.img\"}" \
+      > "$dir/start-$i.code" &
+    curls+=($!)
+  done
+  for i in "${curls[@]}"; do wait "$i" || true; done
+  local ids=()
+  for i in 1 2 3 4; do
+    local id
+    id=$(grep -o '"jobId":"[^"]*"' "$dir/start-$i.out" 2>/dev/null | cut -d'"' -f4) || true
+    [ -n "$id" ] || die "POST /api/flash/start for EMU$i answered HTTP $(cat "$dir/start-$i.code"): $(cat "$dir/start-$i.out" 2>/dev/null)"
+    ids+=("$id")
+  done
+  # Generous: 4 jobs at 10 MB/s at least, and never less than 2 minutes.
+  local limit=$(( 120 + 4 * image_bytes / 10000000 ))
+  local deadline=$((SECONDS + limit))
+  for id in "${ids[@]}"; do
+    while :; do
+      curl -sf --max-time 10 "$base/api/jobs/$id" > "$dir/job-$id.json" || die "GET /api/jobs/$id failed"
+      grep -qE '"state":"(running|queued|paused)"' "$dir/job-$id.json" || break
+      [ $SECONDS -lt $deadline ] || die "job $id still not finished after ${limit}s: $(cat "$dir/job-$id.json")"
+      sleep 0.2
+    done
+    grep -q '"state":"completed"' "$dir/job-$id.json" || die "job $id did not complete: $(cat "$dir/job-$id.json")"
+  done
+  printf '%s\n' "${ids[@]}" > "$dir/jobs.tmp" && mv "$dir/jobs.tmp" "$dir/jobs"
+}
+
+# One run: $1 = run number, $2 = number of clients (0 or $clients), $3 = round (or "warm-up").
+run() {
+  local n=$1 count=$2 round=$3 dir="$work/run-$1"
+  mkdir -p "$dir"
+  client_pids=()
+  if [ "$count" -gt 0 ]; then
+    local before procs p share left=$count
+    before=$(metric flashctl_websocket_clients)
+    procs=$(( (count + per_process - 1) / per_process ))
+    for p in $(seq "$procs"); do
+      share=$(( left / (procs - p + 1) )); left=$((left - share))
+      timeout -s TERM $(( 900 + 4 * image_bytes / 10000000 )) python3 "$root/bench/ws_load.py" clients \
+        --url "$ws_url" --clients "$share" --ready "$dir/ready-$p" --jobs "$dir/jobs" \
+        --out "$dir/clients-$p.json" > "$dir/clients-$p.log" 2>&1 &
+      client_pids+=($!)
+    done
+    local deadline=$((SECONDS + 120))
+    for p in $(seq "$procs"); do
+      while [ ! -f "$dir/ready-$p" ]; do
+        [ $SECONDS -lt $deadline ] || die "client process $p not connected within 120 s: $(cat "$dir/clients-$p.log")"
+        kill -0 "${client_pids[$((p - 1))]}" 2>/dev/null || [ -f "$dir/ready-$p" ] \
+          || die "client process $p exited before connecting: $(cat "$dir/clients-$p.log")"
+        sleep 0.1
+      done
+      grep -q '^ready' "$dir/ready-$p" || die "client process $p: $(cat "$dir/ready-$p") $(cat "$dir/clients-$p.log")"
+    done
+    # The server must see them all too.
+    local seen=""
+    for _ in $(seq 100); do
+      seen=$(metric flashctl_websocket_clients)
+      awk -v a="$seen" -v b="$before" -v c="$count" 'BEGIN {exit !(a - b == c)}' && break
+      sleep 0.1
+    done
+    awk -v a="$seen" -v b="$before" -v c="$count" 'BEGIN {exit !(a - b == c)}' \
+      || die "$count clients say they are connected but the server counts $seen (was $before)"
+  fi
+  local cpu_before cpu_after
+  cpu_before=$(server_cpu_ticks)
+  run_jobs "$dir"
+  cpu_after=$(server_cpu_ticks)
+  printf '{"round":"%s","clients":%d,"server_cpu":%s}\n' "$round" "$count" \
+    "$(awk -v a="$cpu_before" -v b="$cpu_after" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", (b - a) / hz}')" \
+    > "$dir/meta.json"
+  local p status=0
+  for p in "${client_pids[@]}"; do wait "$p" || status=$?; done
+  client_pids=()
+  [ "$status" -eq 0 ] || die "a client process failed (status $status): $(cat "$dir"/clients-*.log)"
+  echo "run $n (round $round, $count clients) done" >&2
+}
+
+run 0 0 warm-up
+rm -rf "$work/run-0"
+n=0
+for r in $(seq "$rounds"); do
+  if [ $((r % 2)) -eq 1 ]; then order="0 $clients"; else order="$clients 0"; fi
+  for count in $order; do
+    n=$((n + 1))
+    run "$n" "$count" "$r"
+  done
+done
+
+slow=$(metric flashctl_slow_clients_disconnected_total)
+coalesced=$(metric flashctl_progress_messages_coalesced_total)
+hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$server_pid/status")
+
+# Stop the server as a user would, and see how it goes.
+kill -TERM "$server_pid"
+stop_started=$SECONDS
+server_status=""
+for _ in $(seq 150); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$server_pid" 2>/dev/null; then
+  stop_note="did not stop within 15 s of SIGTERM (killed)"
+else
+  wait "$server_pid" && server_status=0 || server_status=$?
+  server_pid=""
+  stop_note="stopped on SIGTERM in about $((SECONDS - stop_started)) s, exit status $server_status"
+fi
+
+echo
+echo "flashctl serve, 4 emulated devices (TCP, unlimited speed, partitions on tmpfs), ${size_mib} MiB random image"
+echo "to each; $clients WebSocket clients in $(( (clients + per_process - 1) / per_process )) Python processes; $rounds rounds; $build"
+python3 "$root/bench/ws_load.py" report --dir "$work" --image-bytes "$image_bytes" --clients "$clients"
+echo "server: peak RSS (VmHWM) $((hwm / 1024)) MiB; clients cut off as too slow: ${slow:-?}; progress messages coalesced: ${coalesced:-?}"
+echo "server: $stop_note"
+for left in "$work"/tmp/flashctl-serve-*; do
+  [ -e "$left" ] && echo "server: left its emulated devices' partitions behind in \$TMPDIR: $(basename "$left"), $(du -sm "$left" | cut -f1) MiB (removed by this script with its temp dir)"
+done
+if grep -qiE 'error|warning|critical' "$work/server.log"; then
+  echo "server log lines with error/warning:"
+  grep -iE 'error|warning|critical' "$work/server.log" | head -20
+fi
+echo "command: $command_line"
