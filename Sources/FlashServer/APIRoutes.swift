@@ -95,17 +95,13 @@ struct APIRoutes: Sendable {
         }
         let body = ResponseBody { writer in
             defer { subscription.close() }
-            while let batch = await subscription.nextBatch() {
-                try await writer.write(Self.lines(batch))
-                if batch.contains(where: \.isTerminal) { break }
+            while let batch = await subscription.nextMessages() {
+                try await writer.write(ByteBuffer(string: batch.compactMap { $0.json.map { $0 + "\n" } }.joined()))
+                if batch.contains(where: \.event.isTerminal) { break }
             }
             try await writer.finish(nil)
         }
         return Response(status: .ok, headers: [.contentType: "application/x-ndjson", .cacheControl: "no-store"], body: body)
-    }
-
-    private static func lines(_ events: [FlashEvent]) -> ByteBuffer {
-        ByteBuffer(string: events.compactMap { $0.protocolJSON().map { $0 + "\n" } }.joined())
     }
 
     private func guarded<T>(_ body: () throws -> T) throws -> T {

@@ -31,9 +31,9 @@ struct ProgressSocket: Sendable {
             metrics.clientDisconnected(coalescedMessages: subscription.coalescedCount, tooSlow: subscription.didOverflow)
         }
         let writer = Task {
-            while let batch = await subscription.nextBatch() {
-                for event in batch {
-                    if let json = event.protocolJSON() {
+            while let batch = await subscription.nextMessages() {
+                for message in batch {
+                    if let json = message.json {
                         try await outbound.write(.text(json))
                     }
                 }

@@ -17,7 +17,7 @@ public final class EventBroadcaster: @unchecked Sendable {
     private var active: [String: JobReplay] = [:]
     private var activeOrder: [String] = []
     /// How recently finished jobs ended, for subscribers that ask for one job by id.
-    private var finished: [String: [FlashEvent]] = [:]
+    private var finished: [String: [PublishedEvent]] = [:]
     private var finishedOrder: [String] = []
     private let finishedKept = 256
     private var overflowed = 0
@@ -27,12 +27,13 @@ public final class EventBroadcaster: @unchecked Sendable {
     }
 
     public func publish(_ event: FlashEvent) {
+        let published = PublishedEvent(event)
         lock.lock()
-        record(event)
+        record(published)
         let receivers = Array(subscribers.values)
         lock.unlock()
         for subscriber in receivers {
-            subscriber.push(event)
+            subscriber.push(published)
         }
     }
 
@@ -67,7 +68,7 @@ public final class EventBroadcaster: @unchecked Sendable {
     public func replay() -> [FlashEvent] {
         lock.lock()
         defer { lock.unlock() }
-        return activeOrder.flatMap { active[$0]?.events ?? [] }
+        return activeOrder.flatMap { active[$0]?.events ?? [] }.map(\.event)
     }
 
     public var subscriberCount: Int {
@@ -91,23 +92,24 @@ public final class EventBroadcaster: @unchecked Sendable {
         lock.unlock()
     }
 
-    private func record(_ event: FlashEvent) {
+    private func record(_ published: PublishedEvent) {
+        let event = published.event
         let jobId = event.job.jobId
         switch event {
         case .started:
             if active[jobId] == nil { activeOrder.append(jobId) }
-            active[jobId] = JobReplay(started: event)
+            active[jobId] = JobReplay(started: published)
         case .progress:
-            active[jobId]?.progress = event
+            active[jobId]?.progress = published
         case .paused:
-            active[jobId]?.paused = event
+            active[jobId]?.paused = published
         case .resumed:
             active[jobId]?.paused = nil
         case .completed, .failed:
             let ended = active.removeValue(forKey: jobId)
             activeOrder.removeAll { $0 == jobId }
             let started = ended?.started
-            finished[jobId] = [started, ended?.progress, event].compactMap { $0 }
+            finished[jobId] = [started, ended?.progress, published].compactMap { $0 }
             finishedOrder.append(jobId)
             if finishedOrder.count > finishedKept {
                 finished.removeValue(forKey: finishedOrder.removeFirst())
@@ -119,11 +121,11 @@ public final class EventBroadcaster: @unchecked Sendable {
 }
 
 private struct JobReplay {
-    var started: FlashEvent
-    var progress: FlashEvent?
-    var paused: FlashEvent?
+    var started: PublishedEvent
+    var progress: PublishedEvent?
+    var paused: PublishedEvent?
 
-    var events: [FlashEvent] {
+    var events: [PublishedEvent] {
         [started] + [progress, paused].compactMap { $0 }
     }
 }

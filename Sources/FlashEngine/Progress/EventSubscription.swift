@@ -11,10 +11,10 @@ public final class EventSubscription: @unchecked Sendable {
     public let filter: EventFilter
     private let limit: Int
     private let lock = NSLock()
-    private var queue: [FlashEvent?] = []
+    private var queue: [PublishedEvent?] = []
     private var queuedCount = 0
     private var progressSlot: [String: Int] = [:]
-    private var waiter: CheckedContinuation<[FlashEvent]?, Never>?
+    private var waiter: CheckedContinuation<[PublishedEvent]?, Never>?
     private var closed = false
     private var overflowed = false
     private var overflowHandler: (@Sendable () -> Void)?
@@ -52,8 +52,13 @@ public final class EventSubscription: @unchecked Sendable {
     /// Everything queued, waiting until there is something; nil once closed (after an overflow
     /// at once, otherwise after what was queued has been read). Task cancellation closes it.
     public func nextBatch() async -> [FlashEvent]? {
+        await nextMessages()?.map(\.event)
+    }
+
+    /// `nextBatch`, with each event's wire form (encoded once for all subscribers).
+    public func nextMessages() async -> [PublishedEvent]? {
         await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<[FlashEvent]?, Never>) in
+            await withCheckedContinuation { (continuation: CheckedContinuation<[PublishedEvent]?, Never>) in
                 lock.lock()
                 if let batch = takeAllLocked() {
                     lock.unlock()
@@ -85,7 +90,8 @@ public final class EventSubscription: @unchecked Sendable {
         onClose?(self)
     }
 
-    func push(_ event: FlashEvent) {
+    func push(_ published: PublishedEvent) {
+        let event = published.event
         guard filter.matches(event) else { return }
         lock.lock()
         guard !closed else { lock.unlock(); return }
@@ -101,7 +107,7 @@ public final class EventSubscription: @unchecked Sendable {
         if case .progress(let job, _, _) = event {
             progressSlot[job.jobId] = queue.count
         }
-        queue.append(event)
+        queue.append(published)
         queuedCount += 1
         if let waiting = waiter {
             waiter = nil
@@ -131,12 +137,23 @@ public final class EventSubscription: @unchecked Sendable {
         onClose?(self)
     }
 
-    private func takeAllLocked() -> [FlashEvent]? {
+    private func takeAllLocked() -> [PublishedEvent]? {
         guard queuedCount > 0 else { return nil }
         let batch = queue.compactMap { $0 }
         queue.removeAll(keepingCapacity: true)
         queuedCount = 0
         progressSlot.removeAll(keepingCapacity: true)
         return batch
+    }
+}
+
+/// An event as it goes out to subscribers: the event and its PROTOCOL.md JSON, made once.
+public struct PublishedEvent: Sendable {
+    public let event: FlashEvent
+    public let json: String?
+
+    init(_ event: FlashEvent) {
+        self.event = event
+        self.json = event.protocolJSON()
     }
 }
