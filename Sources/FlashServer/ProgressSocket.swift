@@ -28,7 +28,7 @@ struct ProgressSocket: Sendable {
         metrics.clientConnected()
         defer {
             subscription.close()
-            metrics.clientDisconnected(coalescedMessages: subscription.coalescedCount, tooSlow: subscription.didOverflow)
+            metrics.clientDisconnected(coalescedMessages: subscription.coalescedCount, droppedMessages: subscription.droppedCount, tooSlow: subscription.didOverflow)
         }
         let writer = Task {
             while let batch = await subscription.nextMessages() {

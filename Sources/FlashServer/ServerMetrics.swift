@@ -16,6 +16,7 @@ final class ServerMetrics: Sendable {
     private let clients: Metrics.Meter
     private let coalesced: Metrics.Counter
     private let slowClientsDisconnected: Metrics.Counter
+    private let dropped: Metrics.Counter
     private let commandsRefused: Metrics.Counter
 
     init() {
@@ -39,6 +40,7 @@ final class ServerMetrics: Sendable {
         clients = Metrics.Meter(label: "flashctl_websocket_clients", factory: factory)
         coalesced = Metrics.Counter(label: "flashctl_progress_messages_coalesced_total", factory: factory)
         slowClientsDisconnected = Metrics.Counter(label: "flashctl_slow_clients_disconnected_total", factory: factory)
+        dropped = Metrics.Counter(label: "flashctl_messages_dropped_total", factory: factory)
         commandsRefused = Metrics.Counter(label: "flashctl_client_commands_refused_total", factory: factory)
     }
 
@@ -58,9 +60,10 @@ final class ServerMetrics: Sendable {
 
     func clientConnected() { clients.increment() }
 
-    func clientDisconnected(coalescedMessages: Int, tooSlow: Bool) {
+    func clientDisconnected(coalescedMessages: Int, droppedMessages: Int, tooSlow: Bool) {
         clients.decrement()
         if coalescedMessages > 0 { coalesced.increment(by: coalescedMessages) }
+        if droppedMessages > 0 { dropped.increment(by: droppedMessages) }
         if tooSlow { slowClientsDisconnected.increment() }
     }
 

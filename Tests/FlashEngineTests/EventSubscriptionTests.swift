@@ -43,6 +43,7 @@ import Testing
         }
         #expect(received.count == 10)
         #expect(slow.didOverflow)
+        #expect(slow.droppedCount == 5, "4 queued plus the one that did not fit")
         #expect(fired.isSet)
         #expect(await slow.nextBatch() == nil)
         #expect(broadcaster.subscriberCount == 1)

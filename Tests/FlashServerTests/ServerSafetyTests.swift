@@ -147,6 +147,8 @@ import Testing
         let metrics = try await harness.http("GET", "/metrics").text
         #expect(metrics.contains("flashctl_slow_clients_disconnected_total"), "\(metrics)")
         #expect(!metrics.contains("flashctl_slow_clients_disconnected_total 0"))
+        #expect(metrics.contains("flashctl_messages_dropped_total"))
+        #expect(!metrics.contains("flashctl_messages_dropped_total 0"))
         // The job and everyone else go on.
         let late = try await harness.connect(query: "?jobId=\(jobId)")
         #expect(late.messages(job: jobId).first?["type"] as? String == "flash_started")

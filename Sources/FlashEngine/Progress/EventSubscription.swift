@@ -19,6 +19,7 @@ public final class EventSubscription: @unchecked Sendable {
     private var overflowed = false
     private var overflowHandler: (@Sendable () -> Void)?
     private var coalesced = 0
+    private var dropped = 0
     var onClose: (@Sendable (EventSubscription) -> Void)?
 
     init(filter: EventFilter, limit: Int) {
@@ -38,6 +39,13 @@ public final class EventSubscription: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         return coalesced
+    }
+
+    /// Messages discarded unsent when the subscriber was closed for falling behind.
+    public var droppedCount: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return dropped
     }
 
     /// Runs (once, on the publishing thread) when the subscriber overflows; it must be quick.
@@ -123,6 +131,7 @@ public final class EventSubscription: @unchecked Sendable {
     private func overflowLocked() {
         overflowed = true
         closed = true
+        dropped = queuedCount + 1
         queue.removeAll()
         queuedCount = 0
         progressSlot.removeAll()
