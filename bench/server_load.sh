@@ -12,6 +12,7 @@
 # processes of at most 250 each (bench/ws_load.py, `websockets` from PyPI; CLIENTS_PER_PROCESS=N
 # changes that).
 # FLASHCTL=/path/to/flashctl uses that binary instead of building the release one.
+# DEVICE_SPEED=40M caps each emulated device's write speed (default: unlimited), as a real bus would.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -20,7 +21,8 @@ size_mib=${1:-256}
 clients=${2:-1000}
 rounds=${3:-3}
 per_process=${CLIENTS_PER_PROCESS:-250}
-command_line="${FLASHCTL:+FLASHCTL=$FLASHCTL }${CLIENTS_PER_PROCESS:+CLIENTS_PER_PROCESS=$CLIENTS_PER_PROCESS }bench/server_load.sh $size_mib $clients $rounds"
+device_speed=${DEVICE_SPEED:-}
+command_line="${DEVICE_SPEED:+DEVICE_SPEED=$DEVICE_SPEED }${FLASHCTL:+FLASHCTL=$FLASHCTL }${CLIENTS_PER_PROCESS:+CLIENTS_PER_PROCESS=$CLIENTS_PER_PROCESS }bench/server_load.sh $size_mib $clients $rounds"
 
 die() { echo "server_load: $*" >&2; exit 1; }
 [[ "$size_mib" =~ ^[1-9][0-9]*$ && "$clients" =~ ^[1-9][0-9]*$ && "$rounds" =~ ^[1-9][0-9]*$ ]] \
@@ -67,7 +69,7 @@ head -c $((size_mib << 20)) /dev/urandom > "$work/images/bench.img"
 image_bytes=$((size_mib << 20))
 
 # The server's emulated devices keep their partitions under $TMPDIR: on tmpfs, as the image.
-TMPDIR="$work/tmp" "$flashctl" serve --port 0 --emulate 4 --images "$work/images" \
+TMPDIR="$work/tmp" "$flashctl" serve --port 0 --emulate 4 ${device_speed:+--emulate-speed "$device_speed"} --images "$work/images" \
   --history "$work/history.sqlite" > "$work/server.log" 2>&1 &
 server_pid=$!
 base=""
@@ -198,7 +200,7 @@ else
 fi
 
 echo
-echo "flashctl serve, 4 emulated devices (TCP, unlimited speed, partitions on tmpfs), ${size_mib} MiB random image"
+echo "flashctl serve, 4 emulated devices (TCP, ${device_speed:-unlimited} speed, partitions on tmpfs), ${size_mib} MiB random image"
 echo "to each; $clients WebSocket clients in $(( (clients + per_process - 1) / per_process )) Python processes; $rounds rounds; $build"
 python3 "$root/bench/ws_load.py" report --dir "$work" --image-bytes "$image_bytes" --clients "$clients"
 echo "server: peak RSS (VmHWM) $((hwm / 1024)) MiB; clients cut off as too slow: ${slow:-?}; progress messages coalesced: ${coalesced:-?}"
