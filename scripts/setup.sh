@@ -7,6 +7,7 @@ packages=(
   libusb-1.0-0-dev libudev-dev
   umockdev libumockdev-dev gir1.2-umockdev-1.0 python3-gi
   fastboot android-sdk-libsparse-utils bc time
+  curl libcurl4
 )
 missing=()
 for package in "${packages[@]}"; do
