@@ -15,8 +15,12 @@ and issue usbdevfs ioctls, which this script serves:
   * every frame the TCP device sends completes one bulk IN transfer (a frame longer than the
     IN buffer is split: the rest completes the next IN transfer); frames wait for an IN transfer.
 
-One TCP connection per CLAIMINTERFACE (or first transfer), closed at RELEASEINTERFACE or when the
-client closes the device. unplug_after=BYTES (suffixes K/M/G allowed) unplugs the device once that
+The TCP connection is the device's state, as on real hardware: opened at the first CLAIMINTERFACE
+(or transfer), it outlives client sessions (RELEASEINTERFACE, closing the device, the client's
+exit), so the next client continues the same fastboot session, even one left in its download
+phase. USBDEVFS_RESET drops it (a reset device starts over); the next transfer connects again,
+to a fresh session. A connection the TCP device closed is replaced at the next claim.
+unplug_after=BYTES (suffixes K/M/G allowed) unplugs the device once that
 many bulk OUT bytes have arrived: later ioctls fail with ENODEV, pending URBs reap with -ENODEV
 (libusb: LIBUSB_TRANSFER_NO_DEVICE), remove uevents go out and the device leaves the test bed.
 
@@ -351,8 +355,8 @@ class Device:
         self.iface_syspath = "%s/%s:1.0" % (self.syspath, spec.portpath)
         self.lock = threading.Lock()        # guards frames, link and scheduled (reader threads)
         self.frames = collections.deque()
-        self.link = None
-        self.owner = None                   # ClientState that owns the TCP link
+        self.link = None                    # the device's TCP link: outlives client sessions
+        self.owner = None                   # ClientState that holds interface 0 (claimed it)
         self.clients = {}                   # IoctlClient -> ClientState
         self.unplugged = False
         self.out_bytes = 0
@@ -451,16 +455,48 @@ class Device:
             st.sync_in[2].destroy()
         st.sync_in = None
         if self.owner is st:
-            self.drop_link()
+            self.owner = None  # the TCP link (the device's state) stays for the next client
         self.update_ready()
 
-    # -- TCP link
-    def ensure_link(self, st):
-        """Return None when st owns a live link (connecting if needed), else an errno."""
+    # -- interface 0 and the TCP link. The link is the device: like real hardware, it keeps its
+    # -- fastboot state (a download phase, too) from one client session to the next. Only
+    # -- USBDEVFS_RESET, an unplug or the end of the test bed drop it.
+    def claim(self, st):
+        """Make st the holder of interface 0; return None, or EBUSY if another client holds it."""
         if self.owner is not None and self.owner is not st:
             if self.owner.client.get_connected():
                 return EBUSY
             self.client_gone(self.owner.client)
+        self.owner = st
+        return None
+
+    def claim_interface(self, st, connect):
+        """CLAIMINTERFACE (connect=True: the link is made now, as AOSP fastboot expects) or
+        DISCONNECT_CLAIM (libusb with auto-detach; the first transfer connects). A link the TCP
+        device has closed (it ended its session, like a device that rebooted) is replaced at such
+        a claim, the start of a client session, never in the middle of one."""
+        err = self.claim(st)
+        if err:
+            return err
+        if self.link is not None and self.link.closed:
+            dbg("%s: the TCP device had closed the connection: a new one for this client" % self.spec.serial)
+            self.drop_link()
+        return self.ensure_link(st) if connect else None
+
+    def reset(self, st):
+        """USBDEVFS_RESET: the device starts over. Its TCP link (its fastboot session) is dropped;
+        the next transfer or claim connects again, to a fresh session."""
+        dbg("%s: USBDEVFS_RESET: device reset, TCP connection dropped (%s)" % (
+            self.spec.serial, "the next transfer reconnects" if self.link is not None else "none was open"))
+        self.drop_link()
+        return (0, 0)
+
+    def ensure_link(self, st):
+        """Return None when st holds the device and there is a link (connecting if needed), else
+        an errno."""
+        err = self.claim(st)
+        if err:
+            return err
         if self.link is not None:
             return None
         try:
@@ -474,7 +510,6 @@ class Device:
         with self.lock:
             self.link = link
             self.frames.clear()
-        self.owner = st
         link.start()
         dbg("%s: connected to %s:%d" % (self.spec.serial, self.spec.host, self.spec.port))
         return None
@@ -483,7 +518,6 @@ class Device:
         with self.lock:
             link, self.link = self.link, None
             self.frames.clear()
-        self.owner = None
         if link is not None:
             link.close()
             dbg("%s: TCP connection closed" % self.spec.serial)
@@ -742,21 +776,30 @@ class Handler(UMockdev.IoctlBase):
             (ifno,) = struct.unpack("<I", bytes(arg.resolve(0, 4).retrieve()))
             if ifno != 0:
                 return (-1, ENOENT)
-            err = dev.ensure_link(st)
+            err = dev.claim_interface(st, connect=True)
             return (-1, err) if err else (0, 0)
         if req == USBDEVFS_RELEASEINTERFACE:
             (ifno,) = struct.unpack("<I", bytes(arg.resolve(0, 4).retrieve()))
             if ifno != 0:
                 return (-1, ENOENT)
             if dev.owner is st:
-                dev.drop_link()
+                dev.owner = None  # the link stays: the device does not notice a release
             return (0, 0)
+        if req == USBDEVFS_RESET:
+            return dev.reset(st)
+        if req == USBDEVFS_DISCONNECT_CLAIM:
+            # libusb re-claims this way after a reset: hold the interface, connect lazily.
+            (ifno,) = struct.unpack("<I", bytes(arg.resolve(0, 4).retrieve()))
+            if ifno != 0:
+                return (-1, ENOENT)
+            err = dev.claim_interface(st, connect=False)
+            return (-1, err) if err else (0, 0)
         if req == USBDEVFS_CONTROL:
             return self.sync_control(dev, arg)
         if req == USBDEVFS_GETDRIVER:
             return (-1, ENODATA)  # no kernel driver bound
-        if req in (USBDEVFS_SETINTERFACE, USBDEVFS_CLEAR_HALT, USBDEVFS_RESETEP, USBDEVFS_RESET,
-                   USBDEVFS_DISCONNECT_CLAIM, USBDEVFS_IOCTL, USBDEVFS_SETCONFIGURATION):
+        if req in (USBDEVFS_SETINTERFACE, USBDEVFS_CLEAR_HALT, USBDEVFS_RESETEP, USBDEVFS_IOCTL,
+                   USBDEVFS_SETCONFIGURATION):
             return (0, 0)
         return (-1, ENOTTY)
 
