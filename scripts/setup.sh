@@ -8,6 +8,7 @@ packages=(
   umockdev libumockdev-dev gir1.2-umockdev-1.0 python3-gi
   fastboot android-sdk-libsparse-utils bc time
   curl libcurl4
+  chromium fonts-dejavu-core
 )
 missing=()
 for package in "${packages[@]}"; do
@@ -18,6 +19,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The dashboard's browser tests: Playwright drives Debian's Chromium (no browser download).
+python_packages=(playwright==1.65.2 pytest)
+if ! python3 -c 'import playwright, pytest' 2>/dev/null; then
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    $([ "$(id -u)" -eq 0 ] || echo sudo) apt-get install -y -qq --no-install-recommends python3-pip
+  fi
+  python3 -m pip install --quiet "${python_packages[@]}" 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages "${python_packages[@]}"
 fi
 
 if ! command -v swift >/dev/null 2>&1; then

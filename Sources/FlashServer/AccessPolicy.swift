@@ -7,7 +7,8 @@ import Hummingbird
 /// - Token: when one is configured, every request carries it as `Authorization: Bearer ...` or
 ///   `?token=...` (browsers cannot set headers on a WebSocket).
 /// - Origin: a request from a web page (it has an `Origin` header) must come from the server's
-///   own origin (loopback names or the address it listens on, with its port) or the allow-list.
+///   own origin (loopback names, the address it listens on, or the IP address the page used to
+///   reach it, with its port) or the allow-list.
 ///   That stops another site, or a DNS-rebound name, from driving the flasher through the
 ///   user's browser. Browsers send `http(s)://...` or `null`; requests without `Origin`, or with
 ///   another scheme (WebSocket libraries send `ws://host`), are not from a web page.
@@ -26,28 +27,50 @@ struct AccessPolicy: Sendable {
         host == "localhost" || host == "::1" || host == "[::1]" || host.hasPrefix("127.")
     }
 
-    /// nil when the request may go on, else the refusal.
-    func refusal(for request: Request, port: Int) -> APIError? {
-        if let token {
+    /// nil when the request may go on, else the refusal. `needsToken` is false for the
+    /// dashboard's static files.
+    func refusal(for request: Request, port: Int, needsToken: Bool = true) -> APIError? {
+        if let token, needsToken {
             guard let given = Self.token(in: request), Self.constantTimeEqual(given, token) else {
                 return APIError(.unauthorized, "an access token is required: send 'Authorization: Bearer TOKEN' or add ?token=TOKEN")
             }
         }
-        for origin in request.headers[values: .origin] where !isAllowed(origin: origin, port: port) {
+        for origin in request.headers[values: .origin] where !isAllowed(origin: origin, port: port, authority: request.head.authority) {
             return APIError(.forbidden, "requests from the web page at \(origin) are not allowed; start the server with --allow-origin \(origin) to allow it")
         }
         return nil
     }
 
-    func isAllowed(origin: String, port: Int) -> Bool {
+    /// `authority` is the request's Host: a page the server itself served under an IP address
+    /// (a dashboard opened at http://192.168.1.20:3001 on a server listening on 0.0.0.0) is its own.
+    /// Host names are not taken this way: a DNS-rebound name would always match its own Host.
+    func isAllowed(origin: String, port: Int, authority: String? = nil) -> Bool {
         let origin = Self.normalize(origin)
         let fromPage = origin == "null" || origin.hasPrefix("http://") || origin.hasPrefix("https://")
         if !fromPage || allowedOrigins.contains(origin) { return true }
+        if let authority = authority.map(Self.normalize), Self.isIPAddress(authority: authority),
+           origin == "http://\(authority)" || origin == "https://\(authority)" {
+            return true
+        }
         var own = ["localhost", "127.0.0.1", "[::1]"]
         if !host.isEmpty, host != "0.0.0.0", host != "::" {
             own.append(host.contains(":") && !host.hasPrefix("[") ? "[\(host)]" : host)
         }
         return own.contains { origin == "http://\($0):\(port)" }
+    }
+
+    /// "192.168.1.20:3001" or "[fe80::1]:3001": an address, not a name.
+    static func isIPAddress(authority: String) -> Bool {
+        if authority.hasPrefix("[") {
+            guard let end = authority.firstIndex(of: "]") else { return false }
+            let inside = authority[authority.index(after: authority.startIndex)..<end]
+            return !inside.isEmpty && inside.allSatisfy { $0.isHexDigit || $0 == ":" || $0 == "." }
+        }
+        let host = authority.split(separator: ":", maxSplits: 1).first ?? ""
+        let parts = host.split(separator: ".", omittingEmptySubsequences: false)
+        return parts.count == 4 && parts.allSatisfy { part in
+            !part.isEmpty && part.count <= 3 && part.allSatisfy(\.isASCII) && part.allSatisfy(\.isNumber) && Int(part).map { $0 <= 255 } == true
+        }
     }
 
     private static func token(in request: Request) -> String? {
@@ -75,9 +98,11 @@ struct AccessPolicy: Sendable {
 struct AccessMiddleware<Context: RequestContext>: RouterMiddleware {
     let policy: AccessPolicy
     let port: BoundPort
+    /// Requests that need no token (the dashboard's files); the Origin check still applies.
+    let isPublic: @Sendable (Request) -> Bool
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if let refusal = policy.refusal(for: request, port: port.value) {
+        if let refusal = policy.refusal(for: request, port: port.value, needsToken: !isPublic(request)) {
             throw refusal
         }
         return try await next(request, context)

@@ -57,7 +57,11 @@ public final class FlashServer: Sendable {
     public func run(onListening: @escaping @Sendable (String) -> Void = { _ in }) async throws {
         let router = Router(context: BasicWebSocketRequestContext.self)
         let policy = AccessPolicy(token: configuration.token, host: configuration.host, allowedOrigins: configuration.allowedOrigins)
-        router.add(middleware: AccessMiddleware(policy: policy, port: boundPort))
+        router.add(middleware: AccessMiddleware(policy: policy, port: boundPort, isPublic: DashboardFiles.isDashboardFile))
+        guard let dashboard = DashboardFiles.directory else {
+            throw FlashError(.io, "the dashboard's files (flashctl_FlashServer.resources) are missing beside the flashctl binary")
+        }
+        router.add(middleware: DashboardFiles.middleware(directory: dashboard, logger: logger))
         let socket = ProgressSocket(scheduler: scheduler, metrics: metrics, queueLimit: configuration.clientQueueLimit, maxMessageSize: configuration.maxFrameSize)
         router.ws("flash-progress") { _, _ in
             .upgrade([:])
@@ -68,7 +72,6 @@ public final class FlashServer: Sendable {
             scheduler: scheduler, images: images, history: history,
             devices: DeviceInventory(network: { [emulated] in emulated?.devices ?? [] }), metrics: metrics
         ).add(to: router)
-        DashboardRoutes().add(to: router)
 
         let boundPort = self.boundPort, host = configuration.host
         let app = Application(

@@ -1,0 +1,223 @@
+// The dashboard: wires the WebSocket, the API and the panels together.
+
+import { Api } from "./api.js";
+import { ProgressConnection } from "./connection.js";
+import { DevicesPanel } from "./devices-panel.js";
+import { formatDuration, formatSpeed } from "./format.js";
+import { HistoryTable } from "./history-table.js";
+import { JobCard } from "./job-card.js";
+import { ACTIVE_STATES, JobStore } from "./jobs.js";
+
+const DEVICES_REFRESH_MS = 5_000;
+const NOTICE_MS = 8_000;
+const TERMINAL = new Set(["flash_completed", "flash_failed"]);
+
+const store = new JobStore();
+const cards = new Map();
+const jobsElement = document.getElementById("jobs");
+const connectionElement = document.getElementById("connection");
+let clockOffset = 0; // server clock minus ours, from the pong to our first ping
+let deviceCount = null;
+let historyTimer = null;
+
+const api = new Api(askToken);
+const history = new HistoryTable();
+const devices = new DevicesPanel(async (request) => {
+  const answer = await api.post("/api/flash/start", request);
+  if (answer.status === "queued") {
+    const job = store.addQueued(answer.jobId, request, serverNow());
+    if (job) render(job);
+  }
+  refreshDevices();
+  return answer;
+});
+
+const connection = new ProgressConnection({
+  url: () => api.webSocketURL("/flash-progress"),
+  prepare: catchUp,
+  onMessage: receive,
+  onStatus: showConnection,
+});
+
+document.getElementById("clear-finished").addEventListener("click", () => {
+  for (const job of store.all()) {
+    if (ACTIVE_STATES.has(job.state)) continue;
+    store.remove(job.jobId);
+    cards.get(job.jobId)?.element.remove();
+    cards.delete(job.jobId);
+  }
+  updateSummary();
+});
+
+setInterval(() => {
+  const now = serverNow();
+  for (const job of store.active()) cards.get(job.jobId)?.tick(now);
+}, 1_000);
+setInterval(() => {
+  if (connectionElement.dataset.state === "connected") refreshDevices();
+}, DEVICES_REFRESH_MS);
+
+connection.start();
+
+function serverNow() {
+  return Date.now() + clockOffset;
+}
+
+function receive(message) {
+  switch (message.type) {
+    case "pong":
+      if (Number.isFinite(message.timestamp)) clockOffset = message.timestamp - Date.now();
+      return;
+    case "error":
+      notice(message.jobId ? `${message.error} (${message.jobId})` : message.error);
+      return;
+  }
+  const job = store.apply(message);
+  if (!job) return;
+  render(job);
+  if (message.type === "flash_started" || TERMINAL.has(message.type)) {
+    refreshDevices();
+    if (TERMINAL.has(message.type)) refreshHistorySoon();
+  }
+}
+
+function render(job) {
+  let card = cards.get(job.jobId);
+  if (!card) {
+    card = new JobCard(job, sendCommand);
+    cards.set(job.jobId, card);
+    jobsElement.prepend(card.element);
+  } else {
+    card.update(job, serverNow());
+  }
+  updateSummary();
+}
+
+function sendCommand(job, action) {
+  if (connection.send({ type: action, jobId: job.jobId })) return true;
+  notice(`Not connected: could not ${action} ${job.jobId}. Try again once the page says Connected.`);
+  return false;
+}
+
+/** Before each (re)connect: reach the API, and catch up on what happened while away. */
+async function catchUp() {
+  const [jobs] = await Promise.all([api.get("/api/jobs"), refreshDevices(), refreshImages(), refreshHistory()]);
+  const known = new Map(jobs.jobs.map((record) => [record.jobId, record]));
+  for (const job of store.active()) {
+    const record = known.get(job.jobId);
+    const changed = record ? store.applyRecord(record) : store.applyRecord(historyRecord(job.jobId) ?? {}) ?? store.markLost(job.jobId);
+    if (changed) render(changed);
+  }
+  for (const record of jobs.jobs) {
+    if (record.state === "queued" && !store.get(record.jobId)) {
+      const job = store.addQueued(record.jobId, record, record.createdAt);
+      if (job) render(job);
+    }
+  }
+}
+
+let lastHistory = [];
+
+function historyRecord(jobId) {
+  const entry = lastHistory.find((candidate) => candidate.jobId === jobId);
+  return entry ? { ...entry, jobId } : null;
+}
+
+async function refreshHistory() {
+  try {
+    const answer = await api.get("/api/history?limit=50");
+    lastHistory = answer.jobs;
+    history.show(answer.jobs);
+  } catch (error) {
+    if (error.status) notice(`History: ${error.message}`);
+    else throw error;
+  }
+}
+
+function refreshHistorySoon() {
+  clearTimeout(historyTimer);
+  historyTimer = setTimeout(() => refreshHistory().catch(() => {}), 300);
+}
+
+async function refreshDevices() {
+  try {
+    const answer = await api.get("/api/devices");
+    deviceCount = answer.devices.length;
+    devices.showDevices(answer.devices);
+    updateSummary();
+  } catch (error) {
+    if (error.status) notice(`Devices: ${error.message}`);
+  }
+}
+
+async function refreshImages() {
+  try {
+    devices.showImages(await api.get("/api/images"));
+  } catch (error) {
+    if (error.status) notice(`Images: ${error.message}`);
+  }
+}
+
+function updateSummary() {
+  const active = store.active();
+  const running = active.filter((job) => job.state === "running");
+  const paused = active.filter((job) => job.state === "paused").length;
+  const queued = active.filter((job) => job.state === "queued").length;
+  document.getElementById("summary-devices").textContent = deviceCount === null ? "–" : String(deviceCount);
+  const runningElement = document.getElementById("summary-running");
+  runningElement.textContent = String(running.length);
+  const extra = [paused ? `${paused} paused` : null, queued ? `${queued} queued` : null].filter(Boolean).join(", ");
+  runningElement.nextElementSibling.textContent = extra ? `jobs running (${extra})` : "jobs running";
+  const throughput = running.reduce((sum, job) => sum + (job.transferSpeed || 0), 0);
+  document.getElementById("summary-throughput").textContent = formatSpeed(throughput);
+  document.getElementById("jobs-empty").hidden = store.all().length > 0;
+}
+
+function showConnection(status) {
+  connectionElement.dataset.state = status.state;
+  if (status.state === "connected") {
+    connectionElement.textContent = "Connected";
+    connection.send({ type: "ping", timestamp: Date.now() });
+  } else if (status.state === "connecting") {
+    connectionElement.textContent = status.attempt > 1 ? `Reconnecting (attempt ${status.attempt})…` : "Connecting…";
+  } else {
+    connectionElement.textContent = `Disconnected: ${status.error}. Retrying in ${formatDuration(Math.ceil(status.retryInMs / 1000))}`;
+  }
+}
+
+function askToken(reason) {
+  const dialog = document.getElementById("token-dialog");
+  const input = document.getElementById("token-input");
+  if (reason) document.getElementById("token-reason").textContent = reason;
+  connectionElement.dataset.state = "token";
+  connectionElement.textContent = "Access token needed";
+  input.value = "";
+  return new Promise((resolve) => {
+    const form = document.getElementById("token-form");
+    form.addEventListener(
+      "submit",
+      () => {
+        resolve(input.value.trim());
+      },
+      { once: true },
+    );
+    dialog.addEventListener("cancel", (event) => event.preventDefault(), { once: true });
+    dialog.showModal();
+    input.focus();
+  });
+}
+
+function notice(text) {
+  const container = document.getElementById("notices");
+  const item = document.createElement("p");
+  item.className = "notice";
+  item.textContent = text;
+  const close = document.createElement("button");
+  close.type = "button";
+  close.className = "quiet";
+  close.textContent = "Dismiss";
+  close.addEventListener("click", () => item.remove());
+  item.append(" ", close);
+  container.append(item);
+  setTimeout(() => item.remove(), NOTICE_MS);
+}
