@@ -1,5 +1,6 @@
 """The dashboard in a real browser (Debian's Chromium, driven by Playwright) against a real
 `flashctl serve` with emulated fastboot devices."""
+import re
 import time
 
 from playwright.sync_api import expect
@@ -69,6 +70,12 @@ def test_pause_and_resume_from_the_page_hold_and_release_the_transfer_on_the_ser
     job = card(page, job_id)
     expect(field(job, "status")).to_have_text("Running", timeout=5_000)
     server.wait_for_job(job_id, lambda j: j["bytesTransferred"] > 0)
+    # While it runs: a speed, an ETA, an elapsed time that moves, and the summary's throughput.
+    expect(field(job, "speed")).to_have_text(re.compile(r"^[0-9.]+ (B|KiB|MiB)/s$"))
+    expect(field(job, "eta")).to_have_text(re.compile(r"^([0-9]+m )?[0-9]+s$"))
+    expect(page.locator("#summary-throughput")).to_have_text(re.compile(r"^[1-9][0-9.]* (KiB|MiB)/s$"))
+    first_elapsed = field(job, "elapsed").inner_text()
+    expect(field(job, "elapsed")).not_to_have_text(first_elapsed, timeout=3_000)
 
     job.get_by_role("button", name="Pause").click()
     server.wait_for_job(job_id, lambda j: j["state"] == "paused", timeout=10)
@@ -158,6 +165,25 @@ def test_start_a_flash_from_the_devices_panel(page, server):
     assert status == 422
     expect(page.locator("#start-result")).to_have_text(answer["error"])
     assert len(emulated["devices"]) == 3
+
+
+def test_a_job_for_a_busy_device_shows_as_queued_then_runs(page, server):
+    make_image(server.images, "system.img", 24 * MiB)
+    make_image(server.images, "boot.img", 1 * MiB)
+    open_dashboard(page, server)
+    first = server.start_job("EMU1", "system.img")
+    page.select_option("#start-image", "boot.img")
+    page.select_option("#start-device", "EMU1")
+    page.click("#start-button")
+    expect(page.locator("#start-result")).to_contain_text("Queued job_")
+    second = page.locator("#start-result").inner_text().split()[1]
+    assert server.job(second)["state"] == "queued"
+    expect(field(card(page, second), "status")).to_have_text("Queued")
+    expect(page.locator("#summary-running")).to_have_text("1")
+    expect(page.locator("#summary-running + .label")).to_have_text("jobs running (1 queued)")
+    server.request("POST", f"/api/jobs/{first}/cancel")
+    expect(field(card(page, first), "status")).to_have_text("Cancelled", timeout=10_000)
+    expect(field(card(page, second), "status")).to_have_text("Completed", timeout=30_000)
 
 
 def test_reconnects_after_the_server_restarts(page, workdir):
