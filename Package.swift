@@ -25,10 +25,22 @@ let package = Package(
             pkgConfig: "libusb-1.0",
             providers: [.apt(["libusb-1.0-0-dev"])]
         ),
+        .systemLibrary(
+            name: "CLibArchive",
+            pkgConfig: "libarchive",
+            providers: [.apt(["libarchive-dev"])]
+        ),
+        .systemLibrary(
+            name: "CZlib",
+            pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"])]
+        ),
         .target(
             name: "FlashEngine",
             dependencies: [
                 "CLibUSB",
+                "CLibArchive",
+                "CZlib",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),

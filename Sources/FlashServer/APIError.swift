@@ -20,7 +20,7 @@ struct APIError: HTTPResponseError {
         case .unknownJob: status = .notFound
         case .deviceSelection: status = error.message.hasPrefix("no ") ? .notFound : .conflict
         case .jobState: status = .conflict
-        case .image: status = .unprocessableContent
+        case .image, .unsafeTarget: status = .unprocessableContent
         case .noPermission: status = .forbidden
         case .io: status = .internalServerError
         default: status = .badGateway

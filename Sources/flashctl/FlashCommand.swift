@@ -5,18 +5,24 @@ import Foundation
 struct FlashCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "flash",
-        abstract: "Flash an image to a partition of a fastboot device.",
+        abstract: "Flash an image to a fastboot device's partition, or to USB drives and SD cards.",
         discussion: """
             Devices: SERIAL, serial:S, usb:PORTPATH (e.g. usb:1-1.2), VID:PID (e.g. 18d1:4ee0) or \
             tcp:HOST[:PORT] (port 5554 by default). Without --device the only connected device is used.
             Images larger than the device's max-download-size are sent as several sparse pieces.
             With --server the job runs in a running 'flashctl serve' (the image is then a file in the \
             server's image directory) and its progress is shown here; Ctrl-C cancels it.
+            Disks: --device /dev/sdX (repeat it to write several at once from one read of the image). \
+            Images may be raw, Android sparse, gzip, xz, zstd, bzip2 or a zip holding one image; a \
+            bmaptool block map (--bmap, or IMAGE.bmap beside it) limits writing to mapped blocks. \
+            Mounted, system, non-removable and too-small disks are refused unless --force; \
+            flashctl names the target and asks before writing unless --yes; everything written is \
+            read back and compared unless --no-verify.
             """
     )
 
-    @Option(name: .long, help: "The device to flash (see 'flashctl devices').")
-    var device: String?
+    @Option(name: .long, help: "The device to flash (see 'flashctl devices'); for disks, repeatable.")
+    var device: [String] = []
 
     @Option(name: .long, help: "Partition to write (default: the image's file name without extension).")
     var partition: String?
@@ -42,10 +48,46 @@ struct FlashCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Access token for --server (default: $FLASHCTL_TOKEN).")
     var token: String?
 
-    @Argument(help: "The image file (raw or Android sparse).")
+    @Option(name: .long, help: "Disks: the bmaptool block map to use (default: IMAGE.bmap beside the image, if any).")
+    var bmap: String?
+
+    @Flag(name: .long, help: "Disks: ignore a block map found beside the image.")
+    var noBmap = false
+
+    @Option(name: .long, help: "The file to flash from inside a zip holding several.")
+    var entry: String?
+
+    @Flag(name: .long, help: "Disks: write without asking.")
+    var yes = false
+
+    @Flag(name: .long, help: "Disks: write even to mounted, system, non-removable or too-small disks.")
+    var force = false
+
+    @Flag(name: .long, help: "Disks: skip reading back what was written.")
+    var noVerify = false
+
+    @Argument(help: "The image file (raw, Android sparse, or compressed: gz, xz, zst, bz2, zip).")
     var image: String
 
+    func validate() throws {
+        let disks = device.filter(DiskFlash.isDiskTarget)
+        if !disks.isEmpty, disks.count != device.count {
+            throw ValidationError("--device names both disks and fastboot devices; flash them separately")
+        }
+        if disks.isEmpty, device.count > 1 {
+            throw ValidationError("one fastboot device at a time: --device was given \(device.count) times")
+        }
+        if disks.isEmpty, bmap != nil || noBmap || yes || force || noVerify {
+            throw ValidationError("--bmap, --no-bmap, --yes, --force and --no-verify apply to disks (--device /dev/sdX)")
+        }
+    }
+
     func run() async throws {
+        if let first = device.first, DiskFlash.isDiskTarget(first) {
+            guard server == nil else { throw ValidationError("--server runs fastboot jobs; write disks with flashctl flash here") }
+            try DiskFlash(command: self).run()
+            return
+        }
         if server != nil {
             try await RemoteFlash(command: self).run()
             return
@@ -53,7 +95,7 @@ struct FlashCommand: AsyncParsableCommand {
         if limit != nil {
             throw ValidationError("--limit applies to jobs run by a server; give --server too")
         }
-        let selector = try device.map(DeviceSelector.parse)
+        let selector = try device.first.map(DeviceSelector.parse)
         let request = FastbootFlashRequest(
             imagePath: image, partition: partition, device: selector, reboot: reboot,
             timeouts: FastbootTimeouts(commandMs: commandTimeout * 1000, writeMs: writeTimeout * 1000)

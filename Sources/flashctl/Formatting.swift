@@ -1,3 +1,4 @@
+import FlashEngine
 import Foundation
 
 /// Human formats for the terminal: sizes in binary units, speeds in decimal MB/s like `fastboot`,
@@ -5,14 +6,13 @@ import Foundation
 enum HumanFormat {
     /// `512 B`, `12.5 KiB`, `1.8 GiB`, `3.6 TiB`.
     static func bytes(_ count: Int64) -> String {
-        let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
-        return scaled(Double(max(0, count)), base: 1024, units: units, suffix: "")
+        ByteCountText.binary(count)
     }
 
     /// `512 B/s`, `12.3 kB/s`, `21.3 MB/s`, `1.2 GB/s`.
     static func speed(_ bytesPerSecond: Int64) -> String {
         let units = ["B", "kB", "MB", "GB", "TB", "PB", "EB"]
-        return scaled(Double(max(0, bytesPerSecond)), base: 1000, units: units, suffix: "/s")
+        return ByteCountText.scaled(Double(max(0, bytesPerSecond)), base: 1000, units: units, suffix: "/s")
     }
 
     /// `45s`, `1m 50s`, `2h 3m` (whole seconds, rounded up by the caller if it wants).
@@ -44,18 +44,5 @@ enum HumanFormat {
     static func percent(_ value: Double) -> String {
         let tenths = value.isFinite ? Int64((min(max(value, 0), 100) * 10).rounded()) : 0
         return "\(tenths / 10).\(tenths % 10)%"
-    }
-
-    private static func scaled(_ value: Double, base: Double, units: [String], suffix: String) -> String {
-        if value < base { return "\(Int64(value)) \(units[0])\(suffix)" }
-        var scaled = value
-        var index = 0
-        // Move up a unit also when one decimal would round to `1024.0`.
-        while index < units.count - 1, (scaled * 10).rounded() / 10 >= base {
-            scaled /= base
-            index += 1
-        }
-        let tenths = Int64((scaled * 10).rounded())
-        return "\(tenths / 10).\(tenths % 10) \(units[index])\(suffix)"
     }
 }

@@ -9,10 +9,10 @@ struct RemoteFlash {
 
     func run() async throws {
         let client = ServerClient(server: command.server, token: command.token)
-        var body: [String: Any] = ["deviceId": command.device ?? "", "image": command.image, "reboot": command.reboot]
+        var body: [String: Any] = ["deviceId": command.device.first ?? "", "image": command.image, "reboot": command.reboot]
         if let partition = command.partition { body["partition"] = partition }
         if let limit = command.limit { body["bandwidthLimit"] = limit.value }
-        guard command.device != nil else {
+        guard !command.device.isEmpty else {
             throw ValidationError("--server needs --device: the server flashes many devices")
         }
         let answer = try await client.request("POST", "/api/flash/start", body: body) as? [String: Any]
@@ -21,7 +21,7 @@ struct RemoteFlash {
         }
         let renderer = ProgressRenderer(json: ProgressRenderer.wantsJSON(flag: command.json))
         if answer?["status"] as? String == "queued", !renderer.json {
-            FileHandle.standardError.write(Data("\(jobId) is queued behind another job on \(command.device ?? "the device")\n".utf8))
+            FileHandle.standardError.write(Data("\(jobId) is queued behind another job on \(command.device.first ?? "the device")\n".utf8))
         }
         let (commands, sender) = AsyncStream<String>.makeStream()
         let interrupt = InterruptHandler {

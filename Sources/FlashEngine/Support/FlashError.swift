@@ -23,6 +23,10 @@ public struct FlashError: Error, CustomStringConvertible, Equatable, Sendable {
         case unknownJob
         /// The job cannot do that now (pause a finished job, resume a running one).
         case jobState
+        /// A disk target was refused before anything was written (mounted, system disk, too small...).
+        case unsafeTarget
+        /// What was read back from a disk differs from what was written.
+        case verification
     }
 
     public let kind: Kind

@@ -1,0 +1,79 @@
+import Foundation
+
+/// An image opened for writing to disks: its format found by content, the block map given or
+/// found beside it, and a reader of the pieces to write. Everything that can be wrong with the
+/// image and its map is found here, before any target is opened.
+public struct DiskImage {
+    public let path: String
+    public let format: ImageFormat
+    public let blockMap: BlockMap?
+    /// The zip entry read, for a zip.
+    public let entry: String?
+    let makeReader: () throws -> ImageExtentReader
+    /// Bytes to write (mapped bytes with a block map), when known beforehand.
+    public let totalBytes: Int64?
+    /// The size the image needs on the disk, when known beforehand.
+    public let imageSize: Int64?
+
+    /// `bmapPath` nil: a block map beside the image is used if there is one (as bmaptool looks:
+    /// `os.img.xz.bmap`, `os.img.bmap`, `os.bmap`); `noBmap` ignores it.
+    public static func open(path: String, bmapPath: String? = nil, noBmap: Bool = false, entry: String? = nil) throws -> DiskImage {
+        let checked = try ImageFile.open(path: path)
+        let head = try ImageDescriptor.open(path: path).readBytesAvailable(6)
+        let format = ImageFormat.detect(head)
+        let mapPath = noBmap ? nil : (bmapPath ?? findBlockMap(beside: path))
+        let map = try mapPath.map { try BlockMap.load(path: $0) }
+        if entry != nil, format != .zip {
+            throw FlashError(.image, "--entry names a file inside a zip, and \(path) is \(format.rawValue), not a zip")
+        }
+
+        switch format {
+        case .androidSparse:
+            guard let sparse = checked.sparse else { throw FlashError(.image, "\(path) is not a valid Android sparse image") }
+            if let mapPath, bmapPath != nil {
+                throw FlashError(.image, "\(path) is an Android sparse image, which maps its own blocks: a block map (\(mapPath)) does not apply")
+            }
+            let reader = try SparseExtentReader(sparse)
+            return DiskImage(path: path, format: format, blockMap: nil, entry: nil, makeReader: { try SparseExtentReader(sparse) }, totalBytes: reader.totalBytes, imageSize: sparse.expandedSize)
+        case .raw:
+            try check(map, against: checked.size, path: path)
+            let size = checked.size
+            return DiskImage(path: path, format: format, blockMap: map, entry: nil,
+                             makeReader: { StreamExtentReader(stream: try FileStream(path: path), size: size, map: map) },
+                             totalBytes: map?.mappedBytes ?? size, imageSize: map?.imageSize ?? size)
+        default:
+            let probe = try DecompressedStream(path: path, format: format, entry: entry)
+            if let known = probe.knownSize { try check(map, against: known, path: path) }
+            let chosen = probe.entryName
+            let size = probe.knownSize
+            return DiskImage(path: path, format: format, blockMap: map, entry: chosen,
+                             makeReader: { StreamExtentReader(stream: try DecompressedStream(path: path, format: format, entry: chosen), size: size, map: map) },
+                             totalBytes: map?.mappedBytes ?? size, imageSize: map?.imageSize ?? size)
+        }
+    }
+
+    private static func check(_ map: BlockMap?, against size: Int64, path: String) throws {
+        guard let map, map.imageSize != size else { return }
+        throw FlashError(.image, "the block map \(map.path) describes an image of \(map.imageSize) bytes, but \(path) holds \(size) bytes: it belongs to another image")
+    }
+
+    static func findBlockMap(beside path: String) -> String? {
+        var base = path
+        while true {
+            let candidate = base + ".bmap"
+            if FileManager.default.fileExists(atPath: candidate) { return candidate }
+            let trimmed = (base as NSString).deletingPathExtension
+            if trimmed == base || trimmed.isEmpty || trimmed.hasSuffix("/") { return nil }
+            base = trimmed
+        }
+    }
+}
+
+extension ImageDescriptor {
+    /// Up to `count` bytes from the start of the file.
+    func readBytesAvailable(_ count: Int) throws -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        let n = try bytes.withUnsafeMutableBytes { try readAvailable(into: $0, at: 0) }
+        return Array(bytes.prefix(n))
+    }
+}

@@ -1,0 +1,42 @@
+/// A block device that could be written: what the system says about it.
+public struct DiskInfo: Sendable, Equatable {
+    /// `/dev/sdb`.
+    public var path: String
+    /// `sdb`.
+    public var name: String
+    /// "MAJOR:MINOR".
+    public var deviceNumber: String
+    public var size: Int64
+    public var model: String?
+    public var vendor: String?
+    public var serial: String?
+    /// usb, mmc, loop, nvme, virtio, ata, or other.
+    public var transport: String
+    /// The kernel's removable flag.
+    public var removableFlag: Bool
+    public var readOnly: Bool
+    /// Where the disk, its partitions or what is built on them (LVM, dm-crypt) are mounted, and swap in use.
+    public var mountPoints: [String]
+    /// True when the disk holds `/`, `/boot`, `/usr` or swap in use: the running system.
+    public var holdsSystem: Bool
+    /// A loop device's backing file.
+    public var backingFile: String?
+    /// The device's logical block size: writes that bypass the cache are aligned to it.
+    public var logicalBlockSize: Int
+    /// Set when this is a partition of another disk (that disk's name).
+    public var partitionOf: String?
+
+    /// Removable media as a person means it: the kernel's flag, USB and SD/MMC disks, and loop
+    /// devices (backed by a file, never a disk the system runs from).
+    public var isRemovable: Bool {
+        removableFlag || transport == "usb" || transport == "mmc" || transport == "loop"
+    }
+
+    public var isMounted: Bool { !mountPoints.isEmpty }
+
+    /// "SanDisk Ultra" or the transport when the device has no model.
+    public var description: String {
+        let label = [vendor, model].compactMap { $0 }.joined(separator: " ")
+        return label.isEmpty ? (backingFile.map { "loop device on \($0)" } ?? "\(transport) disk") : label
+    }
+}

@@ -1,0 +1,67 @@
+import ArgumentParser
+import FlashEngine
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `flashctl flash --device /dev/sdX [--device ...] IMAGE`: names the exact targets, asks before
+/// writing (unless --yes), then shows the job's progress.
+struct DiskFlash {
+    let command: FlashCommand
+
+    /// `--device` values that name disks or files rather than fastboot devices.
+    static func isDiskTarget(_ device: String) -> Bool {
+        device.hasPrefix("/") || device.hasPrefix("./") || device.hasPrefix("../")
+    }
+
+    func run() throws {
+        let request = DiskFlashRequest(
+            imagePath: command.image, targets: command.device, bmapPath: command.bmap, noBmap: command.noBmap,
+            entry: command.entry, force: command.force, verify: !command.noVerify)
+        let job = try DiskFlashJob.prepare(request)
+        try confirm(job)
+        let json = ProgressRenderer.wantsJSON(flag: command.json)
+        let infos = job.targets.map { job.info(for: $0) }
+        let render: @Sendable (FlashEvent) -> Void
+        if json || job.targets.count == 1 {
+            let renderer = ProgressRenderer(json: json)
+            render = { renderer.render($0) }
+        } else {
+            let renderer = MultiTargetRenderer(targets: infos)
+            render = { renderer.render($0) }
+        }
+        let interrupt = InterruptHandler { job.control.cancel() }
+        defer { interrupt.cancel() }
+        let outcomes = job.run { target in
+            ProgressAggregator(job: job.info(for: target), totalBytes: job.image.totalBytes ?? 0, emit: render)
+        }
+        if outcomes.contains(where: { $0.state != .completed }) {
+            throw ExitCode.failure
+        }
+    }
+
+    /// Shows what will be overwritten and asks; --yes skips the question. Without a terminal to
+    /// ask on, --yes is required.
+    private func confirm(_ job: DiskFlashJob) throws {
+        var text = "flashctl will overwrite:\n"
+        for target in job.targets {
+            text += "  \(target.target.summary)\n"
+        }
+        let image = job.image
+        var what = "with \(image.path) (\(image.format.rawValue)"
+        if let entry = image.entry { what += ", entry \(entry)" }
+        if let total = image.totalBytes { what += ", \(HumanFormat.bytes(total)) to write" }
+        if let map = image.blockMap { what += ", block map \(map.path)" }
+        text += what + ")\n"
+        ProgressRenderer.writeAll(text, to: STDERR_FILENO)
+        if command.yes { return }
+        guard isatty(STDIN_FILENO) != 0 else {
+            throw ValidationError("not confirmed: standard input is not a terminal, so add --yes to write without asking")
+        }
+        ProgressRenderer.writeAll("Everything on \(job.targets.count == 1 ? "it" : "them") will be lost. Type 'yes' to continue: ", to: STDERR_FILENO)
+        guard readLine()?.trimmingCharacters(in: .whitespaces).lowercased() == "yes" else {
+            throw ValidationError("not confirmed: nothing was written")
+        }
+    }
+}

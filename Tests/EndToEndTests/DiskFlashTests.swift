@@ -1,0 +1,161 @@
+import Foundation
+import XCTest
+
+/// `flashctl flash --device /dev/loopN`: images made by the real tools, written to real block
+/// devices (loop devices), with what lands on the device compared to the source.
+final class DiskFlashTests: XCTestCase {
+    private var work = ""
+    private var loops: [LoopDevice] = []
+
+    override func setUpWithError() throws {
+        work = FileManager.default.temporaryDirectory.appendingPathComponent("flashctl-disk-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+    }
+
+    override func tearDown() {
+        loops.forEach { $0.detach() }
+        try? FileManager.default.removeItem(atPath: work)
+    }
+
+    private func loop(_ size: Int, fill: UInt8 = 0) throws -> LoopDevice {
+        let device = try LoopDevice(size: size, fill: fill)
+        loops.append(device)
+        return device
+    }
+
+    private func flash(_ arguments: [String], timeout: Double = 120) throws -> CommandResult {
+        try ProcessRunner.run(ProcessRunner.flashctl, ["flash", "--json"] + arguments, timeout: timeout)
+    }
+
+    private func source(_ size: Int = 6 << 20 + 4096 * 3) throws -> (data: Data, path: String) {
+        let data = DiskImages.withHoles(size)
+        let path = work + "/os.img"
+        try data.write(to: URL(fileURLWithPath: path))
+        return (data, path)
+    }
+
+    func testEveryCompressedAndSparseFormatLandsByteForByte() throws {
+        let (data, _) = try source()
+        try DiskImages.tool("gzip -k -1 os.img && xz -k -1 -T1 os.img && zstd -q -1 os.img && bzip2 -k -1 os.img && zip -q os.zip os.img && img2simg os.img os.simg", in: work)
+        for name in ["os.img", "os.img.gz", "os.img.xz", "os.img.zst", "os.img.bz2", "os.zip", "os.simg"] {
+            let device = try loop(8 << 20)
+            let result = try flash(["--device", device.path, "--yes", work + "/" + name])
+            XCTAssertEqual(result.status, 0, "\(name): \(result.stderr)")
+            XCTAssertEqual(result.events.last?["type"] as? String, "flash_completed", name)
+            XCTAssertEqual(try device.contents().prefix(data.count), data, "\(name): the device does not hold the image")
+            let stages = result.events(ofType: "flash_progress").compactMap { $0["stage"] as? String }
+            XCTAssertTrue(stages.contains { $0.hasPrefix("Verifying \(device.path)") }, "\(name): no verification stage in \(Set(stages))")
+            let progress = result.events(ofType: "flash_progress").compactMap { $0["progress"] as? Double }
+            XCTAssertEqual(progress, progress.sorted(), "\(name): progress went backwards")
+        }
+    }
+
+    func testABlockMapWritesOnlyMappedBlocksAndIsFoundBesideTheImage() throws {
+        let (data, path) = try source()
+        // The zeros become holes in the file, which is what bmaptool maps around.
+        try DiskImages.tool("fallocate --dig-holes os.img && bmaptool -q create os.img -o os.img.bmap && xz -k -1 -T1 os.img", in: work)
+        let device = try loop(8 << 20, fill: 0xAB)
+        let result = try flash(["--device", device.path, "--yes", path + ".xz"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        XCTAssertTrue(result.stderr.contains("block map \(path).bmap"), result.stderr)
+        let written = try device.contents()
+        // Mapped blocks hold the image; the holes bmaptool left out were not written at all.
+        let block = 64 << 10
+        XCTAssertEqual(written.prefix(block), data.prefix(block))
+        XCTAssertEqual(written[block..<(2 * block)], Data(repeating: 0xAB, count: block))
+        XCTAssertEqual(written[(2 * block)..<(3 * block)], data[(2 * block)..<(3 * block)])
+        let mapped = data.count - stride(from: block, to: data.count, by: 3 * block).reduce(0) { $0 + min(block, data.count - $1) }
+        XCTAssertEqual(result.events(ofType: "flash_started").first?["totalBytes"] as? Int, 2 * mapped, "write and verify of the mapped bytes")
+    }
+
+    func testOneReadFeedsSeveralTargetsAndAFailingOneIsDroppedAlone() throws {
+        let (data, _) = try source()
+        try DiskImages.tool("xz -k -1 -T1 os.img", in: work)
+        let first = try loop(8 << 20), second = try loop(8 << 20), tooSmall = try loop(2 << 20)
+        // --force lets the small disk through the size check, so it fails while writing.
+        let result = try flash(["--device", first.path, "--device", tooSmall.path, "--device", second.path, "--yes", "--force", work + "/os.img.xz"])
+        XCTAssertNotEqual(result.status, 0)
+        let completed = result.events(ofType: "flash_completed").compactMap { $0["deviceId"] as? String }
+        XCTAssertEqual(Set(completed), [first.path, second.path])
+        let failed = result.events(ofType: "flash_failed")
+        XCTAssertEqual(failed.compactMap { $0["deviceId"] as? String }, [tooSmall.path])
+        XCTAssertTrue((failed.first?["error"] as? String ?? "").contains("does not fit"), "\(failed)")
+        XCTAssertEqual(Set(result.events(ofType: "flash_started").compactMap { $0["jobId"] as? String }).count, 3)
+        XCTAssertEqual(try first.contents().prefix(data.count), data)
+        XCTAssertEqual(try second.contents().prefix(data.count), data)
+    }
+
+    func testBrokenImagesFailClearlyAndNeverLeaveTheFirstMiBWritten() throws {
+        _ = try source()
+        try DiskImages.tool("xz -k -1 -T1 os.img && gzip -k -1 os.img && head -c 2000000 os.img.xz > truncated.img.xz && cp os.img.gz corrupt.img.gz && printf 'XXXXXXXX' | dd of=corrupt.img.gz bs=1 seek=3000000 conv=notrunc status=none", in: work)
+        for (name, expected) in [("truncated.img.xz", "truncated"), ("corrupt.img.gz", "CRC-32")] {
+            let device = try loop(8 << 20, fill: 0xAB)
+            let result = try flash(["--device", device.path, "--yes", work + "/" + name])
+            XCTAssertNotEqual(result.status, 0, name)
+            let error = result.events(ofType: "flash_failed").first?["error"] as? String ?? result.stderr
+            XCTAssertTrue(error.contains(expected) && error.contains(name), "\(name): \(error)")
+            XCTAssertEqual(try device.contents().prefix(1 << 20), Data(repeating: 0xAB, count: 1 << 20), "\(name): the first MiB was written")
+        }
+    }
+
+    func testBlockMapMismatchesAreRefused() throws {
+        let (_, path) = try source()
+        try DiskImages.tool("bmaptool -q create os.img -o good.bmap", in: work)
+        let good = try String(contentsOfFile: work + "/good.bmap", encoding: .utf8)
+        // Edited by hand: the map's own checksum no longer matches, refused before writing.
+        let damaged = good.replacingOccurrences(of: "<ImageSize>", with: "<ImageSize> ").replacingOccurrences(of: "chksum=\"", with: "chksum=\"0")
+        try damaged.write(toFile: work + "/damaged.bmap", atomically: true, encoding: .utf8)
+        let device = try loop(8 << 20, fill: 0xAB)
+        let refused = try flash(["--device", device.path, "--yes", "--bmap", work + "/damaged.bmap", path])
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue(refused.stderr.contains("damaged"), refused.stderr)
+        XCTAssertEqual(try device.contents(), Data(repeating: 0xAB, count: 8 << 20))
+
+        // The image changed after its map was made: the range checksum catches it.
+        var changed = try Data(contentsOf: URL(fileURLWithPath: path))
+        changed[100] ^= 0xFF
+        try changed.write(to: URL(fileURLWithPath: path))
+        let mismatch = try flash(["--device", device.path, "--yes", "--bmap", work + "/good.bmap", path])
+        XCTAssertNotEqual(mismatch.status, 0)
+        let error = mismatch.events(ofType: "flash_failed").first?["error"] as? String ?? mismatch.stderr
+        XCTAssertTrue(error.contains("does not match its block map"), error)
+    }
+
+    func testUnsafeTargetsAreRefusedAndLeftUntouched() throws {
+        let (_, path) = try source()
+        let small = try loop(2 << 20, fill: 0xAB)
+        let tooBig = try flash(["--device", small.path, "--yes", path])
+        XCTAssertNotEqual(tooBig.status, 0)
+        XCTAssertTrue(tooBig.stderr.contains("larger than \(small.path)"), tooBig.stderr)
+        XCTAssertEqual(try small.contents(), Data(repeating: 0xAB, count: 2 << 20))
+
+        let mounted = try loop(8 << 20)
+        try DiskImages.tool("mkfs.ext4 -q \(mounted.path) && mkdir -p mnt && mount \(mounted.path) mnt", in: work)
+        defer { _ = try? ProcessRunner.run("/bin/umount", [work + "/mnt"]) }
+        let before = try mounted.contents()
+        let refused = try flash(["--device", mounted.path, "--yes", path])
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue(refused.stderr.contains("mounted at \(work)/mnt"), refused.stderr)
+        // Even --force cannot write a disk the kernel has mounted: the exclusive open says so.
+        let forced = try flash(["--device", mounted.path, "--yes", "--force", path])
+        XCTAssertNotEqual(forced.status, 0)
+        XCTAssertTrue((forced.events(ofType: "flash_failed").first?["error"] as? String ?? "").contains("in use"), forced.stdout)
+        XCTAssertEqual(try mounted.contents(), before)
+
+        // Without --yes and with no terminal to ask on, nothing is written.
+        let device = try loop(8 << 20, fill: 0xAB)
+        let unconfirmed = try ProcessRunner.run(ProcessRunner.flashctl, ["flash", "--device", device.path, path])
+        XCTAssertNotEqual(unconfirmed.status, 0)
+        XCTAssertTrue(unconfirmed.stderr.contains("--yes"), unconfirmed.stderr)
+        XCTAssertTrue(unconfirmed.stderr.contains(device.path), "the target is named: \(unconfirmed.stderr)")
+        XCTAssertEqual(try device.contents(), Data(repeating: 0xAB, count: 8 << 20))
+    }
+
+    func testARegularFileCanStandInForADisk() throws {
+        let (data, _) = try source()
+        try DiskImages.tool("zstd -q -1 os.img && truncate -s 8M target.img", in: work)
+        let result = try flash(["--device", work + "/target.img", "--yes", work + "/os.img.zst"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: work + "/target.img")).prefix(data.count), data)
+    }
+}
