@@ -5,7 +5,8 @@ import Foundation
 struct DevicesCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "devices",
-        abstract: "List fastboot devices on USB and running emulated devices."
+        abstract: "List fastboot devices (USB and running emulated ones) and disks.",
+        discussion: "Disks are listed with what decides whether flashctl writes them: removable (USB, SD/MMC, loop), mounted, or holding the running system."
     )
 
     @Flag(name: .long, help: "Print one JSON object per device.")
@@ -13,16 +14,14 @@ struct DevicesCommand: ParsableCommand {
 
     func run() throws {
         let devices = try USBDiscovery.fastbootDevices().map(\.info) + EmulatorRegistry.liveDevices()
+        let disks = DiskDiscovery().disks()
         if json {
-            for device in devices {
-                print(DeviceListing.json(device))
-            }
+            devices.forEach { print(DeviceListing.json($0)) }
+            disks.forEach { print(DiskListing.json($0)) }
             return
         }
-        guard !devices.isEmpty else {
-            print("no fastboot devices found")
-            return
-        }
-        print(DeviceListing.table(devices))
+        print(devices.isEmpty ? "no fastboot devices found" : DeviceListing.table(devices))
+        print("")
+        print(disks.isEmpty ? "no disks found" : DiskListing.table(disks))
     }
 }

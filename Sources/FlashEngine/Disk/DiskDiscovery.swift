@@ -62,7 +62,7 @@ public struct DiskDiscovery: Sendable {
         return DiskInfo(
             path: "/dev/" + name, name: name, deviceNumber: number, size: sectors * 512,
             model: read(diskPath + "/device/model") ?? read(diskPath + "/device/name") ?? udev["ID_MODEL"],
-            vendor: read(diskPath + "/device/vendor") ?? udev["ID_VENDOR"],
+            vendor: (read(diskPath + "/device/vendor").flatMap { $0.hasPrefix("0x") ? nil : $0 }) ?? udev["ID_VENDOR"],
             serial: udev["ID_SERIAL_SHORT"] ?? read(diskPath + "/device/serial") ?? read(diskPath + "/serial"),
             transport: transport,
             removableFlag: read(diskPath + "/removable") == "1",
