@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Writes the same image to the same loop device with flashctl and with the usual tools, side by
+# side in one run, and prints each one's time (median of the runs) and the ratio to flashctl.
+#
+#   bench/disk.sh [IMAGE_MIB=1024] [RUNS=3]
+#
+# The image is a quarter full of random data (in 4 MiB extents spread over it), the rest holes,
+# with a block map made by `bmaptool create`:
+#   1. image + bmap:  flashctl --bmap (with and without its read-back verification)
+#                     vs `bmaptool copy` vs `dd bs=4M oflag=direct` (which writes everything)
+#   2. image.xz:      flashctl --no-bmap vs `xz -dc | dd bs=4M oflag=direct`, and with the bmap
+#                     flashctl vs `bmaptool copy`.
+# Every run is checked afterwards (the device's mapped bytes against the image), so a fast
+# failure never counts. The page cache is dropped before each run (when root) so every tool
+# reads the image cold. The loop device's backing file is in LOOP_DIR (default /var/tmp: a real
+# disk; /dev/shm measures the tools' own overhead). FLASHCTL=/path uses that binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x /opt/swift/usr/bin/swift ] && export PATH="/opt/swift/usr/bin:$PATH"
+size_mib=${1:-1024}
+runs=${2:-3}
+loop_dir=${LOOP_DIR:-/var/tmp}
+[ "$(id -u)" -eq 0 ] || { echo "disk.sh: needs root (losetup, O_DIRECT on a loop device)" >&2; exit 1; }
+for tool in bmaptool xz dd losetup; do command -v "$tool" >/dev/null || { echo "disk.sh: $tool is missing (scripts/setup.sh installs it)" >&2; exit 1; }; done
+
+if [ -n "${FLASHCTL:-}" ]; then
+  flashctl=$FLASHCTL
+else
+  swift build -c release --product flashctl >&2
+  flashctl="$(swift build -c release --show-bin-path)/flashctl"
+fi
+
+work=$(mktemp -d "$loop_dir/flashctl-disk-bench.XXXXXX")
+loop=""
+cleanup() {
+  [ -n "$loop" ] && losetup -d "$loop" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+image="$work/os.img"
+truncate -s "${size_mib}M" "$image"
+extents=$((size_mib / 4))
+for i in $(seq 0 4 $((extents - 1))); do
+  dd if=/dev/urandom of="$image" bs=4M seek="$i" count=1 conv=notrunc status=none
+done
+bmaptool -q create "$image" -o "$work/os.img.bmap"
+xz -k -T2 -1 "$image"
+truncate -s "$((size_mib + 64))M" "$work/target.img"
+loop=$(losetup --find --show "$work/target.img")
+mapped=$(grep -o '<MappedBlocksCount> *[0-9]*' "$work/os.img.bmap" | grep -o '[0-9]*$')
+block=$(grep -o '<BlockSize> *[0-9]*' "$work/os.img.bmap" | grep -o '[0-9]*$')
+
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
+
+# The device must hold the image's data where the image has data.
+check() {
+  local name=$1
+  if ! cmp -s -n "$((4 << 20))" "$image" "$loop"; then echo "disk.sh: $name left the wrong bytes on the device" >&2; exit 1; fi
+  local last=$(( (extents - 1) / 4 * 4 ))
+  if ! cmp -s -i "$((last << 22)):$((last << 22))" -n "$((4 << 20))" "$image" "$loop"; then
+    echo "disk.sh: $name left the wrong bytes at the last extent" >&2; exit 1
+  fi
+}
+
+# Prints the median seconds of $runs runs of "$@" (a shell command line).
+timed() {
+  local name=$1; shift
+  local times=()
+  for _ in $(seq "$runs"); do
+    dd if=/dev/zero of="$loop" bs=4M count=2 oflag=direct status=none
+    drop_caches
+    local start end
+    start=$(date +%s.%N)
+    if ! bash -c "$*" > "$work/out.log" 2>&1; then echo "disk.sh: $name failed: $(tail -3 "$work/out.log")" >&2; exit 1; fi
+    end=$(date +%s.%N)
+    check "$name"
+    times+=("$(echo "$end - $start" | bc)")
+  done
+  printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {printf "%.2f\n", a[int((NR+1)/2)]}'
+}
+
+declare -A t
+t[fl_bmap]=$(timed "flashctl --bmap" "$flashctl flash --device $loop --yes --bmap $work/os.img.bmap $image")
+t[fl_bmap_nv]=$(timed "flashctl --bmap --no-verify" "$flashctl flash --device $loop --yes --no-verify --bmap $work/os.img.bmap $image")
+t[bmaptool]=$(timed "bmaptool copy" "bmaptool -q copy --bmap $work/os.img.bmap $image $loop")
+t[dd]=$(timed "dd" "dd if=$image of=$loop bs=4M oflag=direct conv=fsync status=none")
+t[fl_xz]=$(timed "flashctl .xz" "$flashctl flash --device $loop --yes --no-bmap --no-verify $image.xz")
+t[xz_dd]=$(timed "xz -dc | dd" "xz -dc $image.xz | dd of=$loop bs=4M iflag=fullblock oflag=direct conv=fsync status=none")
+t[xz_only]=$(timed "xz -dc > /dev/null" "xz -dc $image.xz > /dev/null && dd if=$image of=$loop bs=4M count=1 oflag=direct conv=notrunc status=none && dd if=$image of=$loop bs=4M skip=$(( (extents - 1) / 4 * 4 )) seek=$(( (extents - 1) / 4 * 4 )) count=1 oflag=direct conv=notrunc status=none")
+t[fl_xz_bmap]=$(timed "flashctl .xz --bmap" "$flashctl flash --device $loop --yes --no-verify --bmap $work/os.img.bmap $image.xz")
+t[bmaptool_xz]=$(timed "bmaptool copy .xz" "bmaptool -q copy --bmap $work/os.img.bmap $image.xz $loop")
+
+ratio() { echo "scale=2; $2 / $1" | bc; }
+echo
+echo "loop device on $loop_dir, ${size_mib} MiB image, $((mapped * block >> 20)) MiB mapped; median of $runs runs; page cache dropped before each"
+printf '%-44s %8s  %s\n' "run" "seconds" "vs flashctl"
+printf '%-44s %8s\n' "flashctl --bmap (verify on: reads back too)" "${t[fl_bmap]}"
+printf '%-44s %8s\n' "flashctl --bmap --no-verify" "${t[fl_bmap_nv]}"
+printf '%-44s %8s  %sx slower than flashctl --no-verify\n' "bmaptool copy" "${t[bmaptool]}" "$(ratio "${t[fl_bmap_nv]}" "${t[bmaptool]}")"
+printf '%-44s %8s  %sx slower than flashctl --no-verify\n' "dd bs=4M oflag=direct (whole image)" "${t[dd]}" "$(ratio "${t[fl_bmap_nv]}" "${t[dd]}")"
+printf '%-44s %8s\n' "flashctl image.xz --no-bmap --no-verify" "${t[fl_xz]}"
+printf '%-44s %8s  %sx slower than flashctl\n' "xz -dc | dd bs=4M oflag=direct" "${t[xz_dd]}" "$(ratio "${t[fl_xz]}" "${t[xz_dd]}")"
+printf '%-44s %8s  (decompression alone: the floor for .xz)\n' "xz -dc > /dev/null" "${t[xz_only]}"
+printf '%-44s %8s\n' "flashctl image.xz --bmap --no-verify" "${t[fl_xz_bmap]}"
+printf '%-44s %8s  %sx slower than flashctl\n' "bmaptool copy image.xz" "${t[bmaptool_xz]}" "$(ratio "${t[fl_xz_bmap]}" "${t[bmaptool_xz]}")"
+echo "command: ${FLASHCTL:+FLASHCTL=$FLASHCTL }${LOOP_DIR:+LOOP_DIR=$LOOP_DIR }bench/disk.sh $size_mib $runs"
