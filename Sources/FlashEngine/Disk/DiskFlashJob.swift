@@ -171,7 +171,7 @@ final class TargetWriter: @unchecked Sendable {
 
     func open() {
         do {
-            writer = try DiskWriter(path: target.path, isBlockDevice: target.isBlockDevice, alignment: target.disk?.logicalBlockSize ?? 512)
+            writer = try DiskWriter(path: target.path, isBlockDevice: target.isBlockDevice, alignment: target.disk?.logicalBlockSize ?? 512, hashing: verify)
             progress.setStage("Writing \(target.path)")
         } catch {
             fail(error)
@@ -226,7 +226,7 @@ final class TargetWriter: @unchecked Sendable {
             progress.setTotalBytes(written * (verify ? 2 : 1))
             progress.setStage("Flushing \(target.path)")
             let sha256 = try writer.finish()
-            if verify {
+            if verify, let sha256 {
                 progress.setStage("Verifying \(target.path)")
                 var shownPercent = -1
                 try DiskVerifier.verify(

@@ -14,7 +14,8 @@ import Glibc
 ///   everything else is on the device: a write that fails halfway never leaves a disk that looks
 ///   bootable.
 /// - `finish()` flushes the device before the job may say it is done, and returns the SHA-256 of
-///   everything written, in order, for read-back verification.
+///   everything written, in order, for read-back verification (nil when not asked to hash: the
+///   hash costs a core's time at disk speeds).
 final class DiskWriter {
     static let headSize = 1 << 20
 
@@ -27,9 +28,10 @@ final class DiskWriter {
     private let bufferedFD: Int32
     private let head: UnsafeMutableRawBufferPointer
     private var headPieces: [(offset: Int, count: Int)] = []
-    private var digest = SHA256()
+    private var digest: SHA256?
 
-    init(path: String, isBlockDevice: Bool, alignment: Int) throws {
+    init(path: String, isBlockDevice: Bool, alignment: Int, hashing: Bool) throws {
+        digest = hashing ? SHA256() : nil
         self.path = path
         self.alignment = max(512, alignment)
         let exclusive = isBlockDevice ? O_EXCL : 0
@@ -69,7 +71,7 @@ final class DiskWriter {
     /// Writes `bytes` (from a 4096-aligned buffer) at `offset`.
     func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws {
         guard bytes.count > 0 else { return }
-        digest.update(bufferPointer: bytes)
+        digest?.update(bufferPointer: bytes)
         record(offset: offset, count: Int64(bytes.count))
         var rest = bytes
         var at = offset
@@ -86,13 +88,13 @@ final class DiskWriter {
 
     /// Flushes everything, then writes the first MiB and flushes again. Returns the SHA-256 (hex)
     /// of all bytes written, in the order they were given.
-    func finish() throws -> String {
+    func finish() throws -> String? {
         try flush()
         for piece in headPieces {
             try put(UnsafeRawBufferPointer(rebasing: head[piece.offset..<(piece.offset + piece.count)]), at: Int64(piece.offset))
         }
         try flush()
-        return digest.finalize().map { byteHex($0) }.joined()
+        return digest.map { $0.finalize().map { byteHex($0) }.joined() }
     }
 
     private func put(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws {
