@@ -32,6 +32,11 @@ let package = Package(
             providers: [.apt(["libarchive-dev"])]
         ),
         .systemLibrary(
+            name: "CLibUDev",
+            pkgConfig: "libudev",
+            providers: [.apt(["libudev-dev"])]
+        ),
+        .systemLibrary(
             name: "CZlib",
             pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"])]
@@ -41,6 +46,7 @@ let package = Package(
             dependencies: [
                 "CLibUSB",
                 "CLibArchive",
+                "CLibUDev",
                 "CZlib",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]

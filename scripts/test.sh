@@ -7,4 +7,5 @@ cd "$(dirname "$0")/.."
 [ -x /opt/swift/usr/bin/swift ] && export PATH="/opt/swift/usr/bin:$PATH"
 swift build --build-tests
 swift test --skip-build
+/usr/bin/python3 testbed/test_hotplug.py --flashctl "$(swift build --show-bin-path)/flashctl"
 FLASHCTL="$(swift build --show-bin-path)/flashctl" python3 -m pytest -q -p no:cacheprovider Tests/Browser

@@ -1,9 +1,12 @@
 #!/usr/bin/python3
 """Emulated USB fastboot devices over the real libusb, bridged to fastboot-over-TCP devices.
 
-    fastboot_usb_testbed.py [--device SPEC]... [--no-fifo] [--debug] -- COMMAND [ARGS...]
+    fastboot_usb_testbed.py [--device SPEC]... [--control PATH] [--no-fifo] [--debug] -- COMMAND [ARGS...]
 
     SPEC: tcp=HOST:PORT[,serial=EMU000N][,port=1-N][,vid=18d1][,pid=4ee0][,unplug_after=BYTES]
+          [,prop.NAME=VALUE]...
+    --control PATH: a FIFO taking "add SPEC", "remove SERIAL|PORT", "replug SERIAL|PORT [SPEC]"
+          lines while COMMAND runs; one reply line each ("ok ..." / "error ...") in PATH.ack
 
 A umockdev test bed gets one USB device per --device (fastboot interface: class ff, subclass 42,
 protocol 03, bulk endpoints 0x81 IN and 0x01 OUT). COMMAND runs under umockdev's preload library,
@@ -24,20 +27,31 @@ unplug_after=BYTES (suffixes K/M/G allowed) unplugs the device once that
 many bulk OUT bytes have arrived: later ioctls fail with ENODEV, pending URBs reap with -ENODEV
 (libusb: LIBUSB_TRANSFER_NO_DEVICE), remove uevents go out and the device leaves the test bed.
 
+prop.NAME=VALUE adds a udev property to the usb_device (libudev sees it on enumerated devices and
+on its uevents). With --control PATH, devices come and go while COMMAND runs: "add SPEC" plugs one
+in, "remove SERIAL|PORT" unplugs one (as unplug_after does), "replug SERIAL|PORT [SPEC]"
+re-enumerates one at its port with a new device number. Each command's reply line is appended to
+PATH.ack once its sysfs entries and uevents are complete (the file starts with "ready"). The
+script sends the uevents itself, to every libudev monitor in the test bed (see UeventSender).
+
 COMMAND inherits stdin/stdout/stderr; the script exits with COMMAND's exit status (128+N when
 killed by signal N). Run it with Debian's /usr/bin/python3 (python3-gi, gir1.2-umockdev-1.0).
 See testbed/README.md and /work/shared/TESTING.md.
 """
 
 import collections
+import copy
 import ctypes
 import errno
 import fcntl
 import json
 import os
+import re
+import select
 import shutil
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -106,6 +120,7 @@ PR_SET_TIMERSLACK = 29
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 DEBUG = False
+PROPERTY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def log(msg):
@@ -121,41 +136,93 @@ def dbg(msg):
 # ---------------------------------------------------------------------------------------------
 # Device description
 
+# udev properties a prop.NAME=VALUE cannot set: the test bed derives them, and libudev and libusb
+# rely on them being consistent with the sysfs entries.
+RESERVED_PROPERTIES = {"ACTION", "DEVPATH", "SUBSYSTEM", "SEQNUM", "DEVNAME", "DEVTYPE", "MAJOR",
+                       "MINOR", "BUSNUM", "DEVNUM"}
+
+
 class DeviceSpec:
-    def __init__(self, text, index):
+    """SPEC = KEY=VALUE[,KEY=VALUE]...: tcp=HOST:PORT (required), serial, port, vid, pid,
+    unplug_after, prop.NAME=VALUE (repeatable)."""
+
+    def __init__(self, text, index, label="--device"):
+        self.text, self.label = text, label
         self.host, self.port = None, None
         self.serial = "EMU%04d" % (index + 1)
         self.portpath = "1-%d" % (index + 1)
         self.vid, self.pid = 0x18D1, 0x4EE0
         self.unplug_after = None
+        self.props = collections.OrderedDict()  # extra udev properties (prop.NAME=VALUE)
+        self.update(text, allow_port=True)
+        if self.port is None:
+            raise self.error(text, "tcp=HOST:PORT is required")
+
+    def error(self, text, msg):
+        """--device SPEC errors name the SPEC; a control command's reply already quotes it."""
+        return ValueError("%s %s: %s" % (self.label, text, msg) if self.label == "--device" else msg)
+
+    def update(self, text, allow_port):
         for item in filter(None, text.split(",")):
             key, sep, value = item.partition("=")
             if not sep:
-                raise ValueError("--device %s: expected KEY=VALUE, got %r" % (text, item))
+                raise self.error(text, "expected KEY=VALUE, got %r" % item)
             if key == "tcp":
                 if value.startswith("tcp:"):
                     value = value[4:]
                 host, _, port = value.rpartition(":")
+                if not port.isdigit():
+                    raise self.error(text, "tcp must be HOST:PORT")
                 self.host, self.port = host or "127.0.0.1", int(port)
             elif key == "serial":
+                if not value or any(c.isspace() for c in value):
+                    raise self.error(text, "serial must be non-empty, without spaces")
                 self.serial = value
             elif key == "port":
+                if not allow_port:
+                    raise self.error(text, "a replugged device keeps its port")
                 bus, dash, rest = value.partition("-")
-                if not dash or not bus.isdigit() or not all(p.isdigit() for p in rest.split(".")):
-                    raise ValueError("--device %s: port must look like 1-2 or 1-2.3" % text)
+                if (not dash or not bus.isdigit() or not 1 <= int(bus) <= 127
+                        or not all(p.isdigit() for p in rest.split("."))):
+                    raise self.error(text, "port must look like 1-2 or 1-2.3")
                 self.portpath = value
-            elif key == "vid":
-                self.vid = int(value, 16)
-            elif key == "pid":
-                self.pid = int(value, 16)
+            elif key in ("vid", "pid"):
+                try:
+                    number = int(value, 16)
+                except ValueError:
+                    number = -1
+                if not 0 <= number <= 0xFFFF:
+                    raise self.error(text, "%s must be a hex number up to ffff" % key)
+                setattr(self, key, number)
             elif key == "unplug_after":
+                if not value:  # replug overrides: "unplug_after=" clears it
+                    self.unplug_after = None
+                    continue
                 mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(value[-1:].upper(), 1)
-                self.unplug_after = int(value[:-1] if mult > 1 else value) * mult
+                digits = value[:-1] if mult > 1 else value
+                if not digits.isdigit():
+                    raise self.error(text, "unplug_after must be a number of bytes")
+                self.unplug_after = int(digits) * mult
+            elif key.startswith("prop."):
+                name = key[5:]
+                if not PROPERTY_NAME.match(name):
+                    raise self.error(text, "bad property name %r (letters, digits, _)" % name)
+                if name in RESERVED_PROPERTIES:
+                    raise self.error(text, "property %s is set by the test bed" % name)
+                if not value or "\0" in value:
+                    raise self.error(text, "property %s needs a value" % name)
+                self.props[name] = value
             else:
-                raise ValueError("--device %s: unknown key %r" % (text, key))
-        if self.port is None:
-            raise ValueError("--device %s: tcp=HOST:PORT is required" % text)
+                raise self.error(text, "unknown key %r" % key)
         self.busnum = int(self.portpath.split("-")[0])
+
+    def replugged(self, overrides):
+        """A copy for the same device re-enumerating, with overrides (a SPEC without port)."""
+        spec = copy.copy(self)
+        spec.props = collections.OrderedDict(self.props)
+        spec.label = "replug"
+        spec.update(overrides, allow_port=False)
+        return spec
 
 
 def string_descriptor(text):
@@ -208,6 +275,28 @@ class Descriptors:
 def attr_lines(attrs):
     # umockdev's parser unescapes "\n": every sysfs attribute value ends with a newline.
     return "".join("A: %s=%s\\n\n" % (k, v) for k, v in attrs)
+
+
+def usb_minor(busnum, devnum):
+    return (busnum - 1) * 128 + devnum - 1
+
+
+def usb_properties(spec, devnum):
+    """A usb_device's udev properties: the kernel's, those udev's usb_id builtin adds (ID_*), then
+    the SPEC's prop.NAME=VALUE (which may replace an ID_* value). They all go into the sysfs
+    "uevent" file, from which libudev reads a device's properties and the uevents take theirs."""
+    vendor, model = "flashctl_testbed", "Emulated_fastboot_device"
+    props = collections.OrderedDict([
+        ("DEVNAME", "/dev/bus/usb/%03d/%03d" % (spec.busnum, devnum)), ("DEVTYPE", "usb_device"),
+        ("SUBSYSTEM", "usb"), ("BUSNUM", "%03d" % spec.busnum), ("DEVNUM", "%03d" % devnum),
+        ("MAJOR", "189"), ("MINOR", "%d" % usb_minor(spec.busnum, devnum)),
+        ("PRODUCT", "%x/%x/100" % (spec.vid, spec.pid)), ("TYPE", "0/0/0"), ("ID_BUS", "usb"),
+        ("ID_VENDOR", vendor), ("ID_VENDOR_ID", "%04x" % spec.vid), ("ID_MODEL", model),
+        ("ID_MODEL_ID", "%04x" % spec.pid), ("ID_REVISION", "0100"),
+        ("ID_SERIAL", "%s_%s_%s" % (vendor, model, spec.serial)), ("ID_SERIAL_SHORT", spec.serial),
+        ("ID_USB_INTERFACES", ":ff4203:")])
+    props.update(spec.props)
+    return list(props.items())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,8 +433,9 @@ class TcpLink:
 
 
 class Device:
-    def __init__(self, testbed, spec, devnum, use_fifo):
-        self.tb = testbed
+    def __init__(self, bed, spec, devnum):
+        """Create the device's sysfs entries and node (no uevent: Bed.plug sends them)."""
+        self.bed = bed
         self.spec = spec
         self.devnum = devnum
         self.desc = Descriptors(spec)
@@ -353,6 +443,7 @@ class Device:
         host = "/devices/pci0000:00/0000:00:14.0/usb%d" % spec.busnum
         self.syspath = "/sys%s/%s" % (host, spec.portpath)
         self.iface_syspath = "%s/%s:1.0" % (self.syspath, spec.portpath)
+        self.minor = usb_minor(spec.busnum, devnum)
         self.lock = threading.Lock()        # guards frames, link and scheduled (reader threads)
         self.frames = collections.deque()
         self.link = None                    # the device's TCP link: outlives client sessions
@@ -368,14 +459,14 @@ class Device:
 
         # The handler must be attached before the device is added.
         self.handler = Handler(self)
-        testbed.attach_ioctl(self.devnode, self.handler)
+        bed.testbed.attach_ioctl(self.devnode, self.handler)
+        # The node is made here, before the sysfs entries (no "N:" line for umockdev to make it):
+        # by the time the "add" uevent goes out, it is complete (a FIFO in FIFO mode).
+        self._make_node(bed.use_fifo)
         hexdesc = self.desc.raw.hex().upper()
-        minor = (spec.busnum - 1) * 128 + devnum - 1
         record = "P: %s/%s\n" % (host, spec.portpath)
-        record += "N: %s=%s\n" % (self.devnode[5:], hexdesc)
-        record += "E: DEVNAME=%s\nE: DEVTYPE=usb_device\nE: SUBSYSTEM=usb\n" % self.devnode
-        record += "E: BUSNUM=%03d\nE: DEVNUM=%03d\nE: MAJOR=189\nE: MINOR=%d\n" % (spec.busnum, devnum, minor)
-        record += "E: PRODUCT=%x/%x/100\nE: TYPE=0/0/0\nE: ID_SERIAL_SHORT=%s\n" % (spec.vid, spec.pid, spec.serial)
+        for name, value in usb_properties(spec, devnum):
+            record += "E: %s=%s\n" % (name, value)
         record += attr_lines([
             ("busnum", "%d" % spec.busnum), ("devnum", "%d" % devnum),
             ("devpath", spec.portpath.partition("-")[2]),
@@ -385,7 +476,7 @@ class Device:
             ("bConfigurationValue", "1"), ("bNumInterfaces", " 1"), ("bmAttributes", "80"),
             ("bMaxPower", "500mA"), ("version", " 2.00"), ("maxchild", "0"),
             ("speed", "480"), ("serial", spec.serial), ("product", "Emulated fastboot device"),
-            ("manufacturer", "flashctl testbed"), ("dev", "189:%d" % minor)])
+            ("manufacturer", "flashctl testbed"), ("dev", "189:%d" % self.minor)])
         record += "H: descriptors=%s\n\n" % hexdesc
         record += "P: %s/%s/%s:1.0\n" % (host, spec.portpath, spec.portpath)
         record += "E: DEVTYPE=usb_interface\nE: SUBSYSTEM=usb\nE: INTERFACE=255/66/3\n"
@@ -394,15 +485,23 @@ class Device:
             ("bInterfaceNumber", "00"), ("bAlternateSetting", " 0"), ("bNumEndpoints", "02"),
             ("bInterfaceClass", "ff"), ("bInterfaceSubClass", "42"), ("bInterfaceProtocol", "03")])
         record += "\n"
-        testbed.add_from_string(record)
-        if use_fifo:
-            self._make_fifo()
+        bed.testbed.add_from_string(record)
+
+    def _make_node(self, use_fifo):
+        path = self.bed.root + self.devnode
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if not use_fifo:  # a regular file holding the descriptors, as umockdev makes it
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+            try:
+                os.write(fd, self.desc.raw)
+            finally:
+                os.close(fd)
+            return
+        self._make_fifo(path)
 
     # -- FIFO readiness: the node is a FIFO of one page; one byte in it = not writable =
     # -- libusb's poll(POLLOUT) sleeps. Empty = writable = something to reap.
-    def _make_fifo(self):
-        path = self.tb.get_root_dir() + self.devnode
-        os.unlink(path)
+    def _make_fifo(self, path):
         os.mkfifo(path, 0o666)
         fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         fcntl.fcntl(fd, F_SETPIPE_SZ, 4096)
@@ -660,11 +759,12 @@ class Device:
         if self.spec.unplug_after is not None and self.out_bytes >= self.spec.unplug_after:
             self.unplug()
 
-    def unplug(self):
+    def unplug(self, why=None):
+        """The device goes away (unplug_after, or the control channel's remove/replug)."""
         if self.unplugged:
             return
         self.unplugged = True  # before any uevent
-        log("%s: unplugged after %d bulk OUT bytes" % (self.spec.serial, self.out_bytes))
+        log("%s: unplugged %s" % (self.spec.serial, why or "after %d bulk OUT bytes" % self.out_bytes))
         self.drop_link()
         for st in list(self.clients.values()):
             while st.pending_in:
@@ -686,12 +786,7 @@ class Device:
         # Writable from now on: libusb reaps the -ENODEV URBs, then gets ENODEV and goes quiet
         # once nothing is left (update_ready after each reap).
         self.update_ready()
-        self.tb.uevent(self.iface_syspath, "remove")
-        self.tb.uevent(self.syspath, "remove")
-        # The interface first: removing only the parent leaves a dangling
-        # /sys/bus/usb/devices/1-N:1.0 link behind (umockdev 0.17).
-        self.tb.remove_device(self.iface_syspath)
-        self.tb.remove_device(self.syspath)
+        self.bed.unplugged(self)
 
 
 class Handler(UMockdev.IoctlBase):
@@ -910,6 +1005,429 @@ class Handler(UMockdev.IoctlBase):
 
 
 # ---------------------------------------------------------------------------------------------
+# Uevents. umockdev's own sender (Testbed.uevent, and add_from_string() in a process under the
+# preload) has two flaws here, seen with umockdev 0.17.16: it abort()s this whole process when a
+# monitor's socket queue is full (sendmsg EAGAIN: a COMMAND process that has a libudev monitor
+# open but does not read it, after 11 queued events), and it finds monitors by the names
+# UMOCKDEV_DIR/eventN its preload binds them to, N being the client's fd number, so a second
+# process whose monitor has the same fd number takes the name over and the first monitor gets no
+# event again. This sender builds the same message (libudev's header + the device's sysfs "uevent"
+# file as its properties), keeps a hard link to every monitor socket it has seen (found at once
+# through inotify), and queues events for a monitor whose queue is full instead of failing.
+
+EVENT_SOCKET = re.compile(r"^event[0-9]+$")
+UDEV_MONITOR_MAGIC = 0xFEEDCAFE
+# libudev (systemd 252, device_monitor_receive_device) drops a message longer than its 8 KiB buffer.
+UEVENT_MAX = 8192
+IN_CREATE, IN_MOVED_TO = 0x100, 0x80
+
+
+def murmur_hash2(data):
+    """systemd's string_hash32() (MurmurHash2, seed 0): the monitors' socket filters compare it."""
+    m, mask = 0x5BD1E995, 0xFFFFFFFF
+    h = len(data)
+    i = 0
+    while len(data) - i >= 4:
+        k = int.from_bytes(data[i:i + 4], "little")
+        k = (k * m) & mask
+        k ^= k >> 24
+        k = (k * m) & mask
+        h = ((h * m) & mask) ^ k
+        i += 4
+    rest = len(data) - i
+    if rest == 3:
+        h ^= data[i + 2] << 16
+    if rest >= 2:
+        h ^= data[i + 1] << 8
+    if rest >= 1:
+        h ^= data[i]
+        h = (h * m) & mask
+    h ^= h >> 13
+    h = (h * m) & mask
+    return h ^ (h >> 15)
+
+
+def tag_bloom(tags):
+    bits = 0
+    for tag in tags:
+        h = murmur_hash2(tag)
+        for shift in (0, 6, 12, 18):
+            bits |= 1 << ((h >> shift) & 63)
+    return bits
+
+
+class Listener:
+    __slots__ = ("link", "dead", "backlog", "sock")
+
+    def __init__(self, link):
+        self.link, self.dead, self.backlog, self.sock = link, False, collections.deque(), None
+
+
+class UeventSender:
+    def __init__(self, root):
+        self.root = root
+        self.keep = os.path.join(root, "uevent-listeners")  # hard links to the monitors' sockets
+        os.mkdir(self.keep)
+        self.cond = threading.Condition()
+        self.listeners = {}  # (st_dev, st_ino) of a monitor's socket -> Listener
+        self.seqnum = 0
+        self.flusher = None
+        self.tmp = 0
+        self._watch()
+
+    def _watch(self):
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = libc.inotify_init1(os.O_CLOEXEC)
+        if fd >= 0 and libc.inotify_add_watch(fd, self.root.encode(), IN_CREATE | IN_MOVED_TO) >= 0:
+            threading.Thread(target=self._watch_loop, args=(fd,), daemon=True, name="uevent-monitors").start()
+        else:
+            log("inotify failed (%s): monitors are looked for when a uevent is sent" % os.strerror(ctypes.get_errno()))
+
+    def _watch_loop(self, fd):
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except InterruptedError:
+                continue
+            except OSError:
+                return
+            off, names = 0, []
+            while off + 16 <= len(data):
+                length = struct.unpack_from("iIII", data, off)[3]
+                names.append(data[off + 16:off + 16 + length].split(b"\0", 1)[0].decode("utf-8", "replace"))
+                off += 16 + length
+            if any(EVENT_SOCKET.match(name) for name in names):
+                with self.cond:
+                    self._adopt()
+
+    def _adopt(self):
+        """Link every monitor socket not known yet (self.cond held)."""
+        named = set()
+        for name in os.listdir(self.root):
+            if not EVENT_SOCKET.match(name):
+                continue
+            path = os.path.join(self.root, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if not stat.S_ISSOCK(st.st_mode):
+                continue
+            named.add((st.st_dev, st.st_ino))
+            if (st.st_dev, st.st_ino) in self.listeners:
+                continue
+            self.tmp += 1
+            tmp = os.path.join(self.keep, "new%d" % self.tmp)
+            try:
+                os.link(path, tmp)
+                st = os.lstat(tmp)  # what got linked: the name may have been taken over meanwhile
+            except OSError:
+                continue
+            key = (st.st_dev, st.st_ino)
+            if key in self.listeners:
+                os.unlink(tmp)
+                continue
+            link = os.path.join(self.keep, "%d-%d" % key)
+            os.rename(tmp, link)
+            self.listeners[key] = Listener(link)
+            dbg("uevent monitor %s found" % name)
+        # A closed monitor's link is kept while its eventN name is, so that its inode number is
+        # not reused by a new monitor that would then be taken for the closed one.
+        for key, lst in list(self.listeners.items()):
+            if lst.dead and key not in named:
+                try:
+                    os.unlink(lst.link)
+                except OSError:
+                    pass
+                del self.listeners[key]
+
+    def message(self, syspath, action):
+        """The uevent for the device at syspath (its sysfs entries must still be there)."""
+        with open(self.root + syspath + "/uevent", "rb") as f:
+            lines = [line for line in f.read().split(b"\n") if line]
+        props = dict(line.partition(b"=")[::2] for line in lines)
+        subsystem, devtype = props.get(b"SUBSYSTEM", b""), props.get(b"DEVTYPE")
+        tags = [t for t in props.get(b"TAGS", b"").split(b":") if t]
+        with self.cond:
+            self.seqnum += 1
+            seqnum = self.seqnum
+        body = [b"ACTION=" + action.encode(), b"DEVPATH=" + syspath[4:].encode(), b"SUBSYSTEM=" + subsystem,
+                b"SEQNUM=%d" % seqnum] + lines
+        payload = b"".join(p + b"\0" for p in body)
+        bloom = tag_bloom(tags)
+        header = (b"libudev\0" + struct.pack(">I", UDEV_MONITOR_MAGIC) + struct.pack("=III", 40, 40, len(payload))
+                  + struct.pack(">IIII", murmur_hash2(subsystem), murmur_hash2(devtype) if devtype else 0,
+                                bloom >> 32, bloom & 0xFFFFFFFF))
+        return header + payload
+
+    def send(self, syspath, action):
+        """Send the uevent to every monitor in the test bed. When this returns, each monitor has it
+        in its socket's queue, or (a monitor that is not being read, its queue full) it waits in
+        this process and is sent, in order, as soon as the monitor reads."""
+        msg = self.message(syspath, action)
+        with self.cond:
+            self._adopt()
+            for lst in list(self.listeners.values()):
+                if not lst.dead:
+                    self._deliver(lst, msg)
+
+    def _deliver(self, lst, msg):
+        if lst.backlog:
+            lst.backlog.append(msg)
+            return
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+        try:
+            sock.connect(lst.link)
+            sock.send(msg)
+        except BlockingIOError:
+            lst.backlog.append(msg)
+            lst.sock = sock
+            dbg("uevent monitor %s: queue full, events wait here" % lst.link)
+            if self.flusher is None:
+                self.flusher = threading.Thread(target=self._flush, daemon=True, name="uevent-flusher")
+                self.flusher.start()
+            return
+        except (ConnectionRefusedError, FileNotFoundError):
+            lst.dead = True  # the monitor was closed
+        except OSError as e:
+            log("uevent to %s failed: %s" % (lst.link, e))
+        sock.close()
+
+    def _flush(self):
+        while True:
+            with self.cond:
+                waiting = [lst for lst in self.listeners.values() if lst.backlog]
+                if not waiting:
+                    self.flusher = None
+                    return
+            poller = select.poll()
+            for lst in waiting:
+                poller.register(lst.sock, select.POLLOUT)
+            poller.poll(200)
+            with self.cond:
+                for lst in waiting:
+                    while lst.backlog:
+                        try:
+                            lst.sock.send(lst.backlog[0])
+                        except BlockingIOError:
+                            break
+                        except OSError:
+                            lst.dead = True
+                            lst.backlog.clear()
+                            break
+                        lst.backlog.popleft()
+                    if not lst.backlog:
+                        lst.sock.close()
+                        lst.sock = None
+
+
+# ---------------------------------------------------------------------------------------------
+# The devices of a run: plugged in at the start (--device), added, removed and replugged while
+# COMMAND runs (--control).
+
+class Bed:
+    def __init__(self, testbed, use_fifo, umockdev_sends_add):
+        self.testbed = testbed
+        self.root = testbed.get_root_dir()
+        self.use_fifo = use_fifo
+        self.umockdev_sends_add = umockdev_sends_add
+        self.sender = UeventSender(self.root)
+        self.devices = []      # every Device of the run (their TCP connections close at the end)
+        self.present = []      # the devices plugged in now
+        self.last_devnum = {}  # bus -> the last device number given out (never reused)
+        self.nspecs = 0        # SPECs plugged in so far (--device, add): SPEC N defaults to EMU000N, 1-N
+        self.ctx = None        # the ioctl worker thread's GMainContext: control commands run there
+
+    def plug(self, spec):
+        """Add the device: sysfs entries and node, then the "add" uevents (device, interface)."""
+        for dev in self.present:
+            if dev.spec.portpath == spec.portpath:
+                raise ValueError("port %s is taken by %s" % (spec.portpath, dev.spec.serial))
+        devnum = self.last_devnum.get(spec.busnum, 1) + 1
+        if devnum > 127:
+            raise ValueError("bus %d has given out all its device numbers (2-127) in this run" % spec.busnum)
+        syspath_len = len("/devices/pci0000:00/0000:00:14.0/usb%d/%s" % (spec.busnum, spec.portpath))
+        size = 40 + len("ACTION=remove DEVPATH= SUBSYSTEM=usb SEQNUM=12345678901234567890 ") + syspath_len
+        size += sum(len(("%s=%s" % item).encode()) + 1 for item in usb_properties(spec, devnum))
+        if size > UEVENT_MAX:
+            raise ValueError("the udev properties make a %d-byte uevent; libudev drops those over %d bytes"
+                             % (size, UEVENT_MAX))
+        self.last_devnum[spec.busnum] = devnum
+        try:
+            dev = Device(self, spec, devnum)
+        except Exception:
+            node = "%s/dev/bus/usb/%03d/%03d" % (self.root, spec.busnum, devnum)
+            if os.path.lexists(node):
+                os.unlink(node)
+            raise
+        self.devices.append(dev)
+        self.present.append(dev)
+        if not self.umockdev_sends_add:
+            self.sender.send(dev.syspath, "add")
+            self.sender.send(dev.iface_syspath, "add")
+        return dev
+
+    def unplugged(self, dev):
+        """Device.unplug's last step: "remove" uevents (interface, device), then the entries go."""
+        self.sender.send(dev.iface_syspath, "remove")
+        self.sender.send(dev.syspath, "remove")
+        # The interface first: removing only the parent leaves a dangling
+        # /sys/bus/usb/devices/1-N:1.0 link behind (umockdev 0.17).
+        self.testbed.remove_device(dev.iface_syspath)
+        self.testbed.remove_device(dev.syspath)
+        # umockdev 0.17 leaves /sys/dev/char/189:M behind (it unlinks the name read from the "dev"
+        # attribute, newline included).
+        link = "%s/sys/dev/char/189:%d" % (self.root, dev.minor)
+        if os.path.islink(link):
+            os.unlink(link)
+        if dev in self.present:
+            self.present.remove(dev)
+
+    @staticmethod
+    def describe(dev):
+        return "port=%s busnum=%d devnum=%d devnode=%s syspath=%s" % (
+            dev.spec.portpath, dev.spec.busnum, dev.devnum, dev.devnode, dev.syspath)
+
+    def find(self, who, devices):
+        found = [d for d in devices if who in (d.spec.serial, d.spec.portpath, "usb:" + d.spec.portpath)]
+        if len(found) > 1 and devices is self.present:
+            raise ValueError("%s matches several devices: %s" % (who, ", ".join(
+                "%s at %s" % (d.spec.serial, d.spec.portpath) for d in found)))
+        return found[-1] if found else None
+
+    def command(self, line):
+        """Run one control command (on the ioctl worker thread); return its reply line."""
+        verb, rest = (line.split(None, 1) + [""])[:2]
+        try:
+            if verb == "add":
+                if not rest:
+                    raise ValueError("add needs a SPEC")
+                dev = self.plug(DeviceSpec(rest, self.nspecs, "add"))
+                self.nspecs += 1
+                log("%s: plugged in at %s as %s" % (dev.spec.serial, dev.spec.portpath, dev.devnode))
+                return "ok add %s %s" % (dev.spec.serial, self.describe(dev))
+            if verb in ("remove", "replug"):
+                who, overrides = (rest.split(None, 1) + [""])[:2]
+                if not who or (verb == "remove" and overrides):
+                    raise ValueError("usage: remove SERIAL|PORT, replug SERIAL|PORT [KEY=VALUE,...]")
+                dev = self.find(who, self.present)
+                if verb == "remove":
+                    if dev is None:
+                        raise ValueError("no device %s is plugged in" % who)
+                    dev.unplug("(control: remove)")
+                    return "ok remove %s %s" % (dev.spec.serial, self.describe(dev))
+                old = dev or self.find(who, self.devices)  # a replug also plugs an unplugged device back
+                if old is None:
+                    raise ValueError("no device %s in this run" % who)
+                spec = old.spec.replugged(overrides)  # checked before the device goes away
+                if dev is not None:
+                    dev.unplug("(control: replug)")
+                new = self.plug(spec)
+                log("%s: plugged in again at %s as %s" % (new.spec.serial, new.spec.portpath, new.devnode))
+                return "ok replug %s %s olddevnum=%d" % (new.spec.serial, self.describe(new), old.devnum)
+            raise ValueError("unknown command (add SPEC | remove SERIAL|PORT | replug SERIAL|PORT [KEY=VALUE,...])")
+        except (ValueError, OSError, GLib.Error) as e:
+            return "error %s: %s" % (line, e)
+
+    def run_on_worker(self, fn, timeout=30):
+        """Run fn() on the ioctl worker thread (where device state lives); return its result, or
+        None after timeout seconds."""
+        done, box = threading.Event(), []
+
+        def cb(*_):
+            try:
+                box.append(fn())
+            except Exception as e:  # never let an exception kill the worker loop
+                box.append(e)
+            done.set()
+            return False
+        src = GLib.Idle()
+        src.set_priority(GLib.PRIORITY_DEFAULT)
+        src.set_callback(cb)
+        src.attach(self.ctx)
+        return box[0] if done.wait(timeout) else None
+
+
+def worker_context(testbed, root):
+    """The test bed worker thread's GMainContext (umockdev does not expose it): a probe handler
+    learns it when this process connects to the probe's ioctl socket."""
+    probe = UMockdev.IoctlBase()
+    found, ready = [], threading.Event()
+
+    def connected(_handler, _client):
+        found.append(GLib.MainContext.get_thread_default() or GLib.MainContext.default())
+        ready.set()
+    probe.connect("client-connected", connected)
+    name = "/dev/flashctl-testbed-probe"
+    testbed.attach_ioctl(name, probe)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(root + "/ioctl" + name)
+        ready.wait(10)
+    finally:
+        sock.close()
+    testbed.detach_ioctl(name)
+    if not found:
+        raise RuntimeError("cannot reach the test bed's worker thread")
+    return found[0]
+
+
+class ControlChannel:
+    """--control PATH: a FIFO; each line written to it is a command, run one at a time in order;
+    each command gets one reply line appended to PATH.ack once its effect is complete."""
+
+    def __init__(self, path, bed):
+        self.path, self.bed = path, bed
+        self.created = False
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            os.mkfifo(path, 0o600)
+            self.created = True
+        else:
+            if not stat.S_ISFIFO(st.st_mode):
+                raise ValueError("--control %s: exists and is not a FIFO" % path)
+        # Read-write: opening never blocks, and writers coming and going never make an EOF.
+        self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        self.ack = os.open(path + ".ack", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        self.reply("ready")
+        threading.Thread(target=self._loop, daemon=True, name="control").start()
+
+    def reply(self, line):
+        os.write(self.ack, (line + "\n").encode("utf-8", "replace"))
+
+    def _loop(self):
+        pending = b""
+        while True:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except InterruptedError:
+                continue
+            except OSError:
+                return
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                line = raw.decode("utf-8", "replace").strip()
+                if not line or line.startswith("#"):
+                    continue
+                result = self.bed.run_on_worker(lambda: self.bed.command(line))
+                if result is None:
+                    result = "error %s: timed out (the test bed's worker thread did not run it)" % line
+                elif isinstance(result, Exception):
+                    result = "error %s: %r" % (line, result)
+                dbg("control: %s -> %s" % (line, result))
+                self.reply(result)
+
+    def close(self):
+        if self.created:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+
+
+# ---------------------------------------------------------------------------------------------
 
 def usage(msg=None):
     if msg:
@@ -926,16 +1444,21 @@ def main(argv):
     opts, command = argv[:split], argv[split + 1:]
     if not command:
         usage("missing COMMAND")
-    specs, use_fifo = [], True
+    specs, use_fifo, control = [], True, None
     i = 0
     while i < len(opts):
         o = opts[i]
-        if o == "--device" and i + 1 < len(opts):
-            specs.append(opts[i + 1])
+        if o in ("--device", "--control") and i + 1 < len(opts):
+            if o == "--device":
+                specs.append(opts[i + 1])
+            else:
+                control = opts[i + 1]
             i += 2
             continue
         if o.startswith("--device="):
             specs.append(o[len("--device="):])
+        elif o.startswith("--control="):
+            control = o[len("--control="):]
         elif o == "--no-fifo":
             use_fifo = False
         elif o == "--debug":
@@ -950,6 +1473,11 @@ def main(argv):
         parsed = [DeviceSpec(text, n) for n, text in enumerate(specs)]
     except ValueError as e:
         usage(str(e))
+    ports = [spec.portpath for spec in parsed]
+    if len(set(ports)) != len(ports):
+        usage("two --device SPECs have the same port")
+    if control == "":
+        usage("--control needs a PATH")
 
     # ~17 us instead of 70-80 us per usleep(0) in the preload; inherited by COMMAND.
     try:
@@ -957,21 +1485,41 @@ def main(argv):
     except (OSError, AttributeError):
         pass
 
+    # Asked before the test bed exists (no UMOCKDEV_DIR yet: the real /sys), umockdev caches
+    # "not in a mock environment", so add_from_string() sends no "add" uevent of its own: this
+    # script sends all uevents (see UeventSender). Should umockdev still answer yes (a /sys that
+    # is not sysfs), its own "add" uevents are kept and ours are not sent.
+    umockdev_sends_add = UMockdev.in_mock_environment()
     testbed = UMockdev.Testbed.new()
+    # Held until os._exit: the Testbed's finalizer would remove the root directory, which the
+    # rmtree below already did, and umockdev aborts the process when it cannot (SIGTRAP).
+    KEEP_ALIVE.append(testbed)
     root = testbed.get_root_dir()
     try:
-        return run(testbed, root, parsed, use_fifo, command)
+        return run(testbed, root, parsed, use_fifo, control, command, umockdev_sends_add)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def run(testbed, root, parsed, use_fifo, command):
-    devices, devnums = [], {}
+def run(testbed, root, parsed, use_fifo, control, command, umockdev_sends_add):
+    bed = Bed(testbed, use_fifo, umockdev_sends_add)
     for spec in parsed:
-        devnums[spec.busnum] = devnums.get(spec.busnum, 1) + 1
-        devices.append(Device(testbed, spec, devnums[spec.busnum], use_fifo))
-        dbg("device %s at %s (%s) -> tcp %s:%d" % (spec.serial, devices[-1].devnode, spec.portpath,
+        try:
+            dev = bed.plug(spec)
+        except ValueError as e:
+            log("--device %s: %s" % (spec.text, e))
+            return 2
+        dbg("device %s at %s (%s) -> tcp %s:%d" % (spec.serial, dev.devnode, spec.portpath,
                                                    spec.host, spec.port))
+    bed.nspecs = len(parsed)
+    channel = None
+    if control is not None:
+        bed.ctx = worker_context(testbed, root)
+        try:
+            channel = ControlChannel(control, bed)
+        except (ValueError, OSError) as e:
+            log(str(e))
+            return 2
 
     env = dict(os.environ)  # LD_PRELOAD already holds the preload library (see __main__)
     saved = env.pop(SAVED_ENV, None)
@@ -1004,20 +1552,24 @@ def run(testbed, root, parsed, use_fifo, command):
                 continue
         status = rc if rc >= 0 else 128 - rc
 
-    for dev in devices:
+    if channel is not None:
+        channel.close()
+    for dev in list(bed.devices):
         dev.drop_link()
     return status
 
 
 PRELOAD = "libumockdev-preload.so.0"
+KEEP_ALIVE = []
 SAVED_ENV = "FASTBOOT_USB_TESTBED_SAVED_ENV"
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "268435456", "MALLOC_TRIM_THRESHOLD_": "1073741824",
               "MALLOC_TOP_PAD_": "67108864"}
 
 if __name__ == "__main__":
-    # This process runs under the preload too (as umockdev-wrapper would do): the Testbed's
-    # uevent sender looks devices up with libudev, which must see the test bed's /sys, or
-    # remove/add uevents fail with "uevent_sender_send: No such device".
+    # This process runs under the preload too (as umockdev-wrapper would do). This script sends
+    # the uevents itself (UeventSender); umockdev's own sender, which add_from_string() uses when
+    # umockdev believes it runs in a mock environment (see main), looks devices up with libudev,
+    # which must then see the test bed's /sys, or uevents fail with "No such device".
     if "libumockdev-preload" not in os.environ.get("LD_PRELOAD", ""):
         env = dict(os.environ)
         env["LD_PRELOAD"] = PRELOAD + (":" + env["LD_PRELOAD"] if env.get("LD_PRELOAD") else "")

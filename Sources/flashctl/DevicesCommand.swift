@@ -12,7 +12,15 @@ struct DevicesCommand: ParsableCommand {
     @Flag(name: .long, help: "Print one JSON object per device.")
     var json = false
 
+    @Flag(name: .long, help: "Then keep watching: print each USB device as udev reports it plugged in or unplugged, with its FLASHCTL_PROFILE (Ctrl-C stops).")
+    var watch = false
+
     func run() throws {
+        try list()
+        if watch { try HotplugWatch(json: json).run() }
+    }
+
+    private func list() throws {
         let devices = try USBDiscovery.fastbootDevices().map(\.info) + EmulatorRegistry.liveDevices()
         let disks = DiskDiscovery().disks()
         if json {
