@@ -33,6 +33,8 @@ public final class LibUSBTransport: FastbootTransport, @unchecked Sendable {
         _ = libusb_set_auto_detach_kernel_driver(handle, 1)
         let claim = libusb_claim_interface(handle, interfaceNumber)
         guard claim == 0 else {
+            // The object is complete, so deinit runs after this throw: it must not close again.
+            closed.withLock { $0 = true }
             libusb_close(handle)
             throw USBError.flashError(claim, during: "claiming the fastboot interface", device: device.info.addressSelector)
         }
