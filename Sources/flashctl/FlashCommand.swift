@@ -9,12 +9,13 @@ struct FlashCommand: AsyncParsableCommand {
         discussion: """
             Devices: SERIAL, serial:S, usb:PORTPATH (e.g. usb:1-1.2), VID:PID (e.g. 18d1:4ee0) or \
             tcp:HOST[:PORT] (port 5554 by default). Without --device the only connected device is used.
-            Images larger than the device's max-download-size are sent as several sparse pieces.
+            Images may be raw, Android sparse, gzip, xz, zstd, bzip2 or a zip holding one image (found \
+            by content); they are decompressed on the fly. Images larger than the device's \
+            max-download-size are sent as several sparse pieces; a bmaptool block map (--bmap, or \
+            IMAGE.bmap beside it) sends only the mapped blocks.
             With --server the job runs in a running 'flashctl serve' (the image is then a file in the \
             server's image directory) and its progress is shown here; Ctrl-C cancels it.
             Disks: --device /dev/sdX (repeat it to write several at once from one read of the image). \
-            Images may be raw, Android sparse, gzip, xz, zstd, bzip2 or a zip holding one image; a \
-            bmaptool block map (--bmap, or IMAGE.bmap beside it) limits writing to mapped blocks. \
             Mounted, system, non-removable and too-small disks are refused unless --force; \
             flashctl names the target and asks before writing unless --yes; everything written is \
             read back and compared unless --no-verify.
@@ -48,10 +49,10 @@ struct FlashCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Access token for --server (default: $FLASHCTL_TOKEN).")
     var token: String?
 
-    @Option(name: .long, help: "Disks: the bmaptool block map to use (default: IMAGE.bmap beside the image, if any).")
+    @Option(name: .long, help: "The bmaptool block map to use (default: IMAGE.bmap beside the image, if any).")
     var bmap: String?
 
-    @Flag(name: .long, help: "Disks: ignore a block map found beside the image.")
+    @Flag(name: .long, help: "Ignore a block map found beside the image.")
     var noBmap = false
 
     @Option(name: .long, help: "The file to flash from inside a zip holding several.")
@@ -77,8 +78,11 @@ struct FlashCommand: AsyncParsableCommand {
         if disks.isEmpty, device.count > 1 {
             throw ValidationError("one fastboot device at a time: --device was given \(device.count) times")
         }
-        if disks.isEmpty, bmap != nil || noBmap || yes || force || noVerify {
-            throw ValidationError("--bmap, --no-bmap, --yes, --force and --no-verify apply to disks (--device /dev/sdX)")
+        if disks.isEmpty, yes || force || noVerify {
+            throw ValidationError("--yes, --force and --no-verify apply to disks (--device /dev/sdX)")
+        }
+        if server != nil, bmap != nil || noBmap || entry != nil {
+            throw ValidationError("--bmap, --no-bmap and --entry apply to images flashed here; the server finds IMAGE.bmap beside its image itself")
         }
     }
 
@@ -98,7 +102,8 @@ struct FlashCommand: AsyncParsableCommand {
         let selector = try device.first.map(DeviceSelector.parse)
         let request = FastbootFlashRequest(
             imagePath: image, partition: partition, device: selector, reboot: reboot,
-            timeouts: FastbootTimeouts(commandMs: commandTimeout * 1000, writeMs: writeTimeout * 1000)
+            timeouts: FastbootTimeouts(commandMs: commandTimeout * 1000, writeMs: writeTimeout * 1000),
+            bmapPath: bmap, noBmap: noBmap, entry: entry
         )
         let job = try FastbootFlashJob.prepare(request)
         let renderer = ProgressRenderer(json: ProgressRenderer.wantsJSON(flag: json))

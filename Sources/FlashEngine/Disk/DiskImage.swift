@@ -30,9 +30,7 @@ public struct DiskImage {
         switch format {
         case .androidSparse:
             guard let sparse = checked.sparse else { throw FlashError(.image, "\(path) is not a valid Android sparse image") }
-            if let mapPath, bmapPath != nil {
-                throw FlashError(.image, "\(path) is an Android sparse image, which maps its own blocks: a block map (\(mapPath)) does not apply")
-            }
+            if let mapPath, bmapPath != nil { throw sparseWithMapError(path, mapPath) }
             let reader = try SparseExtentReader(sparse)
             return DiskImage(path: path, format: format, blockMap: nil, entry: nil, makeReader: { try SparseExtentReader(sparse) }, totalBytes: reader.totalBytes, imageSize: sparse.expandedSize)
         case .raw:
@@ -52,9 +50,13 @@ public struct DiskImage {
         }
     }
 
-    private static func check(_ map: BlockMap?, against size: Int64, path: String) throws {
+    static func check(_ map: BlockMap?, against size: Int64, path: String) throws {
         guard let map, map.imageSize != size else { return }
         throw FlashError(.image, "the block map \(map.path) describes an image of \(map.imageSize) bytes, but \(path) holds \(size) bytes: it belongs to another image")
+    }
+
+    static func sparseWithMapError(_ path: String, _ mapPath: String) -> FlashError {
+        FlashError(.image, "\(path) is an Android sparse image, which maps its own blocks: a block map (\(mapPath)) does not apply")
     }
 
     static func findBlockMap(beside path: String) -> String? {

@@ -15,8 +15,8 @@ public final class DecompressedStream: ByteStream {
     public let format: ImageFormat
     /// The zip entry being read.
     public let entryName: String?
-    /// The decompressed size when the container records it (zip); nil when only reading to the
-    /// end can tell.
+    /// The decompressed size when the file records it (zip entry, xz index, zstd frame headers);
+    /// nil when only reading to the end can tell.
     public let knownSize: Int64?
     /// Size of the compressed file.
     public let compressedSize: Int64
@@ -47,7 +47,7 @@ public final class DecompressedStream: ByteStream {
             }
             let found = try Self.selectEntry(archive, path: path, format: format, wanted: entry)
             entryName = found.name
-            knownSize = found.size
+            knownSize = found.size ?? Self.recordedSize(path: path, format: format)
         } catch {
             archive_read_free(archive)
             throw error
@@ -92,6 +92,16 @@ public final class DecompressedStream: ByteStream {
         let expectedSize = ImageBytes.le32(trailer, 4)
         guard expectedCRC == UInt32(crc), expectedSize == UInt32(truncatingIfNeeded: produced) else {
             throw FlashError(.image, "image \(path) is corrupt: the data's CRC-32 does not match the gzip trailer")
+        }
+    }
+
+    /// The decompressed size an xz or zstd file records, or nil.
+    private static func recordedSize(path: String, format: ImageFormat) -> Int64? {
+        guard let file = try? ImageDescriptor.open(path: path), let size = try? file.status().st_size else { return nil }
+        switch format {
+        case .xz: return XZIndexSize.of(file, fileSize: Int64(size))
+        case .zstd: return ZstdContentSize.of(file, fileSize: Int64(size))
+        default: return nil
         }
     }
 

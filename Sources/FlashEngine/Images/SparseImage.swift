@@ -132,18 +132,27 @@ public struct SparseImage: Equatable, Sendable {
     }
 
     static func parse(_ file: ImageDescriptor, fileSize: Int64) throws -> SparseImage {
-        let path = file.path
+        try parse(path: file.path, fileSize: fileSize) { try file.readBytes($0, at: $1) }
+    }
+
+    /// `fileSize` for a stream whose end is not known beforehand: truncation is then found by
+    /// `readBytes`, and trailing data by the caller.
+    static let unknownFileSize = Int64.max
+
+    /// Parses the headers through `readBytes(count, offset)`, which is only ever asked for
+    /// offsets past the bytes it gave last, so a forward-only stream can serve it.
+    static func parse(path: String, fileSize: Int64, readBytes: (Int, Int64) throws -> [UInt8]) throws -> SparseImage {
         func corrupt(_ what: String) -> FlashError {
             FlashError(.image, "corrupt sparse image \(path): \(what)")
         }
 
         guard fileSize >= Int64(SparseFormat.fileHeaderSize) else {
-            if fileSize >= 4, (try? file.readBytes(4, at: 0)).map({ ImageBytes.le32($0, 0) }) == SparseFormat.magic {
+            if fileSize >= 4, (try? readBytes(4, 0)).map({ ImageBytes.le32($0, 0) }) == SparseFormat.magic {
                 throw corrupt("file is \(fileSize) bytes, shorter than the \(SparseFormat.fileHeaderSize)-byte sparse header (truncated)")
             }
             throw corrupt("file is \(fileSize) bytes, too short for a sparse image header (\(SparseFormat.fileHeaderSize) bytes)")
         }
-        let raw = try file.readBytes(SparseFormat.fileHeaderSize, at: 0)
+        let raw = try readBytes(SparseFormat.fileHeaderSize, 0)
         let magic = ImageBytes.le32(raw, 0)
         guard magic == SparseFormat.magic else {
             throw corrupt("bad magic 0x\(sparseHex(magic)) (expected 0x\(sparseHex(SparseFormat.magic)))")
@@ -184,7 +193,7 @@ public struct SparseImage: Equatable, Sendable {
         let totalChunks = Int(header.totalChunks)
         var chunks: [SparseChunk] = []
         // The count comes from the file: reserve no more than the file could hold.
-        chunks.reserveCapacity(min(totalChunks, Int((fileSize - Int64(header.fileHeaderSize)) / chunkHeaderSize)))
+        chunks.reserveCapacity(min(totalChunks, Int((fileSize - Int64(header.fileHeaderSize)) / chunkHeaderSize), 1 << 20))
 
         var offset = Int64(header.fileHeaderSize)
         var block: Int64 = 0
@@ -196,7 +205,7 @@ public struct SparseImage: Equatable, Sendable {
             guard offset + chunkHeaderSize <= fileSize else {
                 throw corrupt("chunk \(number) of \(totalChunks): header at offset \(offset) runs past the end of the file (\(fileSize) bytes, truncated)")
             }
-            let chunkHeader = try file.readBytes(SparseFormat.chunkHeaderSize, at: offset)
+            let chunkHeader = try readBytes(SparseFormat.chunkHeaderSize, offset)
             let type = ImageBytes.le16(chunkHeader, 0)
             let chunkBlocks = Int64(ImageBytes.le32(chunkHeader, 4))
             let totalSize = Int64(ImageBytes.le32(chunkHeader, 8))
@@ -236,11 +245,11 @@ public struct SparseImage: Equatable, Sendable {
             case SparseFormat.chunkTypeRaw:
                 kind = .raw
             case SparseFormat.chunkTypeFill:
-                kind = .fill(ImageBytes.le32(try file.readBytes(4, at: dataOffset), 0))
+                kind = .fill(ImageBytes.le32(try readBytes(4, dataOffset), 0))
             case SparseFormat.chunkTypeDontCare:
                 kind = .dontCare
             default:
-                kind = .crc32(ImageBytes.le32(try file.readBytes(4, at: dataOffset), 0))
+                kind = .crc32(ImageBytes.le32(try readBytes(4, dataOffset), 0))
                 covered = 0
             }
             guard block + covered <= totalBlocks else {
@@ -250,13 +259,13 @@ public struct SparseImage: Equatable, Sendable {
             block += covered
             offset = end
         }
-        guard offset == fileSize else {
+        guard offset == fileSize || fileSize == unknownFileSize else {
             throw corrupt("\(fileSize - offset) bytes of trailing data after the last of \(totalChunks) chunks (offset \(offset))")
         }
         guard block == totalBlocks else {
             throw corrupt("chunks cover \(block) blocks but the header says total_blks = \(totalBlocks)")
         }
-        return SparseImage(path: path, fileSize: fileSize, header: header, chunks: chunks)
+        return SparseImage(path: path, fileSize: fileSize == unknownFileSize ? offset : fileSize, header: header, chunks: chunks)
     }
 }
 

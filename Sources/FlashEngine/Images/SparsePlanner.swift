@@ -33,45 +33,97 @@ public enum SparsePlanner {
     /// Plans the downloads for `image`. `maxDownloadBytes` is capped at 4 GiB - 1, the most a
     /// fastboot `download` command can announce.
     public static func downloads(for image: ImageFile, maxDownloadBytes: Int64) throws -> DownloadPlan {
+        try downloads(for: layout(of: image), maxDownloadBytes: maxDownloadBytes, path: image.path)
+    }
+
+    /// How an image's blocks are laid out in the bytes it is read from: what the planner cuts.
+    /// `.file` segments of the plan are offsets in those bytes.
+    struct BlockLayout {
+        var blockSize: Int64
+        var totalBlocks: Int64
+        /// Consecutive chunks covering all `totalBlocks`.
+        var chunks: [PlanChunk]
+        /// Bytes of the image when it may be sent unchanged (a raw or sparse image); nil when it
+        /// must always be cut into sparse pieces (a block map leaves blocks out).
+        var wholeSize: Int64?
+        var expandedSize: Int64 { totalBlocks * blockSize }
+    }
+
+    static func layout(of image: ImageFile) throws -> BlockLayout {
+        guard let sparse = image.sparse else { return try rawLayout(size: image.size, path: image.path) }
+        return sparseLayout(sparse, wholeSize: image.size)
+    }
+
+    /// A sparse image's chunks; their data offsets are where the image is read from.
+    static func sparseLayout(_ sparse: SparseImage, wholeSize: Int64) -> BlockLayout {
+        let blockSize = sparse.blockSize
+        let chunks: [PlanChunk] = sparse.chunks.compactMap { chunk in
+            switch chunk.kind {
+            case .raw:
+                return PlanChunk(kind: .raw(dataOffset: chunk.dataOffset, dataEnd: chunk.dataOffset + chunk.blockCount * blockSize), first: chunk.firstBlock, count: chunk.blockCount)
+            case .fill(let value):
+                return PlanChunk(kind: .fill(value), first: chunk.firstBlock, count: chunk.blockCount)
+            case .dontCare:
+                return PlanChunk(kind: .dontCare, first: chunk.firstBlock, count: chunk.blockCount)
+            case .crc32:
+                return nil
+            }
+        }
+        return BlockLayout(blockSize: blockSize, totalBlocks: Int64(sparse.header.totalBlocks), chunks: chunks, wholeSize: wholeSize)
+    }
+
+    /// A raw image of `size` bytes: one RAW chunk, its last block padded with zeros.
+    static func rawLayout(size: Int64, path: String) throws -> BlockLayout {
+        let totalBlocks = (size + rawBlockSize - 1) / rawBlockSize
+        guard totalBlocks <= Int64(UInt32.max) else {
+            throw FlashError(.image, "cannot send image \(path): \(size) bytes is more than a sparse image can describe")
+        }
+        return BlockLayout(blockSize: rawBlockSize, totalBlocks: totalBlocks, chunks: [PlanChunk(kind: .raw(dataOffset: 0, dataEnd: size), first: 0, count: totalBlocks)], wholeSize: size)
+    }
+
+    /// A raw image with a block map: mapped ranges as RAW chunks, the rest DONT_CARE, so the
+    /// device writes only the mapped blocks.
+    static func blockMapLayout(_ map: BlockMap) throws -> BlockLayout {
+        let blockSize = map.blockSize
+        guard blockSize > 0, blockSize % 4 == 0, blockSize <= 1 << 24 else {
+            throw FlashError(.image, "the block map \(map.path) has block size \(blockSize), which a sparse image cannot use (a multiple of 4 is needed)")
+        }
+        let totalBlocks = (map.imageSize + blockSize - 1) / blockSize
+        guard totalBlocks <= Int64(UInt32.max) else {
+            throw FlashError(.image, "cannot send the image of \(map.path): \(map.imageSize) bytes is more than a sparse image can describe")
+        }
+        var chunks: [PlanChunk] = []
+        var position: Int64 = 0
+        for range in map.ranges {
+            let last = min(range.last, totalBlocks - 1)
+            guard range.first >= position, last >= range.first else { continue }
+            if range.first > position {
+                chunks.append(PlanChunk(kind: .dontCare, first: position, count: range.first - position))
+            }
+            chunks.append(PlanChunk(kind: .raw(dataOffset: range.first * blockSize, dataEnd: map.imageSize), first: range.first, count: last - range.first + 1))
+            position = last + 1
+        }
+        if position < totalBlocks {
+            chunks.append(PlanChunk(kind: .dontCare, first: position, count: totalBlocks - position))
+        }
+        return BlockLayout(blockSize: blockSize, totalBlocks: totalBlocks, chunks: chunks, wholeSize: nil)
+    }
+
+    static func downloads(for layout: BlockLayout, maxDownloadBytes: Int64, path: String) throws -> DownloadPlan {
         let limit = min(maxDownloadBytes, Int64(UInt32.max))
         guard limit > 0 else {
-            throw FlashError(.image, "cannot send image \(image.path): max-download-size \(maxDownloadBytes) is not positive")
+            throw FlashError(.image, "cannot send image \(path): max-download-size \(maxDownloadBytes) is not positive")
         }
-        if image.size <= limit {
-            return DownloadPlan(pieces: [[.file(offset: 0, length: image.size)]], isResparsed: false)
+        if let whole = layout.wholeSize, whole <= limit {
+            return DownloadPlan(pieces: [[.file(offset: 0, length: whole)]], isResparsed: false)
         }
-        let blockSize: Int64
-        let chunks: [PlanChunk]
-        let totalBlocks: Int64
-        if let sparse = image.sparse {
-            blockSize = sparse.blockSize
-            totalBlocks = Int64(sparse.header.totalBlocks)
-            chunks = sparse.chunks.compactMap { chunk in
-                switch chunk.kind {
-                case .raw:
-                    return PlanChunk(kind: .raw(dataOffset: chunk.dataOffset, dataEnd: chunk.dataOffset + chunk.blockCount * blockSize), first: chunk.firstBlock, count: chunk.blockCount)
-                case .fill(let value):
-                    return PlanChunk(kind: .fill(value), first: chunk.firstBlock, count: chunk.blockCount)
-                case .dontCare:
-                    return PlanChunk(kind: .dontCare, first: chunk.firstBlock, count: chunk.blockCount)
-                case .crc32:
-                    return nil
-                }
-            }
-        } else {
-            blockSize = rawBlockSize
-            totalBlocks = (image.size + blockSize - 1) / blockSize
-            guard totalBlocks <= Int64(UInt32.max) else {
-                throw FlashError(.image, "cannot send image \(image.path): \(image.size) bytes is more than a sparse image can describe")
-            }
-            chunks = [PlanChunk(kind: .raw(dataOffset: 0, dataEnd: image.size), first: 0, count: totalBlocks)]
-        }
+        let blockSize = layout.blockSize
         // The smallest useful piece: file header, leading skip, one RAW block, trailing skip.
         let minimum = Int64(SparseFormat.fileHeaderSize) + 3 * Int64(SparseFormat.chunkHeaderSize) + blockSize
         guard limit >= minimum else {
-            throw FlashError(.image, "cannot send image \(image.path) (\(image.size) bytes) in pieces of max-download-size \(maxDownloadBytes) bytes: a piece needs at least \(minimum) bytes (one \(blockSize)-byte block plus sparse headers)")
+            throw FlashError(.image, "cannot send image \(path) (\(layout.wholeSize ?? layout.expandedSize) bytes) in pieces of max-download-size \(maxDownloadBytes) bytes: a piece needs at least \(minimum) bytes (one \(blockSize)-byte block plus sparse headers)")
         }
-        let pieces = try split(chunks, blockSize: blockSize, totalBlocks: totalBlocks, limit: limit, path: image.path)
+        let pieces = try split(layout.chunks, blockSize: blockSize, totalBlocks: layout.totalBlocks, limit: limit, path: path)
         return DownloadPlan(pieces: pieces, isResparsed: true)
     }
 

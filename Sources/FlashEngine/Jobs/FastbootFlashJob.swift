@@ -8,7 +8,7 @@ public final class FastbootFlashJob: @unchecked Sendable {
     public let jobId: String
     public let request: FastbootFlashRequest
     public let partition: String
-    public let image: ImageFile
+    public let image: FastbootImage
     public let device: FastbootDeviceFinder.Found
     public let control = JobControl()
     private let finder: FastbootDeviceFinder
@@ -16,12 +16,12 @@ public final class FastbootFlashJob: @unchecked Sendable {
 
     public static func prepare(_ request: FastbootFlashRequest, jobId: String = JobID.make(), finder: FastbootDeviceFinder = FastbootDeviceFinder(), clock: FlashClock = SystemClock()) throws -> FastbootFlashJob {
         let partition = try request.resolvedPartition()
-        let image = try ImageFile.open(path: request.imagePath)
+        let image = try FastbootImage.open(path: request.imagePath, bmapPath: request.bmapPath, noBmap: request.noBmap, entry: request.entry)
         let device = try finder.find(request.device)
         return FastbootFlashJob(jobId: jobId, request: request, partition: partition, image: image, device: device, finder: finder, clock: clock)
     }
 
-    private init(jobId: String, request: FastbootFlashRequest, partition: String, image: ImageFile, device: FastbootDeviceFinder.Found, finder: FastbootDeviceFinder, clock: FlashClock) {
+    private init(jobId: String, request: FastbootFlashRequest, partition: String, image: FastbootImage, device: FastbootDeviceFinder.Found, finder: FastbootDeviceFinder, clock: FlashClock) {
         self.jobId = jobId
         self.request = request
         self.partition = partition
@@ -43,26 +43,30 @@ public final class FastbootFlashJob: @unchecked Sendable {
     /// everything; every outcome is also reported through `emit`.
     @discardableResult
     public func run(emit: @escaping @Sendable (FlashEvent) -> Void) -> Bool {
-        let progress = ProgressAggregator(job: info, totalBytes: image.size, clock: clock, emit: emit)
+        let progress = ProgressAggregator(job: info, totalBytes: image.estimatedBytes, clock: clock, emit: emit)
         return run(progress: progress).state == .completed
     }
 
     /// Runs the job to its end on the calling thread, reporting through `progress`, with the
     /// bandwidth caps in `limits` (the job's own and a shared one, for example).
     public func run(progress: ProgressAggregator, limits: [TokenBucket] = []) -> JobOutcome {
-        progress.start(stage: "Connecting")
+        progress.start(stage: image.needsMeasuring ? "Reading the image to learn its size" : "Connecting")
         var transport: FastbootTransport?
         defer { transport?.close() }
+        let source = image.openSource()
+        defer { source.close() }
         let digest = SentBytesDigest()
         var sent: Int64 = 0
         var downloading: ControlledStream?
         do {
+            let layout = try image.layout(checkCancelled: control.checkCancelled)
+            if image.needsMeasuring { progress.setStage("Connecting") }
             let connected = try finder.connect(device)
             transport = connected
             let client = FastbootClient(transport: connected, timeouts: request.timeouts) { progress.deviceMessage($0) }
             try control.checkCancelled()
             let maxDownload = try Self.maxDownloadSize(client)
-            let downloads = try SparsePlanner.downloads(for: image, maxDownloadBytes: maxDownload)
+            let downloads = try SparsePlanner.downloads(for: layout, maxDownloadBytes: maxDownload, path: image.path)
             let total = downloads.reduce(Int64(0)) { $0 + $1.totalLength }
             progress.setTotalBytes(total)
 
@@ -70,11 +74,11 @@ public final class FastbootFlashJob: @unchecked Sendable {
                 let piece = downloads.count > 1 ? " \(index + 1)/\(downloads.count)" : ""
                 try control.waitWhilePaused()
                 progress.setStage("Sending \(partition)\(piece)")
-                let reader = SegmentReader(path: image.path, segments: segments)
+                let reader = source.reader(for: segments)
                 defer { reader.close() }
                 let size = segments.totalLength
                 let base = sent
-                let stream = ControlledStream(reader, size: size, control: control, buckets: limits, digest: digest, clock: clock, padsOnCancel: connected.padsCancelledDownloads)
+                let stream = ControlledStream(reader.stream, size: size, control: control, buckets: limits, digest: digest, clock: clock, padsOnCancel: connected.padsCancelledDownloads)
                 downloading = stream
                 try client.download(stream, size: size) { acknowledged in
                     stream.acknowledged(acknowledged)

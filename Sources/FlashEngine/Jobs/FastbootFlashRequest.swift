@@ -8,13 +8,22 @@ public struct FastbootFlashRequest: Sendable {
     /// Reboot the device once everything is written.
     public var reboot: Bool
     public var timeouts: FastbootTimeouts
+    /// A bmaptool block map for a raw image; nil: `IMAGE.bmap` beside the image if there is one.
+    public var bmapPath: String?
+    /// Ignore a block map found beside the image.
+    public var noBmap: Bool
+    /// The file to flash from inside a zip holding several.
+    public var entry: String?
 
-    public init(imagePath: String, partition: String? = nil, device: DeviceSelector? = nil, reboot: Bool = false, timeouts: FastbootTimeouts = FastbootTimeouts()) {
+    public init(imagePath: String, partition: String? = nil, device: DeviceSelector? = nil, reboot: Bool = false, timeouts: FastbootTimeouts = FastbootTimeouts(), bmapPath: String? = nil, noBmap: Bool = false, entry: String? = nil) {
         self.imagePath = imagePath
         self.partition = partition
         self.device = device
         self.reboot = reboot
         self.timeouts = timeouts
+        self.bmapPath = bmapPath
+        self.noBmap = noBmap
+        self.entry = entry
     }
 
     /// The partition this request writes.

@@ -1,0 +1,156 @@
+import Foundation
+
+/// An image opened for a fastboot device: its format found by content, a block map given or
+/// found beside it, a zip entry chosen. Raw and Android sparse files are read where they lie;
+/// compressed images and images with a block map are read once, in order, and streamed into the
+/// downloads (sparse pieces when they do not fit in one, unmapped blocks as DONT_CARE).
+///
+/// Everything that can be wrong with the image and its map beforehand is found by `open`.
+public final class FastbootImage: @unchecked Sendable {
+    enum Content {
+        /// A raw or Android sparse file sent from where it lies.
+        case file(ImageFile)
+        /// A raw image read in order: decompressed, or a file checked against its block map.
+        /// `size` nil: only reading it all can tell.
+        case rawStream(size: Int64?, map: BlockMap?, open: @Sendable () throws -> SkippableStream)
+        /// An Android sparse image inside a compressed file.
+        case sparseStream(open: @Sendable () throws -> SkippableStream)
+    }
+
+    public let path: String
+    public let format: ImageFormat
+    public let blockMap: BlockMap?
+    /// The zip entry read, for a zip.
+    public let entry: String?
+    /// True when the image inside a compressed file is an Android sparse image.
+    public let isCompressedSparse: Bool
+    let content: Content
+
+    private init(path: String, format: ImageFormat, blockMap: BlockMap?, entry: String?, content: Content) {
+        self.path = path
+        self.format = format
+        self.blockMap = blockMap
+        self.entry = entry
+        self.content = content
+        if case .sparseStream = content { isCompressedSparse = true } else { isCompressedSparse = false }
+    }
+
+    /// `bmapPath` nil: a block map beside the image is used if there is one (as bmaptool looks);
+    /// `noBmap` ignores it. `entry` names a file inside a zip.
+    public static func open(path: String, bmapPath: String? = nil, noBmap: Bool = false, entry: String? = nil) throws -> FastbootImage {
+        let checked = try ImageFile.open(path: path)
+        let format = ImageFormat.detect(try ImageDescriptor.open(path: path).readBytesAvailable(6))
+        if entry != nil, format != .zip {
+            throw FlashError(.image, "--entry names a file inside a zip, and \(path) is \(format.rawValue), not a zip")
+        }
+        let mapPath = noBmap ? nil : (bmapPath ?? DiskImage.findBlockMap(beside: path))
+        let map = try mapPath.map { try BlockMap.load(path: $0) }
+
+        switch format {
+        case .androidSparse:
+            if let mapPath, bmapPath != nil { throw DiskImage.sparseWithMapError(path, mapPath) }
+            return FastbootImage(path: path, format: format, blockMap: nil, entry: nil, content: .file(checked))
+        case .raw:
+            guard let map else { return FastbootImage(path: path, format: format, blockMap: nil, entry: nil, content: .file(checked)) }
+            try DiskImage.check(map, against: checked.size, path: path)
+            return FastbootImage(path: path, format: format, blockMap: map, entry: nil, content: .rawStream(size: checked.size, map: map) { try FileStream(path: path) })
+        default:
+            let probe = try DecompressedStream(path: path, format: format, entry: entry)
+            let chosen = probe.entryName
+            let open: @Sendable () throws -> SkippableStream = { try DecompressedStream(path: path, format: format, entry: chosen) }
+            var head = [UInt8](repeating: 0, count: 4)
+            let got = try head.withUnsafeMutableBytes { try probe.read(into: $0) }
+            if got == 4, ImageBytes.le32(head, 0) == SparseFormat.magic {
+                if let mapPath, bmapPath != nil { throw DiskImage.sparseWithMapError(path, mapPath) }
+                return FastbootImage(path: path, format: format, blockMap: nil, entry: chosen, content: .sparseStream(open: open))
+            }
+            let size = probe.knownSize
+            if let map, let size { try DiskImage.check(map, against: size, path: path) }
+            return FastbootImage(path: path, format: format, blockMap: map, entry: chosen, content: .rawStream(size: map?.imageSize ?? size, map: map, open: open))
+        }
+    }
+
+    /// Bytes the job will send, as far as is known before planning (for early progress).
+    public var estimatedBytes: Int64 {
+        switch content {
+        case .file(let file): return file.size
+        case .rawStream(let size, let map, _): return map?.mappedBytes ?? size ?? compressedSize
+        case .sparseStream: return compressedSize
+        }
+    }
+
+    /// True when the image must be read once before anything can be sent, to learn its size
+    /// (or its chunks, for a sparse image inside a compressed file).
+    public var needsMeasuring: Bool {
+        switch content {
+        case .file: return false
+        case .rawStream(let size, _, _): return size == nil
+        case .sparseStream: return true
+        }
+    }
+
+    private var compressedSize: Int64 {
+        var info = stat()
+        return stat(path, &info) == 0 ? Int64(info.st_size) : 0
+    }
+
+    /// Reads the image once when `needsMeasuring`, calling `checkCancelled` as it goes, and
+    /// returns the layout the downloads are planned over.
+    func layout(checkCancelled: () throws -> Void) throws -> SparsePlanner.BlockLayout {
+        switch content {
+        case .file(let file):
+            return try SparsePlanner.layout(of: file)
+        case .rawStream(let size, let map, let open):
+            if let map { return try SparsePlanner.blockMapLayout(map) }
+            if let size { return try SparsePlanner.rawLayout(size: size, path: path) }
+            return try SparsePlanner.rawLayout(size: try Self.count(open(), checkCancelled: checkCancelled), path: path)
+        case .sparseStream(let open):
+            let sparse = try SparseStreamScanner.scan(try open(), path: path, checkCancelled: checkCancelled)
+            return SparsePlanner.sparseLayout(sparse, wholeSize: sparse.fileSize)
+        }
+    }
+
+    /// What the downloads' `.file` segments are read from, for one job.
+    func openSource() -> ImagePieceSource {
+        switch content {
+        case .file(let file):
+            return .file(path: file.path)
+        case .rawStream(let size, let map, let open):
+            return .stream(StreamedImageSource(path: path) { StreamExtentReader(stream: try open(), size: size, map: map) })
+        case .sparseStream(let open):
+            return .stream(StreamedImageSource(path: path) { StreamExtentReader(stream: try open(), size: nil, map: nil) })
+        }
+    }
+
+    private static func count(_ stream: SkippableStream, checkCancelled: () throws -> Void) throws -> Int64 {
+        var total: Int64 = 0
+        while true {
+            try checkCancelled()
+            let n = try stream.skip(16 << 20)
+            total += n
+            if n < 16 << 20 { return total }
+        }
+    }
+}
+
+/// Where one job's downloads read their image data from.
+enum ImagePieceSource {
+    /// The file itself, read ahead by a `SegmentReader` per download.
+    case file(path: String)
+    /// One in-order stream shared by all downloads.
+    case stream(StreamedImageSource)
+
+    func reader(for segments: [ByteSegment]) -> (stream: ByteStream, close: () -> Void) {
+        switch self {
+        case .file(let path):
+            let reader = SegmentReader(path: path, segments: segments)
+            return (reader, reader.close)
+        case .stream(let source):
+            return (PlannedPieceStream(segments: segments, source: source), {})
+        }
+    }
+
+    func close() {
+        if case .stream(let source) = self { source.close() }
+    }
+}
