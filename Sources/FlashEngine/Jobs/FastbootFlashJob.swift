@@ -1,5 +1,7 @@
 /// Flashes one image to one partition of one fastboot device: the same job for the CLI, the
-/// server and auto-flash.
+/// server and auto-flash. An auto-flash profile's job also erases partitions first and flashes
+/// further images after the first (`FastbootFlashRequest.erase`, `.extraImages`), all as one job
+/// with one progress over the bytes of every image.
 ///
 /// `prepare` checks everything that can be checked without talking to the device (the image is
 /// readable and not corrupt, the selector names exactly one device), so bad input is refused
@@ -10,6 +12,10 @@ public final class FastbootFlashJob: @unchecked Sendable {
     public let partition: String
     public let image: ImageFile
     public let device: FastbootDeviceFinder.Found
+    /// The images after the first, with their partitions, in the order they are flashed.
+    public let extraImages: [(partition: String, image: ImageFile)]
+    /// Partitions erased before anything is flashed, in this order.
+    public let erase: [String]
     public let control = JobControl()
     private let finder: FastbootDeviceFinder
     private let clock: FlashClock
@@ -17,33 +23,52 @@ public final class FastbootFlashJob: @unchecked Sendable {
     public static func prepare(_ request: FastbootFlashRequest, jobId: String = JobID.make(), finder: FastbootDeviceFinder = FastbootDeviceFinder(), clock: FlashClock = SystemClock()) throws -> FastbootFlashJob {
         let partition = try request.resolvedPartition()
         let image = try ImageFile.open(path: request.imagePath)
+        let extraImages = try request.resolvedImages().dropFirst().map { (partition: $0.partition, image: try ImageFile.open(path: $0.imagePath)) }
+        let erase = try request.resolvedErasePartitions()
         let device = try finder.find(request.device)
-        return FastbootFlashJob(jobId: jobId, request: request, partition: partition, image: image, device: device, finder: finder, clock: clock)
+        return FastbootFlashJob(jobId: jobId, request: request, partition: partition, image: image, extraImages: extraImages, erase: erase, device: device, finder: finder, clock: clock)
     }
 
-    private init(jobId: String, request: FastbootFlashRequest, partition: String, image: ImageFile, device: FastbootDeviceFinder.Found, finder: FastbootDeviceFinder, clock: FlashClock) {
+    private init(jobId: String, request: FastbootFlashRequest, partition: String, image: ImageFile, extraImages: [(partition: String, image: ImageFile)], erase: [String],
+                 device: FastbootDeviceFinder.Found, finder: FastbootDeviceFinder, clock: FlashClock) {
         self.jobId = jobId
         self.request = request
         self.partition = partition
         self.image = image
+        self.extraImages = extraImages
+        self.erase = erase
         self.device = device
         self.finder = finder
         self.clock = clock
     }
 
+    /// For a job of several images, `image` is their file names and `partition` their
+    /// partitions, each joined with ", " in flashing order.
     public var info: JobInfo {
         let found = device.info
+        guard !extraImages.isEmpty else {
+            return JobInfo(
+                jobId: jobId, deviceId: found.deviceId, deviceName: found.product,
+                image: request.imagePath, partition: partition
+            )
+        }
+        let names = ([image] + extraImages.map(\.image)).map { $0.path.split(separator: "/").last.map(String.init) ?? $0.path }
         return JobInfo(
             jobId: jobId, deviceId: found.deviceId, deviceName: found.product,
-            image: request.imagePath, partition: partition
+            image: names.joined(separator: ", "), partition: ([partition] + extraImages.map(\.partition)).joined(separator: ", ")
         )
+    }
+
+    /// The size of every image file together: the total before the device's download limit is known.
+    public var imageBytes: Int64 {
+        extraImages.reduce(image.size) { $0 + $1.image.size }
     }
 
     /// Runs the job to its end on the calling thread. Returns true when the device accepted
     /// everything; every outcome is also reported through `emit`.
     @discardableResult
     public func run(emit: @escaping @Sendable (FlashEvent) -> Void) -> Bool {
-        let progress = ProgressAggregator(job: info, totalBytes: image.size, clock: clock, emit: emit)
+        let progress = ProgressAggregator(job: info, totalBytes: imageBytes, clock: clock, emit: emit)
         return run(progress: progress).state == .completed
     }
 
@@ -62,30 +87,25 @@ public final class FastbootFlashJob: @unchecked Sendable {
             let client = FastbootClient(transport: connected, timeouts: request.timeouts) { progress.deviceMessage($0) }
             try control.checkCancelled()
             let maxDownload = try Self.maxDownloadSize(client)
-            let downloads = try SparsePlanner.downloads(for: image, maxDownloadBytes: maxDownload)
-            let total = downloads.reduce(Int64(0)) { $0 + $1.totalLength }
-            progress.setTotalBytes(total)
+            // Every image is planned before anything is erased or sent: a bad one stops the job first.
+            let targets = [(partition: partition, image: image)] + extraImages
+            var plans: [DownloadPlan] = []
+            for (_, image) in targets {
+                let downloads = try SparsePlanner.downloads(for: image, maxDownloadBytes: maxDownload)
+                plans.append(downloads)
+            }
+            progress.setTotalBytes(plans.reduce(Int64(0)) { $0 + $1.totalLength })
 
-            for (index, segments) in downloads.enumerated() {
-                let piece = downloads.count > 1 ? " \(index + 1)/\(downloads.count)" : ""
+            for name in erase {
                 try control.waitWhilePaused()
-                progress.setStage("Sending \(partition)\(piece)")
-                let reader = SegmentReader(path: image.path, segments: segments)
-                defer { reader.close() }
-                let size = segments.totalLength
-                let base = sent
-                let stream = ControlledStream(reader, size: size, control: control, buckets: limits, digest: digest, clock: clock, padsOnCancel: connected.padsCancelledDownloads)
-                downloading = stream
-                try client.download(stream, size: size) { acknowledged in
-                    stream.acknowledged(acknowledged)
-                    if !stream.isPadding { progress.update(bytesTransferred: base + acknowledged) }
-                }
-                downloading = nil
+                progress.setStage("Erasing \(name)")
+                try client.erase(partition: name)
                 try control.checkCancelled()
-                sent += size
-                try control.waitWhilePaused()
-                progress.setStage("Writing \(partition)\(piece)")
-                try client.flash(partition: partition)
+            }
+            for (target, downloads) in zip(targets, plans) {
+                try send(
+                    target.image, to: target.partition, downloads: downloads, client: client, transport: connected,
+                    progress: progress, limits: limits, digest: digest, sent: &sent, downloading: &downloading)
             }
             if request.reboot {
                 progress.setStage("Rebooting")
@@ -103,6 +123,35 @@ public final class FastbootFlashJob: @unchecked Sendable {
         } catch {
             progress.failed(error: "\(error)")
             return JobOutcome(state: .failed, error: "\(error)", bytesSent: sent, sha256: nil)
+        }
+    }
+
+    /// Sends one image's downloads and flashes each to `partition`; `sent` counts on from the
+    /// images before it, so progress runs over the whole job.
+    private func send(
+        _ image: ImageFile, to partition: String, downloads: DownloadPlan, client: FastbootClient, transport connected: FastbootTransport,
+        progress: ProgressAggregator, limits: [TokenBucket], digest: SentBytesDigest, sent: inout Int64, downloading: inout ControlledStream?
+    ) throws {
+        for (index, segments) in downloads.enumerated() {
+            let piece = downloads.count > 1 ? " \(index + 1)/\(downloads.count)" : ""
+            try control.waitWhilePaused()
+            progress.setStage("Sending \(partition)\(piece)")
+            let reader = SegmentReader(path: image.path, segments: segments)
+            defer { reader.close() }
+            let size = segments.totalLength
+            let base = sent
+            let stream = ControlledStream(reader, size: size, control: control, buckets: limits, digest: digest, clock: clock, padsOnCancel: connected.padsCancelledDownloads)
+            downloading = stream
+            try client.download(stream, size: size) { acknowledged in
+                stream.acknowledged(acknowledged)
+                if !stream.isPadding { progress.update(bytesTransferred: base + acknowledged) }
+            }
+            downloading = nil
+            try control.checkCancelled()
+            sent += size
+            try control.waitWhilePaused()
+            progress.setStage("Writing \(partition)\(piece)")
+            try client.flash(partition: partition)
         }
     }
 
