@@ -11,8 +11,9 @@ final class AutoFlashBench {
     let server: RunningCommand
     private var commands = 0
 
-    /// `profiles`: the YAML text; `images`: files put into the image directory first.
-    init(profiles: String, images files: [String: Data], serveArguments: [String] = []) throws {
+    /// `profiles`: the YAML text; `images`: files put into the image directory first; `devices`:
+    /// test bed SPECs of devices plugged in before the server starts.
+    init(profiles: String, images files: [String: Data], devices: [String] = [], serveArguments: [String] = []) throws {
         base = FileManager.default.temporaryDirectory.appendingPathComponent("flashctl-autoflash-\(UUID().uuidString)").path
         images = base + "/images"
         control = base + "/control"
@@ -21,7 +22,9 @@ final class AutoFlashBench {
         try profiles.write(toFile: base + "/profiles.yaml", atomically: true, encoding: .utf8)
         guard mkfifo(control, 0o600) == 0 else { throw NSError(domain: "AutoFlashBench", code: 1, userInfo: [NSLocalizedDescriptionKey: "mkfifo \(control) failed"]) }
         server = try RunningCommand("/usr/bin/python3", [
-            ProcessRunner.usbTestbed, "--control", control, "--",
+            ProcessRunner.usbTestbed, "--control", control,
+        ] + devices.flatMap { ["--device", $0] } + [
+            "--",
             ProcessRunner.flashctl, "serve", "--port", "0", "--images", images, "--history", base + "/history.sqlite",
             "--progress-rate", "20", "--auto-flash", base + "/profiles.yaml",
         ] + serveArguments)

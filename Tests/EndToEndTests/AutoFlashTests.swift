@@ -45,7 +45,8 @@ final class AutoFlashTests: XCTestCase {
         XCTAssertEqual(seen.first?["image"] as? String, "boot.img, system.img")
         XCTAssertEqual(seen.first?["partition"] as? String, "boot, system")
         let stages = Set(progress.compactMap { $0["stage"] as? String })
-        XCTAssertTrue(stages.contains("Sending system"), "\(stages)")
+        let steps: Set = ["Connecting", "Erasing userdata", "Sending boot", "Writing boot", "Sending system", "Writing system", "Rebooting"]
+        XCTAssertTrue(stages.isSubset(of: steps), "each stage names a step of the profile: \(stages)")
 
         // What the device holds: the images, and the erased partition empty.
         XCTAssertEqual(marked.partition("boot"), boot)
@@ -69,47 +70,54 @@ final class AutoFlashTests: XCTestCase {
         XCTAssertEqual(dashboard.messages.types.filter { $0 == "flash_started" }.count, 1)
     }
 
-    func testTwoDevicesFlashInParallelAndAnUnplugFailsOnlyItsJob() throws {
-        let first = try EmulatorProcess(serial: "AUTO-A", extraArguments: ["--speed-limit", "3M"])
-        defer { first.stop() }
-        let second = try EmulatorProcess(serial: "AUTO-B", extraArguments: ["--speed-limit", "3M"])
-        defer { second.stop() }
+    func testDevicesFlashInParallelAndAnUnplugFailsOnlyItsJob() throws {
+        // One device there when the server starts, two plugged in at once while it runs.
+        let emulators = try (1...3).map { try EmulatorProcess(serial: "AUTO-\($0)", extraArguments: ["--speed-limit", "3M"]) }
+        defer { emulators.forEach { $0.stop() } }
         let image = TestImages.random(12 << 20, seed: 3)
+        let marked = "prop.FLASHCTL_PROFILE=bench"
         let bench = try AutoFlashBench(profiles: """
             profiles:
               bench:
                 flash:
                   - image: boot.img
-            """, images: ["boot.img": image])
+            """, images: ["boot.img": image], devices: [emulators[0].usbDevice(serial: "EMU0001", port: "1-1", extra: marked)])
         defer { bench.stop() }
         let dashboard = try DashboardSocket(serverURL: bench.url)
 
-        try bench.plug("add \(first.usbDevice(serial: "EMU0001", port: "1-1", extra: "prop.FLASHCTL_PROFILE=bench"))")
-        try bench.plug("add \(second.usbDevice(serial: "EMU0002", port: "1-2", extra: "prop.FLASHCTL_PROFILE=bench"))")
-        // Both move at the same time: each has sent bytes before either ends.
-        let bothMoving = dashboard.waitFor(timeout: 20) { messages in
-            ["EMU0001", "EMU0002"].allSatisfy { device in
+        try bench.plug("add \(emulators[1].usbDevice(serial: "EMU0002", port: "1-2", extra: marked))")
+        try bench.plug("add \(emulators[2].usbDevice(serial: "EMU0003", port: "1-3", extra: marked))")
+        // All three move at the same time: each has sent bytes before any ends.
+        let allMoving = dashboard.waitFor(timeout: 20) { messages in
+            ["EMU0001", "EMU0002", "EMU0003"].allSatisfy { device in
                 messages.contains { $0["deviceId"] as? String == device && ($0["bytesTransferred"] as? Int ?? 0) > 0 }
             }
         }
-        XCTAssertTrue(bothMoving, "\(dashboard.messages.types)\n\(bench.server.output)")
-        XCTAssertFalse(dashboard.messages.contains { ["flash_completed", "flash_failed"].contains($0["type"] as? String ?? "") }, "both were running at once")
+        XCTAssertTrue(allMoving, "\(dashboard.messages.types)\n\(bench.server.output)")
+        XCTAssertFalse(dashboard.messages.contains { ["flash_completed", "flash_failed"].contains($0["type"] as? String ?? "") }, "all were running at once")
 
         let unplugged = Date()
-        try bench.plug("remove EMU0002")
-        let failed = try XCTUnwrap(dashboard.end(of: "EMU0002", timeout: 10), "the unplugged device's job never ended")
+        try bench.plug("remove EMU0003")
+        let failed = try XCTUnwrap(dashboard.end(of: "EMU0003", timeout: 10), "the unplugged device's job never ended")
         XCTAssertLessThan(Date().timeIntervalSince(unplugged), 5, "an unplug ends the job at once, not after a timeout")
         XCTAssertEqual(failed["type"] as? String, "flash_failed")
         let error = failed["error"] as? String ?? ""
-        XCTAssertTrue(error.hasPrefix("USB connection lost (") && error.hasSuffix("device EMU0002 (usb:1-2) was unplugged"), error)
-        XCTAssertTrue(bench.server.waitFor("device EMU0002 at usb:1-2 was unplugged (its job", timeout: 5), bench.server.output)
+        XCTAssertTrue(error.hasPrefix("USB connection lost (") && error.hasSuffix("device EMU0003 (usb:1-3) was unplugged"), error)
+        XCTAssertTrue(bench.server.waitFor("device EMU0003 at usb:1-3 was unplugged (its job", timeout: 5), bench.server.output)
 
-        // The other job, and the server, carry on.
-        let done = try XCTUnwrap(dashboard.end(of: "EMU0001", timeout: 30))
-        XCTAssertEqual(done["type"] as? String, "flash_completed", "\(done)")
-        XCTAssertEqual(first.partition("boot"), image)
-        let states = try bench.jobs().reduce(into: [String: String]()) { $0[$1["deviceId"] as? String ?? ""] = $1["state"] as? String }
-        XCTAssertEqual(states, ["EMU0001": "completed", "EMU0002": "failed"])
+        // The other jobs, and the server, carry on.
+        for (index, device) in ["EMU0001", "EMU0002"].enumerated() {
+            let done = try XCTUnwrap(dashboard.end(of: device, timeout: 30), device)
+            XCTAssertEqual(done["type"] as? String, "flash_completed", "\(done)")
+            XCTAssertEqual(emulators[index].partition("boot"), image, device)
+        }
+        // Plugged in again after its failed job: flashed again, to the end.
+        try bench.plug("add \(emulators[2].usbDevice(serial: "EMU0003", port: "1-3", extra: marked))")
+        XCTAssertTrue(dashboard.waitFor(timeout: 30) { $0.filter { $0["deviceId"] as? String == "EMU0003" }.types.last == "flash_completed" },
+                      "\(dashboard.messages(device: "EMU0003").types)\n\(bench.server.output)")
+        XCTAssertEqual(emulators[2].partition("boot"), image)
+        let results = try bench.jobs().map { "\($0["deviceId"] as? String ?? "?") \($0["state"] as? String ?? "?")" }.sorted()
+        XCTAssertEqual(results, ["EMU0001 completed", "EMU0002 completed", "EMU0003 completed", "EMU0003 failed"])
     }
 
     func testABrokenProfilesFileStopsTheServerAtStartWithTheLine() throws {
