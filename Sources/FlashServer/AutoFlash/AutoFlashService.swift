@@ -26,10 +26,17 @@ final class AutoFlashService: @unchecked Sendable {
         monitor = try HotplugMonitor(properties: [Self.profileProperty])
     }
 
-    /// Starts watching; devices already there are handled at once.
+    /// Starts watching; devices already there are handled at once (those without the property,
+    /// hubs and keyboards among them, are counted in one line rather than one line each).
     func start() throws {
         try monitor.start { [weak self] event in self?.handle(event) }
-        for event in monitor.devices() { handle(event) }
+        let present = monitor.devices()
+        let unmarked = present.filter { $0.properties[Self.profileProperty] == nil }
+        for event in present where event.properties[Self.profileProperty] != nil { handle(event) }
+        for event in unmarked { logger.debug("auto-flash: \(AutoFlashPolicy.describe(event)) has no \(Self.profileProperty): not auto-flashed") }
+        if !unmarked.isEmpty {
+            logger.info("auto-flash: \(unmarked.count) USB device(s) already plugged in have no \(Self.profileProperty): not auto-flashed")
+        }
         logger.info("auto-flash: watching udev for USB devices with \(Self.profileProperty) (profiles: \(profiles.profiles.keys.sorted().joined(separator: ", ")) from \(profiles.path))")
     }
 
@@ -94,7 +101,7 @@ final class AutoFlashService: @unchecked Sendable {
 
     private func unplugged(_ event: HotplugEvent) {
         guard let last = lastJob(at: event.portPath) else { return }
-        let state = last.state.map { $0.isFinished ? $0.rawValue : "\($0.rawValue): it ends with flash_failed" } ?? "forgotten"
+        let state = last.state?.rawValue ?? "forgotten"
         logger.info("auto-flash: \(AutoFlashPolicy.describe(event)) was unplugged (its job \(last.jobId): \(state))")
     }
 
