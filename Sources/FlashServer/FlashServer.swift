@@ -18,6 +18,7 @@ public final class FlashServer: Sendable {
     private let boundPort: BoundPort
     private let logger: Logger
     private let shutdownTrigger = ShutdownTrigger()
+    private let autoFlash: AutoFlashService?
     /// Jobs left unfinished by the previous run, marked interrupted at start.
     public let interruptedJobs: Int
 
@@ -43,7 +44,17 @@ public final class FlashServer: Sendable {
         scheduler.onJobChanged = { status in
             recorder.jobChanged(status) { scheduler.jobs() }
         }
+        // A broken profiles file stops the server here, before it listens.
+        if let path = configuration.autoFlashProfiles {
+            let profiles = try AutoFlashProfiles.load(path: path, resolveImage: images.resolve)
+            autoFlash = try AutoFlashService(profiles: profiles, scheduler: scheduler, history: history, logger: logger)
+        } else {
+            autoFlash = nil
+        }
     }
+
+    /// The auto-flash profiles in use (`--auto-flash`), by name.
+    public var autoFlashProfiles: [String] { autoFlash?.profiles.profiles.keys.sorted() ?? [] }
 
     /// The port clients connect to (the real one once `run` has bound it).
     public var port: Int { boundPort.value }
@@ -93,12 +104,14 @@ public final class FlashServer: Sendable {
         groupConfiguration.maximumGracefulShutdownDuration = .seconds(5)
         let group = ServiceGroup(configuration: groupConfiguration)
         await shutdownTrigger.set(group)
+        try autoFlash?.start()
         try await group.run()
     }
 
     /// Cancels every job (each is recorded as cancelled), then closes every client with a close
     /// frame and stops listening.
     public func shutdown() async {
+        autoFlash?.stop()
         let stopped = scheduler.shutdown(timeout: configuration.shutdownGrace)
         if !stopped {
             logger.warning("some jobs did not stop within \(configuration.shutdownGrace) s")

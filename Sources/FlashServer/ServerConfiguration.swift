@@ -17,6 +17,8 @@ public struct ServerConfiguration: Sendable {
     /// Fastboot devices emulated inside the server (`--emulate N`), for trying without hardware.
     public var emulatedDevices: Int
     public var emulatedSpeed: Int64?
+    /// The auto-flash profiles file (`--auto-flash`); nil: no auto-flash.
+    public var autoFlashProfiles: String?
     /// Largest WebSocket frame accepted from a client; larger ones close that connection (1009).
     public var maxFrameSize: Int
     /// Events queued for one client before it is disconnected as too slow.
@@ -28,7 +30,7 @@ public struct ServerConfiguration: Sendable {
         host: String = "127.0.0.1", port: Int = 3001, token: String? = nil, allowedOrigins: [String] = [],
         imageDirectory: String = ServerConfiguration.defaultImageDirectory(), historyPath: String = HistoryStore.defaultPath(),
         scheduler: JobScheduler.Configuration = .init(), emulatedDevices: Int = 0, emulatedSpeed: Int64? = nil,
-        maxFrameSize: Int = 16 * 1024, clientQueueLimit: Int = 1024, shutdownGrace: Double = 10
+        maxFrameSize: Int = 16 * 1024, clientQueueLimit: Int = 1024, shutdownGrace: Double = 10, autoFlashProfiles: String? = nil
     ) {
         self.host = host
         self.port = port
@@ -42,6 +44,7 @@ public struct ServerConfiguration: Sendable {
         self.maxFrameSize = maxFrameSize
         self.clientQueueLimit = clientQueueLimit
         self.shutdownGrace = shutdownGrace
+        self.autoFlashProfiles = autoFlashProfiles
     }
 
     /// `$XDG_DATA_HOME/flashctl/images` (`~/.local/share/flashctl/images`).

@@ -12,6 +12,9 @@ struct ServeCommand: AsyncParsableCommand {
             (--token or --token-file), which clients send as 'Authorization: Bearer TOKEN' or ?token=TOKEN.
             Images named in API requests must be inside --images. Jobs are recorded in --history (SQLite).
             --emulate N adds N emulated fastboot devices (EMU1...EMUN), to try everything without hardware.
+            --auto-flash PROFILES.yaml flashes each USB device that a udev rule gave FLASHCTL_PROFILE=NAME \
+            with profile NAME as soon as it is plugged in (see udev/ and the README); the file is checked \
+            at start and the server refuses to start when it is wrong.
             """
     )
 
@@ -48,6 +51,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Bandwidth cap for all jobs together, bytes per second (e.g. 100M).")
     var bandwidth: ByteCount?
 
+    @Option(name: .customLong("auto-flash"), help: ArgumentHelp("Auto-flash devices udev marks with FLASHCTL_PROFILE, with the profiles in this YAML file.", valueName: "profiles.yaml"))
+    var autoFlash: String?
+
     @Option(name: .long, help: "Progress messages per job per second.")
     var progressRate = 4.0
 
@@ -70,7 +76,7 @@ struct ServeCommand: AsyncParsableCommand {
             host: host, port: port, token: token, allowedOrigins: allowedOrigins,
             imageDirectory: images, historyPath: history,
             scheduler: .init(maxParallelJobs: maxParallel, totalBandwidth: bandwidth?.value, progressInterval: 1 / progressRate),
-            emulatedDevices: emulate, emulatedSpeed: emulateSpeed?.value
+            emulatedDevices: emulate, emulatedSpeed: emulateSpeed?.value, autoFlashProfiles: autoFlash
         )
         let server = try FlashServer(configuration: configuration)
         let interrupt = InterruptHandler {
@@ -80,9 +86,14 @@ struct ServeCommand: AsyncParsableCommand {
         let emulated = server.emulatedDevices
         let emulatedDirectory = server.emulatedDevicesDirectory ?? ""
         let interrupted = server.interruptedJobs
+        let autoFlashProfiles = server.autoFlashProfiles
+        let autoFlashPath = autoFlash ?? ""
         try await server.run { url in
             var lines = ["flashctl serve: listening on \(url) (WebSocket \(url.replacingOccurrences(of: "http://", with: "ws://"))/flash-progress)"]
             lines.append("images from \(configuration.imageDirectory); history in \(configuration.historyPath)")
+            if !autoFlashProfiles.isEmpty {
+                lines.append("auto-flash: profiles \(autoFlashProfiles.joined(separator: ", ")) from \(autoFlashPath); devices udev marks with FLASHCTL_PROFILE are flashed when plugged in")
+            }
             if interrupted > 0 { lines.append("\(interrupted) job(s) left unfinished by the last run are marked interrupted") }
             for device in emulated {
                 lines.append("emulated device \(device.deviceId) on \(device.addressSelector), partitions in \(emulatedDirectory)/\(device.deviceId)")

@@ -13,7 +13,7 @@ import Testing
         directory = NSTemporaryDirectory() + "flashctl-profiles-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory + "/images", withIntermediateDirectories: true)
         for name in ["boot.img", "system.img.zst"] {
-            FileManager.default.createFile(atPath: directory + "/images/" + name, contents: Data(repeating: 1, count: 4096))
+            _ = FileManager.default.createFile(atPath: directory + "/images/" + name, contents: Data(repeating: 1, count: 4096))
         }
         images = try ImageDirectory(path: directory + "/images")
     }

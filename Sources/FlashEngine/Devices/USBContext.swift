@@ -28,7 +28,7 @@ enum USBError {
     static func flashError(_ code: Int32, during what: String, device: String) -> FlashError {
         switch code {
         case LIBUSB_ERROR_NO_DEVICE.rawValue:
-            return FlashError(.disconnected, "USB connection lost during \(what): \(device) disconnected")
+            return FlashError(.disconnected, "USB connection lost (\(what)): device \(device) was unplugged")
         case LIBUSB_ERROR_TIMEOUT.rawValue:
             return FlashError(.timeout, "\(device) stopped responding during \(what) (USB timeout)")
         case LIBUSB_ERROR_ACCESS.rawValue:

@@ -1,5 +1,7 @@
 /// Flashes one image to one partition of one fastboot device: the same job for the CLI, the
-/// server and auto-flash.
+/// server and auto-flash. An auto-flash profile's job also erases partitions first and flashes
+/// further images after the first (`FastbootFlashRequest.erase`, `.extraImages`), all as one job
+/// with one progress over the bytes of every image.
 ///
 /// `prepare` checks everything that can be checked without talking to the device (the image is
 /// readable and not corrupt, the selector names exactly one device), so bad input is refused
@@ -10,6 +12,10 @@ public final class FastbootFlashJob: @unchecked Sendable {
     public let partition: String
     public let image: FastbootImage
     public let device: FastbootDeviceFinder.Found
+    /// The images after the first, with their partitions, in the order they are flashed.
+    public let extraImages: [(partition: String, image: FastbootImage)]
+    /// Partitions erased before anything is flashed, in this order.
+    public let erase: [String]
     public let control = JobControl()
     private let finder: FastbootDeviceFinder
     private let clock: FlashClock
@@ -17,79 +23,91 @@ public final class FastbootFlashJob: @unchecked Sendable {
     public static func prepare(_ request: FastbootFlashRequest, jobId: String = JobID.make(), finder: FastbootDeviceFinder = FastbootDeviceFinder(), clock: FlashClock = SystemClock()) throws -> FastbootFlashJob {
         let partition = try request.resolvedPartition()
         let image = try FastbootImage.open(path: request.imagePath, bmapPath: request.bmapPath, noBmap: request.noBmap, entry: request.entry)
+        let extraImages = try request.resolvedImages().dropFirst().map { (partition: $0.partition, image: try FastbootImage.open(path: $0.imagePath, noBmap: request.noBmap)) }
+        let erase = try request.resolvedErasePartitions()
         let device = try finder.find(request.device)
-        return FastbootFlashJob(jobId: jobId, request: request, partition: partition, image: image, device: device, finder: finder, clock: clock)
+        return FastbootFlashJob(jobId: jobId, request: request, partition: partition, image: image, extraImages: extraImages, erase: erase, device: device, finder: finder, clock: clock)
     }
 
-    private init(jobId: String, request: FastbootFlashRequest, partition: String, image: FastbootImage, device: FastbootDeviceFinder.Found, finder: FastbootDeviceFinder, clock: FlashClock) {
+    private init(jobId: String, request: FastbootFlashRequest, partition: String, image: FastbootImage, extraImages: [(partition: String, image: FastbootImage)], erase: [String],
+                 device: FastbootDeviceFinder.Found, finder: FastbootDeviceFinder, clock: FlashClock) {
         self.jobId = jobId
         self.request = request
         self.partition = partition
         self.image = image
+        self.extraImages = extraImages
+        self.erase = erase
         self.device = device
         self.finder = finder
         self.clock = clock
     }
 
+    /// For a job of several images, `image` is their file names and `partition` their
+    /// partitions, each joined with ", " in flashing order.
     public var info: JobInfo {
         let found = device.info
+        guard !extraImages.isEmpty else {
+            return JobInfo(
+                jobId: jobId, deviceId: found.deviceId, deviceName: found.product,
+                image: request.imagePath, partition: partition
+            )
+        }
+        let names = ([image] + extraImages.map(\.image)).map { $0.path.split(separator: "/").last.map(String.init) ?? $0.path }
         return JobInfo(
             jobId: jobId, deviceId: found.deviceId, deviceName: found.product,
-            image: request.imagePath, partition: partition
+            image: names.joined(separator: ", "), partition: ([partition] + extraImages.map(\.partition)).joined(separator: ", ")
         )
+    }
+
+    /// What every image will send together, as far as is known before the device's download
+    /// limit is (see `FastbootImage.estimatedBytes`).
+    public var imageBytes: Int64 {
+        extraImages.reduce(image.estimatedBytes) { $0 + $1.image.estimatedBytes }
     }
 
     /// Runs the job to its end on the calling thread. Returns true when the device accepted
     /// everything; every outcome is also reported through `emit`.
     @discardableResult
     public func run(emit: @escaping @Sendable (FlashEvent) -> Void) -> Bool {
-        let progress = ProgressAggregator(job: info, totalBytes: image.estimatedBytes, clock: clock, emit: emit)
+        let progress = ProgressAggregator(job: info, totalBytes: imageBytes, clock: clock, emit: emit)
         return run(progress: progress).state == .completed
     }
 
     /// Runs the job to its end on the calling thread, reporting through `progress`, with the
     /// bandwidth caps in `limits` (the job's own and a shared one, for example).
     public func run(progress: ProgressAggregator, limits: [TokenBucket] = []) -> JobOutcome {
-        progress.start(stage: image.needsMeasuring ? "Reading the image to learn its size" : "Connecting")
+        let targets = [(partition: partition, image: image)] + extraImages
+        let measuring = targets.contains { $0.image.needsMeasuring }
+        progress.start(stage: measuring ? "Reading the image to learn its size" : "Connecting")
         var transport: FastbootTransport?
         defer { transport?.close() }
-        let source = image.openSource()
-        defer { source.close() }
         let digest = SentBytesDigest()
         var sent: Int64 = 0
         var downloading: ControlledStream?
         do {
-            let layout = try image.layout(checkCancelled: control.checkCancelled)
-            if image.needsMeasuring { progress.setStage("Connecting") }
+            let layouts = try targets.map { try $0.image.layout(checkCancelled: control.checkCancelled) }
+            if measuring { progress.setStage("Connecting") }
             let connected = try finder.connect(device)
             transport = connected
             let client = FastbootClient(transport: connected, timeouts: request.timeouts) { progress.deviceMessage($0) }
             try control.checkCancelled()
             let maxDownload = try Self.maxDownloadSize(client)
-            let downloads = try SparsePlanner.downloads(for: layout, maxDownloadBytes: maxDownload, path: image.path)
-            let total = downloads.reduce(Int64(0)) { $0 + $1.totalLength }
-            progress.setTotalBytes(total)
+            // Every image is planned before anything is erased or sent: a bad one stops the job first.
+            let plans = try zip(targets, layouts).map { target, layout in
+                try SparsePlanner.downloads(for: layout, maxDownloadBytes: maxDownload, path: target.image.path)
+            }
+            progress.setTotalBytes(plans.reduce(Int64(0)) { $0 + $1.totalLength })
 
-            for (index, segments) in downloads.enumerated() {
-                let piece = downloads.count > 1 ? " \(index + 1)/\(downloads.count)" : ""
+            for name in erase {
                 try control.waitWhilePaused()
-                progress.setStage("Sending \(partition)\(piece)")
-                let reader = source.reader(for: segments)
-                defer { reader.close() }
-                let size = segments.totalLength
-                let base = sent
-                let stream = ControlledStream(reader.stream, size: size, control: control, buckets: limits, digest: digest, clock: clock, padsOnCancel: connected.padsCancelledDownloads)
-                downloading = stream
-                try client.download(stream, size: size) { acknowledged in
-                    stream.acknowledged(acknowledged)
-                    if !stream.isPadding { progress.update(bytesTransferred: base + acknowledged) }
-                }
-                downloading = nil
+                progress.setStage("Erasing \(name)")
+                try client.erase(partition: name)
                 try control.checkCancelled()
-                sent += size
-                try control.waitWhilePaused()
-                progress.setStage("Writing \(partition)\(piece)")
-                try client.flash(partition: partition)
+            }
+            for (target, downloads) in zip(targets, plans) {
+                try send(
+                    target.image, to: target.partition, downloads: downloads, client: client, transport: connected,
+                    progress: progress, limits: limits, digest: digest, sent: &sent, downloading: &downloading)
             }
             if request.reboot {
                 progress.setStage("Rebooting")
@@ -107,6 +125,37 @@ public final class FastbootFlashJob: @unchecked Sendable {
         } catch {
             progress.failed(error: "\(error)")
             return JobOutcome(state: .failed, error: "\(error)", bytesSent: sent, sha256: nil)
+        }
+    }
+
+    /// Sends one image's downloads and flashes each to `partition`; `sent` counts on from the
+    /// images before it, so progress runs over the whole job.
+    private func send(
+        _ image: FastbootImage, to partition: String, downloads: DownloadPlan, client: FastbootClient, transport connected: FastbootTransport,
+        progress: ProgressAggregator, limits: [TokenBucket], digest: SentBytesDigest, sent: inout Int64, downloading: inout ControlledStream?
+    ) throws {
+        let source = image.openSource()
+        defer { source.close() }
+        for (index, segments) in downloads.enumerated() {
+            let piece = downloads.count > 1 ? " \(index + 1)/\(downloads.count)" : ""
+            try control.waitWhilePaused()
+            progress.setStage("Sending \(partition)\(piece)")
+            let reader = source.reader(for: segments)
+            defer { reader.close() }
+            let size = segments.totalLength
+            let base = sent
+            let stream = ControlledStream(reader.stream, size: size, control: control, buckets: limits, digest: digest, clock: clock, padsOnCancel: connected.padsCancelledDownloads)
+            downloading = stream
+            try client.download(stream, size: size) { acknowledged in
+                stream.acknowledged(acknowledged)
+                if !stream.isPadding { progress.update(bytesTransferred: base + acknowledged) }
+            }
+            downloading = nil
+            try control.checkCancelled()
+            sent += size
+            try control.waitWhilePaused()
+            progress.setStage("Writing \(partition)\(piece)")
+            try client.flash(partition: partition)
         }
     }
 

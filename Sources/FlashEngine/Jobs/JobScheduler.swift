@@ -73,7 +73,7 @@ public final class JobScheduler: @unchecked Sendable {
         let job = try FastbootFlashJob.prepare(request, finder: finder, clock: clock)
         let broadcaster = self.broadcaster
         let progress = ProgressAggregator(
-            job: job.info, totalBytes: job.image.estimatedBytes, clock: clock,
+            job: job.info, totalBytes: job.imageBytes, clock: clock,
             minInterval: configuration.progressInterval
         ) { broadcaster.publish($0) }
         let entry = JobEntry(job: job, progress: progress, bandwidthLimit: bandwidthLimit, createdAt: clock.epochMillis())
@@ -293,7 +293,7 @@ private final class JobEntry: @unchecked Sendable {
             stage: snapshot?.stage,
             progress: completed ? 100 : snapshot?.progress ?? 0,
             bytesTransferred: completed ? outcome?.bytesSent ?? 0 : snapshot?.bytesTransferred ?? 0,
-            totalBytes: snapshot?.totalBytes ?? job.image.estimatedBytes,
+            totalBytes: snapshot?.totalBytes ?? job.imageBytes,
             transferSpeed: state.isFinished || state == .paused ? 0 : snapshot?.transferSpeed ?? 0,
             estimatedTimeRemaining: state.isFinished ? nil : snapshot?.estimatedTimeRemaining,
             error: outcome?.error,

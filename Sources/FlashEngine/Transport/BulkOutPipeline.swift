@@ -218,7 +218,7 @@ final class BulkOutPipeline {
             }
             return nil
         case LIBUSB_TRANSFER_NO_DEVICE:
-            return FlashError(.disconnected, "USB connection lost during transfer: \(device) disconnected")
+            return FlashError(.disconnected, "USB connection lost (transfer): device \(device) was unplugged")
         case LIBUSB_TRANSFER_TIMED_OUT:
             return FlashError(.timeout, "\(device) stopped accepting data (no progress for \(settings.transferTimeoutMs / 1000) s)")
         case LIBUSB_TRANSFER_STALL:

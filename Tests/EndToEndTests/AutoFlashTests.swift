@@ -1,0 +1,143 @@
+import Foundation
+import XCTest
+
+/// `flashctl serve --auto-flash` as a bench runs it: emulated fastboot devices are plugged into
+/// the USB test bed while the server runs (real uevents to the real libudev monitor, real libusb),
+/// and a dashboard follows over the real WebSocket.
+final class AutoFlashTests: XCTestCase {
+    func testAMarkedDeviceIsFlashedAnUnmarkedOneIsLeftAloneAndAFlashedSerialIsNotFlashedAgain() throws {
+        let marked = try EmulatorProcess(serial: "AUTO-MARKED", extraArguments: ["--speed-limit", "8M"])
+        defer { marked.stop() }
+        let unmarked = try EmulatorProcess(serial: "AUTO-UNMARKED")
+        defer { unmarked.stop() }
+        let userdata = Data(repeating: 0x5A, count: 256 << 10)
+        try userdata.write(to: URL(fileURLWithPath: marked.directory + "/userdata.img"))
+        try userdata.write(to: URL(fileURLWithPath: unmarked.directory + "/userdata.img"))
+        let boot = TestImages.random(1 << 20, seed: 1)
+        let system = TestImages.random(3 << 20, seed: 2)
+        let bench = try AutoFlashBench(profiles: """
+            profiles:
+              bench:
+                erase: [userdata]
+                flash:
+                  - partition: boot
+                    image: boot.img
+                  - image: system.img
+                reboot: true
+                once-per-serial: true
+            """, images: ["boot.img": boot, "system.img": system])
+        defer { bench.stop() }
+        let dashboard = try DashboardSocket(serverURL: bench.url)
+
+        try bench.plug("add \(unmarked.usbDevice(serial: "EMU0002", port: "1-2"))")
+        try bench.plug("add \(marked.usbDevice(serial: "EMU0001", port: "1-1", extra: "prop.FLASHCTL_PROFILE=bench"))")
+        let end = try XCTUnwrap(dashboard.end(of: "EMU0001"), "no end of the job; got \(dashboard.messages.types)\n\(bench.server.output)")
+        XCTAssertEqual(end["type"] as? String, "flash_completed", "\(end)")
+
+        // What a dashboard saw: the whole sequence of one job.
+        let seen = dashboard.messages(device: "EMU0001")
+        XCTAssertEqual(seen.first?["type"] as? String, "flash_started")
+        XCTAssertEqual(seen.types.filter { $0 != "flash_progress" }, ["flash_started", "flash_completed"])
+        let progress = seen.filter { $0["type"] as? String == "flash_progress" }
+        XCTAssertGreaterThan(progress.count, 2, "\(seen.types)")
+        XCTAssertEqual(progress.last?["progress"] as? Int, 100)
+        XCTAssertEqual(progress.last?["totalBytes"] as? Int, boot.count + system.count)
+        XCTAssertEqual(seen.first?["image"] as? String, "boot.img, system.img")
+        XCTAssertEqual(seen.first?["partition"] as? String, "boot, system")
+        let stages = Set(progress.compactMap { $0["stage"] as? String })
+        let steps: Set = ["Connecting", "Erasing userdata", "Sending boot", "Writing boot", "Sending system", "Writing system", "Rebooting"]
+        XCTAssertTrue(stages.isSubset(of: steps), "each stage names a step of the profile: \(stages)")
+
+        // What the device holds: the images, and the erased partition empty.
+        XCTAssertEqual(marked.partition("boot"), boot)
+        XCTAssertEqual(marked.partition("system"), system)
+        XCTAssertEqual(marked.partition("userdata"), Data(), "userdata was erased")
+        // The device without the property: untouched, no job.
+        XCTAssertEqual(unmarked.partition("userdata"), userdata)
+        XCTAssertNil(unmarked.partition("boot"))
+        XCTAssertTrue(bench.server.output.contains("device EMU0002 at usb:1-2 has no FLASHCTL_PROFILE"), bench.server.output)
+        XCTAssertTrue(bench.server.output.contains("flashing device EMU0001 at usb:1-1 with profile 'bench'"), bench.server.output)
+
+        // Re-enumerating on its port (its reboot), then plugged into another port: never again.
+        try bench.plug("replug EMU0001")
+        XCTAssertTrue(bench.server.waitFor("EMU0001 at usb:1-1 was already flashed by", timeout: 10), bench.server.output)
+        try bench.plug("remove EMU0001")
+        try bench.plug("add \(marked.usbDevice(serial: "EMU0001", port: "1-5", extra: "prop.FLASHCTL_PROFILE=bench"))")
+        XCTAssertTrue(bench.server.waitFor("history has a completed job for serial EMU0001", timeout: 10), bench.server.output)
+        let jobs = try bench.jobs()
+        XCTAssertEqual(jobs.count, 1, "\(jobs)")
+        XCTAssertEqual(jobs.first?["deviceId"] as? String, "EMU0001")
+        XCTAssertEqual(dashboard.messages.types.filter { $0 == "flash_started" }.count, 1)
+    }
+
+    func testDevicesFlashInParallelAndAnUnplugFailsOnlyItsJob() throws {
+        // One device there when the server starts, two plugged in at once while it runs.
+        let emulators = try (1...3).map { try EmulatorProcess(serial: "AUTO-\($0)", extraArguments: ["--speed-limit", "3M"]) }
+        defer { emulators.forEach { $0.stop() } }
+        let image = TestImages.random(12 << 20, seed: 3)
+        let marked = "prop.FLASHCTL_PROFILE=bench"
+        let bench = try AutoFlashBench(profiles: """
+            profiles:
+              bench:
+                flash:
+                  - image: boot.img
+            """, images: ["boot.img": image], devices: [emulators[0].usbDevice(serial: "EMU0001", port: "1-1", extra: marked)])
+        defer { bench.stop() }
+        let dashboard = try DashboardSocket(serverURL: bench.url)
+
+        try bench.plug("add \(emulators[1].usbDevice(serial: "EMU0002", port: "1-2", extra: marked))")
+        try bench.plug("add \(emulators[2].usbDevice(serial: "EMU0003", port: "1-3", extra: marked))")
+        // All three move at the same time: each has sent bytes before any ends.
+        let allMoving = dashboard.waitFor(timeout: 20) { messages in
+            ["EMU0001", "EMU0002", "EMU0003"].allSatisfy { device in
+                messages.contains { $0["deviceId"] as? String == device && ($0["bytesTransferred"] as? Int ?? 0) > 0 }
+            }
+        }
+        XCTAssertTrue(allMoving, "\(dashboard.messages.types)\n\(bench.server.output)")
+        XCTAssertFalse(dashboard.messages.contains { ["flash_completed", "flash_failed"].contains($0["type"] as? String ?? "") }, "all were running at once")
+
+        let unplugged = Date()
+        try bench.plug("remove EMU0003")
+        let failed = try XCTUnwrap(dashboard.end(of: "EMU0003", timeout: 10), "the unplugged device's job never ended")
+        XCTAssertLessThan(Date().timeIntervalSince(unplugged), 5, "an unplug ends the job at once, not after a timeout")
+        XCTAssertEqual(failed["type"] as? String, "flash_failed")
+        let error = failed["error"] as? String ?? ""
+        XCTAssertTrue(error.hasPrefix("USB connection lost (") && error.hasSuffix("device EMU0003 (usb:1-3) was unplugged"), error)
+        XCTAssertTrue(bench.server.waitFor("device EMU0003 at usb:1-3 was unplugged (its job", timeout: 5), bench.server.output)
+
+        // The other jobs, and the server, carry on.
+        for (index, device) in ["EMU0001", "EMU0002"].enumerated() {
+            let done = try XCTUnwrap(dashboard.end(of: device, timeout: 30), device)
+            XCTAssertEqual(done["type"] as? String, "flash_completed", "\(done)")
+            XCTAssertEqual(emulators[index].partition("boot"), image, device)
+        }
+        // Plugged in again after its failed job: flashed again, to the end.
+        try bench.plug("add \(emulators[2].usbDevice(serial: "EMU0003", port: "1-3", extra: marked))")
+        XCTAssertTrue(dashboard.waitFor(timeout: 30) { $0.filter { $0["deviceId"] as? String == "EMU0003" }.types.last == "flash_completed" },
+                      "\(dashboard.messages(device: "EMU0003").types)\n\(bench.server.output)")
+        XCTAssertEqual(emulators[2].partition("boot"), image)
+        let results = try bench.jobs().map { "\($0["deviceId"] as? String ?? "?") \($0["state"] as? String ?? "?")" }.sorted()
+        XCTAssertEqual(results, ["EMU0001 completed", "EMU0002 completed", "EMU0003 completed", "EMU0003 failed"])
+    }
+
+    func testABrokenProfilesFileStopsTheServerAtStartWithTheLine() throws {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("flashctl-autoflash-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        try FileManager.default.createDirectory(atPath: base + "/images", withIntermediateDirectories: true)
+        try Data(count: 4096).write(to: URL(fileURLWithPath: base + "/images/boot.img"))
+        let profiles = base + "/profiles.yaml"
+        try """
+            profiles:
+              bench:
+                flash:
+                  - image: boot.img
+                rebot: true
+            """.write(toFile: profiles, atomically: true, encoding: .utf8)
+        let result = try ProcessRunner.run(ProcessRunner.flashctl, [
+            "serve", "--port", "0", "--images", base + "/images", "--history", base + "/history.sqlite", "--auto-flash", profiles,
+        ], timeout: 20)
+        XCTAssertNotEqual(result.status, 0)
+        XCTAssertTrue(result.stderr.contains("\(profiles) line 5: profile 'bench' has an unknown key 'rebot'"), result.stderr)
+        XCTAssertFalse(result.stdout.contains("listening on"), result.stdout)
+    }
+}

@@ -1,0 +1,117 @@
+@testable import FlashEngine
+import Foundation
+import Testing
+
+/// One job that erases, flashes several images and reboots (an auto-flash profile's job), against
+/// an emulated device over real TCP.
+@Suite(.serialized) final class MultiStepJobTests {
+    let base = NSTemporaryDirectory() + "flashctl-multistep-\(UUID().uuidString)"
+    var server: EmulatedDeviceServer?
+
+    deinit {
+        server?.stop()
+        try? FileManager.default.removeItem(atPath: base)
+    }
+
+    private func device(maxDownload: Int64) throws -> FastbootDeviceFinder {
+        try FileManager.default.createDirectory(atPath: base + "/MULTI", withIntermediateDirectories: true)
+        let server = try EmulatedDeviceServer(config: EmulatedDeviceConfig(directory: base + "/MULTI", serial: "MULTI", maxDownloadSize: maxDownload, speedLimit: 16 << 20), port: 0)
+        server.start()
+        self.server = server
+        let finder = FastbootDeviceFinder(listUSB: { [] }, listNetwork: {
+            [FastbootDeviceInfo(address: .tcp(host: server.host, port: server.port), serial: "MULTI")]
+        })
+        return finder
+    }
+
+    private func image(_ name: String, bytes: Int) throws -> (path: String, data: Data) {
+        let data = try #require(FileHandle(forReadingAtPath: "/dev/urandom")).readData(ofLength: bytes)
+        try FileManager.default.createDirectory(atPath: base + "/in", withIntermediateDirectories: true)
+        let path = base + "/in/" + name
+        try data.write(to: URL(fileURLWithPath: path))
+        return (path, data)
+    }
+
+    @Test func erasesThenFlashesEveryImageInOrderAsOneJob() throws {
+        let finder = try device(maxDownload: 1 << 20)
+        try Data(repeating: 0xAB, count: 64 << 10).write(to: URL(fileURLWithPath: base + "/MULTI/userdata.img"))
+        let boot = try image("boot.img", bytes: 600 << 10)
+        let system = try image("system.img", bytes: (2 << 20) + 12288)
+        let request = FastbootFlashRequest(
+            imagePath: boot.path, partition: "boot", device: .serial("MULTI"), reboot: true,
+            erase: ["userdata"], extraImages: [.init(imagePath: system.path, partition: "system")])
+        let job = try FastbootFlashJob.prepare(request, finder: finder)
+        #expect(job.info.image == "boot.img, system.img")
+        #expect(job.info.partition == "boot, system")
+
+        // Every stage change is an event when the interval is 0.
+        let events = Collected()
+        let progress = ProgressAggregator(job: job.info, totalBytes: job.imageBytes, minInterval: 0) { events.append($0) }
+        let outcome = job.run(progress: progress)
+        #expect(outcome.state == .completed, "\(outcome.error ?? "")")
+
+        #expect(FileManager.default.contents(atPath: base + "/MULTI/userdata.img") == Data(), "the erased partition is empty")
+        #expect(FileManager.default.contents(atPath: base + "/MULTI/boot.img") == boot.data)
+        #expect(FileManager.default.contents(atPath: base + "/MULTI/system.img") == system.data, "system arrives whole from its sparse pieces")
+
+        let all = events.all
+        #expect(all.filter { $0.protocolType == "flash_started" }.count == 1)
+        #expect(all.filter(\.isTerminal).map(\.protocolType) == ["flash_completed"])
+        let snapshots = all.compactMap { event -> ProgressSnapshot? in
+            if case .progress(_, let snapshot, _) = event, snapshot.stage != "Connecting" { return snapshot }
+            return nil
+        }
+        var stages: [String] = []
+        for snapshot in snapshots where stages.last != snapshot.stage { stages.append(snapshot.stage) }
+        #expect(stages == [
+            "Erasing userdata", "Sending boot", "Writing boot",
+            "Sending system 1/3", "Writing system 1/3", "Sending system 2/3", "Writing system 2/3",
+            "Sending system 3/3", "Writing system 3/3", "Rebooting",
+        ])
+        #expect(snapshots.map(\.progress) == snapshots.map(\.progress).sorted(), "progress never goes back between images")
+        #expect(snapshots.last?.progress == 100)
+        #expect(Set(snapshots.map(\.totalBytes)).count == 1, "one total over every image, known from the start of the transfer")
+        #expect(outcome.bytesSent == snapshots.last?.totalBytes)
+        #expect(outcome.bytesSent > Int64(boot.data.count + system.data.count), "system went as sparse pieces, with their headers")
+    }
+
+    @Test func theDigestCoversEveryImageSent() throws {
+        let finder = try device(maxDownload: 64 << 20)
+        let boot = try image("boot.img", bytes: 300 << 10)
+        let vendor = try image("vendor.img", bytes: 200 << 10)
+        let request = FastbootFlashRequest(imagePath: boot.path, device: .serial("MULTI"), extraImages: [.init(imagePath: vendor.path)])
+        let job = try FastbootFlashJob.prepare(request, finder: finder)
+        let outcome = job.run(progress: ProgressAggregator(job: job.info, totalBytes: job.imageBytes) { _ in })
+        #expect(outcome.state == .completed, "\(outcome.error ?? "")")
+        #expect(FileManager.default.contents(atPath: base + "/MULTI/vendor.img") == vendor.data, "the partition comes from the file name")
+        let both = try image("both", bytes: 0).path
+        try (boot.data + vendor.data).write(to: URL(fileURLWithPath: both))
+        #expect(outcome.sha256 == (try sha256sum(both)))
+        #expect(outcome.bytesSent == Int64(boot.data.count + vendor.data.count))
+    }
+
+    @Test func aMissingSecondImageIsRefusedBeforeTheDeviceIsTouched() throws {
+        let scheduler = JobScheduler(finder: try device(maxDownload: 1 << 20))
+        let boot = try image("boot.img", bytes: 4096)
+        let request = FastbootFlashRequest(imagePath: boot.path, device: .serial("MULTI"), erase: ["userdata"], extraImages: [.init(imagePath: base + "/in/missing.img")])
+        #expect(throws: FlashError.self) { try scheduler.submit(request) }
+        #expect(scheduler.jobs().isEmpty)
+        let bad = FastbootFlashRequest(imagePath: boot.path, device: .serial("MULTI"), erase: ["../etc"])
+        #expect(throws: FlashError.self) { try scheduler.submit(bad) }
+    }
+}
+
+/// Events as a job emitted them, from its thread.
+private final class Collected: @unchecked Sendable {
+    private let lock = NSLock()
+    private var events: [FlashEvent] = []
+
+    func append(_ event: FlashEvent) {
+        lock.lock(); events.append(event); lock.unlock()
+    }
+
+    var all: [FlashEvent] {
+        lock.lock(); defer { lock.unlock() }
+        return events
+    }
+}
