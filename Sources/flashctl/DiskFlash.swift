@@ -49,7 +49,7 @@ struct DiskFlash {
             text += "  \(target.target.summary)\n"
         }
         let image = job.image
-        var what = "with \(image.path) (\(image.format.rawValue)"
+        var what = "with \(image.path) (\(image.format.rawValue)\(image.isCompressedSparse ? ", an Android sparse image inside" : "")"
         if let entry = image.entry { what += ", entry \(entry)" }
         if let total = image.totalBytes { what += ", \(HumanFormat.bytes(total)) to write" }
         if let map = image.blockMap { what += ", block map \(map.path)" }

@@ -36,8 +36,8 @@ final class DiskFlashTests: XCTestCase {
 
     func testEveryCompressedAndSparseFormatLandsByteForByte() throws {
         let (data, _) = try source()
-        try DiskImages.tool("gzip -k -1 os.img && xz -k -1 -T1 os.img && zstd -q -1 os.img && bzip2 -k -1 os.img && zip -q os.zip os.img && img2simg os.img os.simg", in: work)
-        for name in ["os.img", "os.img.gz", "os.img.xz", "os.img.zst", "os.img.bz2", "os.zip", "os.simg"] {
+        try DiskImages.tool("gzip -k -1 os.img && xz -k -1 -T1 os.img && zstd -q -1 os.img && bzip2 -k -1 os.img && zip -q os.zip os.img && img2simg os.img os.simg && xz -k -1 -T1 os.simg && zstd -q -1 os.simg", in: work)
+        for name in ["os.img", "os.img.gz", "os.img.xz", "os.img.zst", "os.img.bz2", "os.zip", "os.simg", "os.simg.xz", "os.simg.zst"] {
             let device = try loop(8 << 20)
             let result = try flash(["--device", device.path, "--yes", work + "/" + name])
             XCTAssertEqual(result.status, 0, "\(name): \(result.stderr)")
@@ -87,8 +87,8 @@ final class DiskFlashTests: XCTestCase {
 
     func testBrokenImagesFailClearlyAndNeverLeaveTheFirstMiBWritten() throws {
         _ = try source()
-        try DiskImages.tool("xz -k -1 -T1 os.img && gzip -k -1 os.img && head -c 2000000 os.img.xz > truncated.img.xz && cp os.img.gz corrupt.img.gz && printf 'XXXXXXXX' | dd of=corrupt.img.gz bs=1 seek=3000000 conv=notrunc status=none", in: work)
-        for (name, expected) in [("truncated.img.xz", "truncated"), ("corrupt.img.gz", "CRC-32")] {
+        try DiskImages.tool("xz -k -1 -T1 os.img && gzip -k -1 os.img && head -c 2000000 os.img.xz > truncated.img.xz && cp os.img.gz corrupt.img.gz && printf 'XXXXXXXX' | dd of=corrupt.img.gz bs=1 seek=3000000 conv=notrunc status=none && img2simg os.img os.simg && head -c 3000000 os.simg | xz -1 -T1 > cut.simg.xz", in: work)
+        for (name, expected) in [("truncated.img.xz", "truncated"), ("corrupt.img.gz", "CRC-32"), ("cut.simg.xz", "corrupt sparse image")] {
             let device = try loop(8 << 20, fill: 0xAB)
             let result = try flash(["--device", device.path, "--yes", work + "/" + name])
             XCTAssertNotEqual(result.status, 0, name)

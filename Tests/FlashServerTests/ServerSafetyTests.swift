@@ -202,7 +202,8 @@ import Testing
         #expect(harness.server.interruptedJobs == 1)
         let entries = try await harness.http("GET", "/api/history").json["jobs"] as? [[String: Any]] ?? []
         #expect(entries.first?["result"] as? String == "interrupted")
-        #expect((entries.first?["error"] as? String ?? "").contains("server stopped"))
+        let error = entries.first?["error"] as? String ?? ""
+        #expect(error.contains("server stopped"))
         await harness.stop()
     }
 

@@ -14,6 +14,8 @@ public struct DiskImage {
     public let totalBytes: Int64?
     /// The size the image needs on the disk, when known beforehand.
     public let imageSize: Int64?
+    /// True for an Android sparse image inside a compressed file (expanded as it is read).
+    public var isCompressedSparse = false
 
     /// `bmapPath` nil: a block map beside the image is used if there is one (as bmaptool looks:
     /// `os.img.xz.bmap`, `os.img.bmap`, `os.bmap`); `noBmap` ignores it.
@@ -41,8 +43,17 @@ public struct DiskImage {
                              totalBytes: map?.mappedBytes ?? size, imageSize: map?.imageSize ?? size)
         default:
             let probe = try DecompressedStream(path: path, format: format, entry: entry)
-            if let known = probe.knownSize { try check(map, against: known, path: path) }
             let chosen = probe.entryName
+            var head = [UInt8](repeating: 0, count: 4)
+            if try head.withUnsafeMutableBytes({ try probe.read(into: $0) }) == 4, ImageBytes.le32(head, 0) == SparseFormat.magic {
+                // An Android sparse image inside the compressed file: expanded as it is read.
+                if let mapPath, bmapPath != nil { throw sparseWithMapError(path, mapPath) }
+                let sparse = try SparseStreamExtentReader(stream: DecompressedStream(path: path, format: format, entry: chosen), path: path)
+                return DiskImage(path: path, format: format, blockMap: nil, entry: chosen,
+                                 makeReader: { try SparseStreamExtentReader(stream: DecompressedStream(path: path, format: format, entry: chosen), path: path) },
+                                 totalBytes: nil, imageSize: sparse.imageSize, isCompressedSparse: true)
+            }
+            if let known = probe.knownSize { try check(map, against: known, path: path) }
             let size = probe.knownSize
             return DiskImage(path: path, format: format, blockMap: map, entry: chosen,
                              makeReader: { StreamExtentReader(stream: try DecompressedStream(path: path, format: format, entry: chosen), size: size, map: map) },
