@@ -18,7 +18,7 @@ struct FlashCommand: AsyncParsableCommand {
             Disks: --device /dev/sdX (repeat it to write several at once from one read of the image). \
             Mounted, system, non-removable and too-small disks are refused unless --force; \
             flashctl names the target and asks before writing unless --yes; everything written is \
-            read back and compared unless --no-verify.
+            read back and compared, and a block map's per-range checksums checked, unless --no-verify.
             """
     )
 
@@ -64,7 +64,7 @@ struct FlashCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Disks: write even to mounted, system, non-removable or too-small disks.")
     var force = false
 
-    @Flag(name: .long, help: "Disks: skip reading back what was written.")
+    @Flag(name: .long, help: "Disks: skip reading back what was written, and a block map's per-range checksums (as bmaptool --no-verify).")
     var noVerify = false
 
     @Argument(help: "The image file (raw, Android sparse, or compressed: gz, xz, zst, bz2, zip).")

@@ -119,6 +119,11 @@ final class DiskFlashTests: XCTestCase {
         XCTAssertNotEqual(mismatch.status, 0)
         let error = mismatch.events(ofType: "flash_failed").first?["error"] as? String ?? mismatch.stderr
         XCTAssertTrue(error.contains("does not match its block map"), error)
+
+        // --no-verify trusts the image as bmaptool's --no-verify does: written as it is.
+        let trusted = try flash(["--device", device.path, "--yes", "--no-verify", "--bmap", work + "/good.bmap", path])
+        XCTAssertEqual(trusted.status, 0, trusted.stderr)
+        XCTAssertEqual(try device.contents().prefix(4096), changed.prefix(4096))
     }
 
     func testUnsafeTargetsAreRefusedAndLeftUntouched() throws {

@@ -49,7 +49,7 @@ public final class DiskFlashJob: @unchecked Sendable {
     /// here leaves every disk untouched.
     public static func prepare(_ request: DiskFlashRequest, discovery: DiskDiscovery = DiskDiscovery(), clock: FlashClock = SystemClock()) throws -> DiskFlashJob {
         guard !request.targets.isEmpty else { throw FlashError(.deviceSelection, "no target disk given") }
-        let image = try DiskImage.open(path: request.imagePath, bmapPath: request.bmapPath, noBmap: request.noBmap, entry: request.entry)
+        let image = try DiskImage.open(path: request.imagePath, bmapPath: request.bmapPath, noBmap: request.noBmap, entry: request.entry, checksRanges: request.verify)
         var resolved: [Target] = []
         var problems: [String] = []
         for path in request.targets {

@@ -18,8 +18,9 @@ public struct DiskImage {
     public var isCompressedSparse = false
 
     /// `bmapPath` nil: a block map beside the image is used if there is one (as bmaptool looks:
-    /// `os.img.xz.bmap`, `os.img.bmap`, `os.bmap`); `noBmap` ignores it.
-    public static func open(path: String, bmapPath: String? = nil, noBmap: Bool = false, entry: String? = nil) throws -> DiskImage {
+    /// `os.img.xz.bmap`, `os.img.bmap`, `os.bmap`); `noBmap` ignores it. `checksRanges` false
+    /// skips the map's per-range checksums (with `--no-verify`, as bmaptool's `--no-verify` does).
+    public static func open(path: String, bmapPath: String? = nil, noBmap: Bool = false, entry: String? = nil, checksRanges: Bool = true) throws -> DiskImage {
         let checked = try ImageFile.open(path: path)
         let head = try ImageDescriptor.open(path: path).readBytesAvailable(6)
         let format = ImageFormat.detect(head)
@@ -39,7 +40,7 @@ public struct DiskImage {
             try check(map, against: checked.size, path: path)
             let size = checked.size
             return DiskImage(path: path, format: format, blockMap: map, entry: nil,
-                             makeReader: { StreamExtentReader(stream: try FileStream(path: path), size: size, map: map) },
+                             makeReader: { StreamExtentReader(stream: try FileStream(path: path), size: size, map: map, checksRanges: checksRanges) },
                              totalBytes: map?.mappedBytes ?? size, imageSize: map?.imageSize ?? size)
         default:
             let probe = try DecompressedStream(path: path, format: format, entry: entry)
@@ -56,7 +57,7 @@ public struct DiskImage {
             if let known = probe.knownSize { try check(map, against: known, path: path) }
             let size = probe.knownSize
             return DiskImage(path: path, format: format, blockMap: map, entry: chosen,
-                             makeReader: { StreamExtentReader(stream: try DecompressedStream(path: path, format: format, entry: chosen), size: size, map: map) },
+                             makeReader: { StreamExtentReader(stream: try DecompressedStream(path: path, format: format, entry: chosen), size: size, map: map, checksRanges: checksRanges) },
                              totalBytes: map?.mappedBytes ?? size, imageSize: map?.imageSize ?? size)
         }
     }

@@ -24,12 +24,15 @@ public final class StreamExtentReader: ImageExtentReader {
     private var position: Int64 = 0
     private var rangeIndex = 0
     private var rangeHash: RangeHasher?
+    private let checksRanges: Bool
 
-    /// `size` is the raw image's size when known (file size, zip entry size).
-    public init(stream: SkippableStream, size: Int64?, map: BlockMap?) {
+    /// `size` is the raw image's size when known (file size, zip entry size). `checksRanges`
+    /// false skips the block map's per-range checksums (bmaptool's `--no-verify`).
+    public init(stream: SkippableStream, size: Int64?, map: BlockMap?, checksRanges: Bool = true) {
         self.stream = stream
         self.map = map
         knownSize = size
+        self.checksRanges = checksRanges
     }
 
     public var totalBytes: Int64? { map?.mappedBytes ?? knownSize }
@@ -51,7 +54,7 @@ public final class StreamExtentReader: ImageExtentReader {
             position += skipped
             guard position == start else { throw endedEarly(map) }
         }
-        if rangeHash == nil { rangeHash = RangeHasher(map.checksumType) }
+        if rangeHash == nil, checksRanges { rangeHash = RangeHasher(map.checksumType) }
         let want = Int(min(Int64(buffer.count), start + length - position))
         let n = try stream.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<want]))
         guard n == want else { throw endedEarly(map) }
