@@ -75,6 +75,25 @@ import Testing
         #expect(outcome.bytesSent > Int64(boot.data.count + system.data.count), "system went as sparse pieces, with their headers")
     }
 
+    @Test func aCompressedImageInTheJobIsDecompressedAsItIsSent() throws {
+        let finder = try device(maxDownload: 1 << 20)
+        let boot = try image("boot.img", bytes: 300 << 10)
+        let system = try image("system.img", bytes: (2 << 20) + 4096)
+        let zstd = Process()
+        zstd.executableURL = URL(fileURLWithPath: "/usr/bin/zstd")
+        zstd.arguments = ["-q", "-1", "--rm", system.path]
+        try zstd.run()
+        zstd.waitUntilExit()
+        #expect(zstd.terminationStatus == 0)
+        let request = FastbootFlashRequest(
+            imagePath: boot.path, partition: "boot", device: .serial("MULTI"),
+            extraImages: [.init(imagePath: system.path + ".zst", partition: "system")])
+        let outcome = try FastbootFlashJob.prepare(request, finder: finder).run { _ in }
+        #expect(outcome)
+        #expect(FileManager.default.contents(atPath: base + "/MULTI/boot.img") == boot.data)
+        #expect(FileManager.default.contents(atPath: base + "/MULTI/system.img") == system.data, "system.img.zst arrives decompressed, in sparse pieces")
+    }
+
     @Test func theDigestCoversEveryImageSent() throws {
         let finder = try device(maxDownload: 64 << 20)
         let boot = try image("boot.img", bytes: 300 << 10)
