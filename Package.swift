@@ -41,6 +41,11 @@ let package = Package(
             pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"])]
         ),
+        .systemLibrary(
+            name: "CLZMA",
+            pkgConfig: "liblzma",
+            providers: [.apt(["liblzma-dev"])]
+        ),
         .target(
             name: "FlashEngine",
             dependencies: [
@@ -48,6 +53,7 @@ let package = Package(
                 "CLibArchive",
                 "CLibUDev",
                 "CZlib",
+                "CLZMA",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),

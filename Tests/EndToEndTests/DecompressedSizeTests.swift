@@ -30,6 +30,27 @@ final class DecompressedSizeTests: XCTestCase {
         XCTAssertEqual(try knownSize("padded.xz", .xz), 3 << 20 + 77)
     }
 
+    /// Multi-block files are decoded by several threads; what comes out must still be the
+    /// original bytes, in order, across concatenated streams and padding.
+    func testMultiBlockAndConcatenatedXZDecodeToTheOriginalBytes() throws {
+        try DiskImages.tool("xz -1 -T2 --block-size=300000 -c a.img > blocks.xz && xz -k -1 -T1 b.img && cat blocks.xz b.img.xz > ab.xz && head -c 4 /dev/zero >> ab.xz", in: work)
+        let a = try Data(contentsOf: URL(fileURLWithPath: work + "/a.img"))
+        let b = try Data(contentsOf: URL(fileURLWithPath: work + "/b.img"))
+        XCTAssertEqual(try decompressed("blocks.xz"), a)
+        XCTAssertEqual(try decompressed("ab.xz"), a + b)
+    }
+
+    private func decompressed(_ name: String) throws -> Data {
+        let stream = try DecompressedStream(path: work + "/" + name, format: .xz)
+        var out = Data()
+        var buffer = [UInt8](repeating: 0, count: 100_000)
+        while true {
+            let n = try buffer.withUnsafeMutableBytes { try stream.read(into: $0) }
+            if n == 0 { return out }
+            out.append(contentsOf: buffer[0..<n])
+        }
+    }
+
     func testZstdFramesGiveTheirSizeAndAStreamedOneDoesNot() throws {
         try DiskImages.tool("zstd -q -1 a.img && zstd -q -1 b.img && cat a.img.zst b.img.zst > ab.zst && cat a.img | zstd -q -1 -c > piped.zst", in: work)
         XCTAssertEqual(try knownSize("a.img.zst", .zstd), 3 << 20 + 77)

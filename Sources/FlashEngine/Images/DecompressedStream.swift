@@ -20,7 +20,9 @@ public final class DecompressedStream: ByteStream {
     public let knownSize: Int64?
     /// Size of the compressed file.
     public let compressedSize: Int64
-    private let archive: OpaquePointer
+    /// libarchive for every format but xz, which liblzma decodes on several cores.
+    private let archive: OpaquePointer?
+    private let xz: XZDecoder?
     private var finished = false
     private var crc = crc32(0, nil, 0)
     private var produced: Int64 = 0
@@ -30,11 +32,19 @@ public final class DecompressedStream: ByteStream {
         precondition(format.isCompressed)
         var info = stat()
         guard stat(path, &info) == 0 else { throw ImageDescriptor.openError(path: path, errno: errno) }
-        guard let archive = archive_read_new() else { throw FlashError(.io, "libarchive could not start") }
         self.path = path
         self.format = format
-        self.archive = archive
         compressedSize = Int64(info.st_size)
+        if format == .xz {
+            archive = nil
+            xz = try XZDecoder(path: path)
+            entryName = nil
+            knownSize = Self.recordedSize(path: path, format: format)
+            return
+        }
+        guard let archive = archive_read_new() else { throw FlashError(.io, "libarchive could not start") }
+        self.archive = archive
+        xz = nil
         if format == .zip {
             archive_read_support_format_zip(archive)
         } else {
@@ -55,16 +65,22 @@ public final class DecompressedStream: ByteStream {
     }
 
     deinit {
-        archive_read_free(archive)
+        if let archive { archive_read_free(archive) }
     }
 
     /// Compressed bytes consumed so far: progress for images whose decompressed size is unknown.
     public var compressedBytesRead: Int64 {
-        Int64(archive_filter_bytes(archive, -1))
+        guard let archive else { return xz?.compressedBytesRead ?? 0 }
+        return Int64(archive_filter_bytes(archive, -1))
     }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         guard !finished, let base = buffer.baseAddress else { return 0 }
+        guard let archive else {
+            let n = try xz?.read(into: buffer) ?? 0
+            produced += Int64(n)
+            return n
+        }
         var done = 0
         while done < buffer.count {
             let n = archive_read_data(archive, base + done, buffer.count - done)
