@@ -108,6 +108,10 @@ final class USBCancelTests: XCTestCase {
         _ = try run.interruptFirst(signal: SIGKILL, whenAcknowledged: { $0 > 0 })
         let first = try run.waitForStep("first", timeout: 10)
         XCTAssertNotEqual(first.status, 0)
+        // The kernel releases a killed process's claim when its file closes; the test bed (umockdev)
+        // notices the closed socket up to a few hundred ms later, so wait for that as a real
+        // process exit would have done it.
+        XCTAssertTrue(run.waitForLog("USBCANCEL3: client closed the device", timeout: 5), run.testbedLog)
 
         run.proceed()
         let second = try run.waitForStep("second", timeout: 20)
@@ -234,6 +238,16 @@ private final class TwoFlashTestbedRun {
     }
 
     /// Lets the script start the second flash.
+    /// Waits until the test bed's debug log holds `text`; false on timeout.
+    func waitForLog(_ text: String, timeout: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if testbedLog.contains(text) { return true }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        return false
+    }
+
     func proceed() {
         _ = FileManager.default.createFile(atPath: directory + "/proceed", contents: nil)
     }
