@@ -21,8 +21,10 @@ final class XZDecoder {
         input = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
         var options = lzma_mt()
         options.threads = UInt32(max(1, min(threads ?? ProcessInfo.processInfo.activeProcessorCount, 16)))
-        // Up to 1 GiB for the threads' buffers, then one thread; never a hard stop (xz's defaults).
-        options.memlimit_threading = 1 << 30
+        // Up to 256 MiB for the threads' buffers (enough for two threads on the blocks `xz -T0`
+        // writes, up to -9), else one thread, so a bench flashing many .xz images at once stays
+        // bounded; never a hard stop.
+        options.memlimit_threading = 256 << 20
         options.memlimit_stop = UInt64.max
         options.flags = Self.concatenated
         let status = lzma_stream_decoder_mt(&stream, &options)
