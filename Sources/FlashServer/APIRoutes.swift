@@ -12,7 +12,7 @@ struct APIRoutes: Sendable {
     let devices: DeviceInventory
     let metrics: ServerMetrics
 
-    func add(to router: Router<BasicWebSocketRequestContext>) {
+    func add(to router: Router<ServerRequestContext>) {
         let api = router.group("api")
         api.post("flash/start") { request, context in
             try await guarded { try await start(request, context) }
@@ -68,7 +68,7 @@ struct APIRoutes: Sendable {
         }
     }
 
-    private func start(_ request: Request, _ context: BasicWebSocketRequestContext) async throws -> Response {
+    private func start(_ request: Request, _ context: ServerRequestContext) async throws -> Response {
         let body: StartRequestBody
         do {
             body = try await request.decode(as: StartRequestBody.self, context: context)
@@ -85,7 +85,7 @@ struct APIRoutes: Sendable {
         return try answer.response(from: request, context: context)
     }
 
-    private func events(_ request: Request, _ context: BasicWebSocketRequestContext) throws -> Response {
+    private func events(_ request: Request, _ context: ServerRequestContext) throws -> Response {
         let id = try context.parameters.require("id")
         let include = request.uri.queryParameters["include"].map { $0.split(separator: ",").map(String.init) } ?? []
         let subscription = scheduler.broadcaster.subscribe(EventFilter(jobId: id, includeDeviceMessages: include.contains("device_message")))

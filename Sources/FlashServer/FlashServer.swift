@@ -66,7 +66,7 @@ public final class FlashServer: Sendable {
 
     /// Serves until `shutdown()`; `onListening` gets the address once the port is bound.
     public func run(onListening: @escaping @Sendable (String) -> Void = { _ in }) async throws {
-        let router = Router(context: BasicWebSocketRequestContext.self)
+        let router = Router(context: ServerRequestContext.self)
         let policy = AccessPolicy(token: configuration.token, host: configuration.host, allowedOrigins: configuration.allowedOrigins)
         router.add(middleware: AccessMiddleware(policy: policy, port: boundPort, isPublic: DashboardFiles.isDashboardFile))
         guard let dashboard = DashboardFiles.directory else {
@@ -77,7 +77,7 @@ public final class FlashServer: Sendable {
         router.ws("flash-progress") { _, _ in
             .upgrade([:])
         } onUpgrade: { inbound, outbound, context in
-            try await socket.serve(inbound: inbound, outbound: outbound, request: context.request)
+            try await socket.serve(inbound: inbound, outbound: outbound, request: context.request, channel: context.requestContext.channel)
         }
         APIRoutes(
             scheduler: scheduler, images: images, history: history,

@@ -2,21 +2,22 @@ import FlashEngine
 import Foundation
 import Hummingbird
 import HummingbirdWebSocket
+import NIOCore
 
 /// One `/flash-progress` connection: the replay and then every event its filter lets through,
 /// and the client's commands (ping, pause, resume, cancel).
 ///
-/// Events are written by a task of their own from the connection's bounded `EventSubscription`,
-/// so neither a job nor other clients ever wait on this socket. A client whose queue overflows
-/// is cut off: its writer is cancelled, even in the middle of a blocked write, and the
-/// connection closes.
+/// Events go from the connection's bounded `EventSubscription` onto the channel through a
+/// `ProgressFrameWriter`, on the channel's event loop, so neither a job nor other clients ever
+/// wait on this socket. A client whose queue overflows is cut off: the writer stops with
+/// `TooSlow` and the connection closes.
 struct ProgressSocket: Sendable {
     let scheduler: JobScheduler
     let metrics: ServerMetrics
     let queueLimit: Int
     let maxMessageSize: Int
 
-    func serve(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, request: Request) async throws {
+    func serve(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, request: Request, channel: any Channel) async throws {
         let query = request.uri.queryParameters
         let include = query["include"].map { $0.split(separator: ",").map(String.init) } ?? []
         let filter = EventFilter(
@@ -30,24 +31,11 @@ struct ProgressSocket: Sendable {
             subscription.close()
             metrics.clientDisconnected(coalescedMessages: subscription.coalescedCount, droppedMessages: subscription.droppedCount, tooSlow: subscription.didOverflow)
         }
-        let writer = Task {
-            while let batch = await subscription.nextMessages() {
-                for message in batch {
-                    if let json = message.json {
-                        try await outbound.write(.text(json))
-                    }
-                }
-            }
-        }
-        subscription.setOverflowHandler { writer.cancel() }
+        let writer = ProgressFrameWriter(channel: channel, subscription: subscription)
 
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-                try await withTaskCancellationHandler {
-                    try await writer.value
-                } onCancel: {
-                    writer.cancel()
-                }
+                try await writer.run()
             }
             group.addTask {
                 for try await message in inbound.messages(maxSize: maxMessageSize) {

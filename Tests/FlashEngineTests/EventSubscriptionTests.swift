@@ -87,6 +87,69 @@ import Testing
         #expect(broadcaster.subscriberCount == 0)
     }
 
+    @Test func eventsPublishedTogetherReachAReaderAsOneBatchAndOnce() {
+        let broadcaster = EventBroadcaster()
+        broadcaster.publish(.started(job, stage: "Connecting", totalBytes: 100, timestamp: 1))
+        broadcaster.publish(.started(other, stage: "Connecting", totalBytes: 100, timestamp: 2))
+        let subscription = broadcaster.subscribe()
+        #expect(subscription.takeQueued().messages.count == 2, "the replay")
+        let wakeUps = Counter()
+        subscription.setReadyHandler { wakeUps.increment() }
+        var late: EventSubscription?
+        broadcaster.publishTogether {
+            broadcaster.publish(progress(job, 10))
+            broadcaster.publish(progress(other, 20))
+            late = broadcaster.subscribe()
+            #expect(wakeUps.value == 0, "nothing is delivered before the batch is complete")
+        }
+        #expect(wakeUps.value == 1)
+        let taken = subscription.takeQueued()
+        #expect(taken.messages.map(\.event) == [progress(job, 10), progress(other, 20)])
+        #expect(!taken.isClosed)
+        // A subscriber that joined while the batch was gathered sees every event exactly once.
+        #expect(late?.takeQueued().messages.map(\.event) == [
+            .started(job, stage: "Connecting", totalBytes: 100, timestamp: 1),
+            .started(other, stage: "Connecting", totalBytes: 100, timestamp: 2),
+            progress(job, 10),
+            progress(other, 20),
+        ])
+    }
+
+    @Test func aPushReaderIsWokenOnceUntilItTakesAndKeepsWhatWasQueuedAtClose() {
+        let broadcaster = EventBroadcaster()
+        let subscription = broadcaster.subscribe()
+        let wakeUps = Counter()
+        subscription.setReadyHandler { wakeUps.increment() }
+        #expect(wakeUps.value == 0)
+        broadcaster.publish(.paused(job, timestamp: 1))
+        broadcaster.publish(.resumed(job, timestamp: 2))
+        #expect(wakeUps.value == 1, "a second event in a queue not yet read wakes no one")
+        #expect(subscription.takeQueued().messages.count == 2)
+        broadcaster.publish(progress(job, 30))
+        #expect(wakeUps.value == 2)
+        subscription.close()
+        #expect(wakeUps.value == 3, "closing wakes the reader")
+        let last = subscription.takeQueued()
+        #expect(last.messages.map(\.event) == [progress(job, 30)])
+        #expect(last.isClosed)
+        #expect(subscription.takeQueued().messages.isEmpty)
+    }
+
+    @Test func aPushReaderThatFallsBehindIsWokenToFindItClosed() {
+        let broadcaster = EventBroadcaster(subscriberLimit: 2)
+        let subscription = broadcaster.subscribe()
+        let wakeUps = Counter()
+        subscription.setReadyHandler { wakeUps.increment() }
+        for index in 0..<3 {
+            broadcaster.publish(.paused(job, timestamp: Int64(index)))
+        }
+        #expect(wakeUps.value == 2, "the first event, then the overflow")
+        let taken = subscription.takeQueued()
+        #expect(taken.messages.isEmpty)
+        #expect(taken.isClosed)
+        #expect(subscription.didOverflow)
+    }
+
     @Test func tokenBucketMakesTakersWaitForTheirShare() {
         let clock = ManualClock()
         let bucket = TokenBucket(bytesPerSecond: 1000, clock: clock)
@@ -98,6 +161,12 @@ import Testing
         #expect(bucket.take(250) == 0)
         #expect(bucket.take(1) > 0)
     }
+}
+
+final class Counter: Sendable {
+    private let count = Mutex(0)
+    func increment() { count.withLock { $0 += 1 } }
+    var value: Int { count.withLock { $0 } }
 }
 
 final class Flag: Sendable {

@@ -76,6 +76,38 @@ import Testing
         #expect(done.sha256 == (try sha256sum(system.path)))
     }
 
+    @Test func everyRunningJobsProgressOfATickIsDeliveredTogether() async throws {
+        _ = try device("SER1", speed: 4 << 20)
+        _ = try device("SER2", speed: 4 << 20)
+        let scheduler = scheduler()
+        let image = try image("boot.img", bytes: 2 << 20)
+        // A reader that takes what is queued the moment it is woken: each take is one delivery.
+        let subscription = scheduler.broadcaster.subscribe()
+        let deliveries = Mutex<[[FlashEvent]]>([])
+        subscription.setReadyHandler {
+            let events = subscription.takeQueued().messages.map(\.event)
+            if !events.isEmpty { deliveries.withLock { $0.append(events) } }
+        }
+        let first = try scheduler.submit(FastbootFlashRequest(imagePath: image.path, device: .serial("SER1")))
+        let second = try scheduler.submit(FastbootFlashRequest(imagePath: image.path, device: .serial("SER2")))
+        #expect(try await waitFor(scheduler, first.info.jobId).state == .completed)
+        #expect(try await waitFor(scheduler, second.info.jobId).state == .completed)
+        subscription.close()
+
+        var together = 0, alone = 0
+        for delivery in deliveries.withLock({ $0 }) {
+            let jobs = Set(delivery.compactMap { event -> String? in
+                guard case .progress(let job, let snapshot, _) = event, snapshot.progress < 100 else { return nil }
+                return job.jobId
+            })
+            if jobs.count == 2 { together += 1 } else if jobs.count == 1 { alone += 1 }
+        }
+        // Both jobs run for about half a second at 20 ticks per second; only a tick in which one
+        // of them had nothing new (its first or last moments) delivers one job's progress alone.
+        #expect(together >= 3, "deliveries with both jobs' progress: \(together), with one: \(alone)")
+        #expect(together > alone, "deliveries with both jobs' progress: \(together), with one: \(alone)")
+    }
+
     @Test func theParallelLimitQueuesJobsForIdleDevices() async throws {
         _ = try device("SER1", speed: 16 << 20)
         _ = try device("SER2", speed: 16 << 20)

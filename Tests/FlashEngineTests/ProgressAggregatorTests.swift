@@ -23,12 +23,12 @@ private final class EventLog: Sendable {
 private let MB: Int64 = 1_000_000
 private let testJob = JobInfo(jobId: "job_test", deviceId: "SERIAL1")
 
-private func makeAggregator(totalBytes: Int64, minInterval: Double = 0.25) -> (ProgressAggregator, ManualClock, EventLog) {
+private func makeAggregator(totalBytes: Int64, minInterval: Double = 0.25, pacedByTicks: Bool = false) -> (ProgressAggregator, ManualClock, EventLog) {
     let clock = ManualClock()
     let log = EventLog()
     let aggregator = ProgressAggregator(
         job: testJob, totalBytes: totalBytes, clock: clock, minInterval: minInterval, speedWindow: 2.0,
-        emit: { log.append($0) })
+        pacedByTicks: pacedByTicks, emit: { log.append($0) })
     return (aggregator, clock, log)
 }
 
@@ -257,6 +257,30 @@ private func feed(_ aggregator: ProgressAggregator, _ clock: ManualClock, from s
         clock.advance(ms: 500)
         aggregator.tick()                              // nothing new
         #expect(log.progress.count == 2)
+    }
+
+    @Test func pacedByTicksProgressComesOnlyFromTicks() {
+        let (aggregator, clock, log) = makeAggregator(totalBytes: 100 * MB, pacedByTicks: true)
+        aggregator.start(stage: "Sending boot")
+        clock.advance(ms: 300)
+        aggregator.update(bytesTransferred: 10 * MB)
+        aggregator.setStage("Writing boot")
+        #expect(log.progress.isEmpty, "updates and stage changes wait for the tick")
+        aggregator.tick()
+        #expect(log.progress.count == 1)
+        #expect(log.progress.last?.snapshot.bytesTransferred == 10 * MB)
+        #expect(log.progress.last?.snapshot.stage == "Writing boot")
+        clock.advance(ms: 240)                         // a tick that comes a little early still counts
+        aggregator.update(bytesTransferred: 20 * MB)
+        aggregator.tick()
+        #expect(log.progress.count == 2)
+        clock.advance(ms: 100)                         // a second tick within the interval does not
+        aggregator.update(bytesTransferred: 30 * MB)
+        aggregator.tick()
+        #expect(log.progress.count == 2)
+        aggregator.completed()
+        #expect(log.progress.last?.snapshot.progress == 100)
+        #expect(log.types.last == "flash_completed")
     }
 
     @Test func lifecycleOrderIsPreserved() {

@@ -74,7 +74,7 @@ public final class JobScheduler: @unchecked Sendable {
         let broadcaster = self.broadcaster
         let progress = ProgressAggregator(
             job: job.info, totalBytes: job.imageBytes, clock: clock,
-            minInterval: configuration.progressInterval
+            minInterval: configuration.progressInterval, pacedByTicks: true
         ) { broadcaster.publish($0) }
         let entry = JobEntry(job: job, progress: progress, bandwidthLimit: bandwidthLimit, createdAt: clock.epochMillis())
         lock.lock()
@@ -244,7 +244,10 @@ public final class JobScheduler: @unchecked Sendable {
         lock.lock()
         let running = order.compactMap { entries[$0] }.filter { $0.state == .running }
         lock.unlock()
-        for entry in running { entry.progress.tick() }
+        // All jobs' progress of this tick goes out together: one write per client, not one per job.
+        broadcaster.publishTogether {
+            for entry in running { entry.progress.tick() }
+        }
     }
 
     private func notify(_ status: JobStatus) {

@@ -18,6 +18,7 @@ public final class EventSubscription: @unchecked Sendable {
     private var closed = false
     private var overflowed = false
     private var overflowHandler: (@Sendable () -> Void)?
+    private var readyHandler: (@Sendable () -> Void)?
     private var coalesced = 0
     private var dropped = 0
     var onClose: (@Sendable (EventSubscription) -> Void)?
@@ -57,6 +58,25 @@ public final class EventSubscription: @unchecked Sendable {
         if fireNow { handler() }
     }
 
+    /// For a consumer driven by pushes instead of awaiting `nextMessages` (a socket writer on its
+    /// event loop): `handler` runs on the publishing thread when events arrive in an empty queue
+    /// and when the subscription closes; the consumer then calls `takeQueued()`. It must be quick.
+    public func setReadyHandler(_ handler: @escaping @Sendable () -> Void) {
+        lock.lock()
+        readyHandler = handler
+        let fireNow = queuedCount > 0 || closed
+        lock.unlock()
+        if fireNow { handler() }
+    }
+
+    /// Everything queued (possibly nothing), and whether the subscription has closed: once it
+    /// has and the queue is empty, nothing more will come.
+    public func takeQueued() -> (messages: [PublishedEvent], isClosed: Bool) {
+        lock.lock()
+        defer { lock.unlock() }
+        return (takeAllLocked() ?? [], closed)
+    }
+
     /// Everything queued, waiting until there is something; nil once closed (after an overflow
     /// at once, otherwise after what was queued has been read). Task cancellation closes it.
     public func nextBatch() async -> [FlashEvent]? {
@@ -91,37 +111,53 @@ public final class EventSubscription: @unchecked Sendable {
         closed = true
         let waiting = waiter
         waiter = nil
-        let batch = takeAllLocked()
+        // What is queued stays for the reader's next take unless a reader is waiting now.
+        let batch = waiting == nil ? nil : takeAllLocked()
         let onClose = self.onClose
+        let ready = readyHandler
         lock.unlock()
         waiting?.resume(returning: batch)
+        ready?()
         onClose?(self)
     }
 
     func push(_ published: PublishedEvent) {
-        let event = published.event
-        guard filter.matches(event) else { return }
+        push(contentsOf: CollectionOfOne(published))
+    }
+
+    /// Queues several events with one wake-up of the reader, so that events published together
+    /// (every job's progress of one tick) reach a socket in one write.
+    func push<Events: Collection<PublishedEvent>>(contentsOf events: Events) {
         lock.lock()
         guard !closed else { lock.unlock(); return }
-        if case .progress(let job, _, _) = event, let slot = progressSlot[job.jobId] {
-            queue[slot] = nil
-            queuedCount -= 1
-            coalesced += 1
+        let wasEmpty = queuedCount == 0
+        var added = false
+        for published in events where filter.matches(published.event) {
+            if case .progress(let job, _, _) = published.event, let slot = progressSlot[job.jobId] {
+                queue[slot] = nil
+                queuedCount -= 1
+                coalesced += 1
+            }
+            if queuedCount >= limit {
+                overflowLocked()
+                return
+            }
+            if case .progress(let job, _, _) = published.event {
+                progressSlot[job.jobId] = queue.count
+            }
+            queue.append(published)
+            queuedCount += 1
+            added = true
         }
-        if queuedCount >= limit {
-            overflowLocked()
-            return
-        }
-        if case .progress(let job, _, _) = event {
-            progressSlot[job.jobId] = queue.count
-        }
-        queue.append(published)
-        queuedCount += 1
+        guard added else { lock.unlock(); return }
         if let waiting = waiter {
             waiter = nil
             let batch = takeAllLocked()
             lock.unlock()
             waiting.resume(returning: batch)
+        } else if wasEmpty, let ready = readyHandler {
+            lock.unlock()
+            ready()
         } else {
             lock.unlock()
         }
@@ -140,9 +176,11 @@ public final class EventSubscription: @unchecked Sendable {
         let handler = overflowHandler
         overflowHandler = nil
         let onClose = self.onClose
+        let ready = readyHandler
         lock.unlock()
         waiting?.resume(returning: nil)
         handler?()
+        ready?()
         onClose?(self)
     }
 

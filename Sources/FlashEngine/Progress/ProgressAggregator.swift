@@ -19,7 +19,10 @@ import Synchronization
 ///   `completed()` (the device may still be writing), never decreasing; 0 while `totalBytes` is 0.
 /// - Rate limit: at most one `.progress` per `minInterval` seconds; a change that could not be sent
 ///   (stage, bytes, speed) is sent by the first `update`/`setStage`/`tick`/`resumed` after the
-///   interval. Only the final 100% progress of `completed()` bypasses it. No `.progress` is sent
+///   interval. With `pacedByTicks`, periodic `.progress` comes from `tick()` alone, so a
+///   scheduler ticking all its jobs at once publishes their progress together (see
+///   `EventBroadcaster.publishTogether`); the tick must then come every `minInterval`, and a tick
+///   up to a tenth early still counts. Only the final 100% progress of `completed()` bypasses it. No `.progress` is sent
 ///   while paused (a dashboard would otherwise show a paused job as running).
 /// - Lifecycle events (`started`, `paused`, `resumed`, `completed`, `failed`) are always emitted,
 ///   in call order. Once `completed()` or `failed()` has run, everything else is ignored.
@@ -43,6 +46,7 @@ public final class ProgressAggregator: Sendable {
     ///   - totalBytes: the expected number of bytes (0 when unknown).
     ///   - minInterval: seconds between two `.progress` events (0.25: at most 4 per second).
     ///   - speedWindow: seconds of history the transfer speed is computed over.
+    ///   - pacedByTicks: periodic progress only from `tick()` (see the type's notes).
     ///   - emit: receives every event, in order; see the type's notes on threads.
     public init(
         job: JobInfo,
@@ -50,6 +54,7 @@ public final class ProgressAggregator: Sendable {
         clock: any FlashClock = SystemClock(),
         minInterval: Double = 0.25,
         speedWindow: Double = 2.0,
+        pacedByTicks: Bool = false,
         emit: @escaping @Sendable (FlashEvent) -> Void
     ) {
         self.job = job
@@ -60,7 +65,8 @@ public final class ProgressAggregator: Sendable {
             totalBytes: max(0, totalBytes),
             minIntervalNanos: Self.nanos(seconds: minInterval, minimum: 0),
             windowNanos: Self.nanos(seconds: speedWindow, minimum: 1_000_000),
-            createdNanos: clock.monotonicNanos()
+            createdNanos: clock.monotonicNanos(),
+            pacedByTicks: pacedByTicks
         ))
     }
 
@@ -200,6 +206,7 @@ private struct AggregatorState {
     /// Samples closer together than this are merged (the newest replaces the last), which bounds
     /// the window to a few hundred samples however often the job reports.
     let granularityNanos: UInt64
+    let pacedByTicks: Bool
 
     var totalBytes: Int64
     var bytes: Int64 = 0
@@ -220,8 +227,9 @@ private struct AggregatorState {
     var lastProgressAt: UInt64?
     var lastSnapshot: ProgressSnapshot?
 
-    init(job: JobInfo, totalBytes: Int64, minIntervalNanos: UInt64, windowNanos: UInt64, createdNanos: UInt64) {
+    init(job: JobInfo, totalBytes: Int64, minIntervalNanos: UInt64, windowNanos: UInt64, createdNanos: UInt64, pacedByTicks: Bool) {
         self.job = job
+        self.pacedByTicks = pacedByTicks
         self.totalBytes = totalBytes
         self.minIntervalNanos = minIntervalNanos
         self.windowNanos = windowNanos
@@ -301,7 +309,7 @@ private struct AggregatorState {
     mutating func setStage(_ name: String, now: UInt64, epoch: Int64) -> [FlashEvent] {
         guard !isFinished else { return [] }
         stage = name
-        return emitIfDue(now: now, epoch: epoch)
+        return pacedByTicks ? [] : emitIfDue(now: now, epoch: epoch)
     }
 
     mutating func update(bytes newBytes: Int64, now: UInt64, epoch: Int64) -> [FlashEvent] {
@@ -310,18 +318,18 @@ private struct AggregatorState {
             bytes = newBytes
             record(Sample(time: now, bytes: newBytes), now: now)
         }
-        return emitIfDue(now: now, epoch: epoch)
+        return pacedByTicks ? [] : emitIfDue(now: now, epoch: epoch)
     }
 
     mutating func tick(now: UInt64, epoch: Int64) -> [FlashEvent] {
         guard !isFinished else { return [] }
-        return emitIfDue(now: now, epoch: epoch)
+        return emitIfDue(now: now, epoch: epoch, interval: pacedByTicks ? minIntervalNanos / 10 * 9 : minIntervalNanos)
     }
 
     /// A `.progress` if the job is running, the interval has passed, and something changed.
-    private mutating func emitIfDue(now: UInt64, epoch: Int64) -> [FlashEvent] {
+    private mutating func emitIfDue(now: UInt64, epoch: Int64, interval: UInt64? = nil) -> [FlashEvent] {
         guard startedAt != nil, !isPaused, !isFinished else { return [] }
-        if let last = lastProgressAt, now < last || now - last < minIntervalNanos { return [] }
+        if let last = lastProgressAt, now < last || now - last < (interval ?? minIntervalNanos) { return [] }
         let snapshot = makeSnapshot(now: now)
         guard snapshot != lastSnapshot else { return [] }
         lastSnapshot = snapshot
