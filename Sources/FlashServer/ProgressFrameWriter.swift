@@ -16,22 +16,29 @@ final class ProgressFrameWriter: @unchecked Sendable {
 
     private let channel: any Channel
     private let subscription: EventSubscription
+    private let fanout: EventLoopFanout
     private let done: EventLoopPromise<Void>
     // Touched on the channel's event loop only.
     private var writing = false
     private var finished = false
 
-    init(channel: any Channel, subscription: EventSubscription) {
+    init(channel: any Channel, subscription: EventSubscription, fanout: EventLoopFanout) {
+        precondition(fanout.loop === channel.eventLoop)
         self.channel = channel
         self.subscription = subscription
+        self.fanout = fanout
         self.done = channel.eventLoop.makePromise()
     }
 
-    /// Writes until the subscription has closed and everything queued was written (success), a
-    /// write fails, or the subscription overflows (`TooSlow`). Cancelling stops it at once.
-    func run() async throws {
+    /// Starts writing whatever the subscription queues, on the channel's event loop.
+    func start() {
+        subscription.setReadyHandler { [self] in fanout.writeSoon(self) }
+    }
+
+    /// Waits until the subscription has closed and everything queued was written (success), a
+    /// write fails, or the subscription overflows (`TooSlow`). Cancelling stops the writer at once.
+    func finished() async throws {
         let loop = channel.eventLoop
-        subscription.setReadyHandler { [self] in loop.execute { self.drain() } }
         try await withTaskCancellationHandler {
             try await done.futureResult.get()
         } onCancel: {
@@ -39,7 +46,10 @@ final class ProgressFrameWriter: @unchecked Sendable {
         }
     }
 
-    private func drain() {
+    /// Writes what is queued unless a write is still on its way; on the channel's event loop.
+    func drain() {
+        // A client that stopped reading may have a write stuck in NIO: it is cut off all the same.
+        if subscription.didOverflow { return finish(TooSlow()) }
         guard !writing, !finished else { return }
         let (messages, isClosed) = subscription.takeQueued()
         let texts = messages.compactMap(\.json)

@@ -16,6 +16,7 @@ struct ProgressSocket: Sendable {
     let metrics: ServerMetrics
     let queueLimit: Int
     let maxMessageSize: Int
+    let fanouts = EventLoopFanouts()
 
     func serve(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, request: Request, channel: any Channel) async throws {
         let query = request.uri.queryParameters
@@ -31,11 +32,12 @@ struct ProgressSocket: Sendable {
             subscription.close()
             metrics.clientDisconnected(coalescedMessages: subscription.coalescedCount, droppedMessages: subscription.droppedCount, tooSlow: subscription.didOverflow)
         }
-        let writer = ProgressFrameWriter(channel: channel, subscription: subscription)
+        let writer = ProgressFrameWriter(channel: channel, subscription: subscription, fanout: fanouts.fanout(for: channel.eventLoop))
 
+        writer.start()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-                try await writer.run()
+                try await writer.finished()
             }
             group.addTask {
                 for try await message in inbound.messages(maxSize: maxMessageSize) {
