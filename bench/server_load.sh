@@ -19,6 +19,8 @@
 # `bench/ws_load.py report`.
 # FLASHCTL=/path/to/flashctl uses that binary instead of building the release one.
 # DEVICE_SPEED=40M caps each emulated device's write speed (default: unlimited), as a real bus would.
+# CLIENT_NICE=19 runs the clients at that niceness, so that they take only CPU time the server and
+# the flashes leave idle: closer to dashboards on other machines, which cost this machine nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -33,7 +35,7 @@ case "$client" in
   *) echo "server_load: CLIENT must be c (default) or python, not '$client'" >&2; exit 1 ;;
 esac
 device_speed=${DEVICE_SPEED:-}
-command_line="${CLIENT:+CLIENT=$CLIENT }${DEVICE_SPEED:+DEVICE_SPEED=$DEVICE_SPEED }${FLASHCTL:+FLASHCTL=$FLASHCTL }${CLIENTS_PER_PROCESS:+CLIENTS_PER_PROCESS=$CLIENTS_PER_PROCESS }bench/server_load.sh $size_mib $clients $rounds"
+command_line="${CLIENT:+CLIENT=$CLIENT }${CLIENT_NICE:+CLIENT_NICE=$CLIENT_NICE }${DEVICE_SPEED:+DEVICE_SPEED=$DEVICE_SPEED }${FLASHCTL:+FLASHCTL=$FLASHCTL }${CLIENTS_PER_PROCESS:+CLIENTS_PER_PROCESS=$CLIENTS_PER_PROCESS }bench/server_load.sh $size_mib $clients $rounds"
 
 die() { echo "server_load: $*" >&2; exit 1; }
 [[ "$size_mib" =~ ^[1-9][0-9]*$ && "$clients" =~ ^[1-9][0-9]*$ && "$rounds" =~ ^[1-9][0-9]*$ ]] \
@@ -58,6 +60,11 @@ else
   fi
   client_command=("$ws_load")
   client_name="C (bench/ws_load.c)"
+fi
+if [ -n "${CLIENT_NICE:-}" ]; then
+  [[ "$CLIENT_NICE" =~ ^[0-9]+$ && "$CLIENT_NICE" -le 19 ]] || die "CLIENT_NICE must be a niceness from 0 to 19"
+  client_command=(nice -n "$CLIENT_NICE" "${client_command[@]}")
+  client_name="$client_name at niceness $CLIENT_NICE"
 fi
 
 if [ -n "${FLASHCTL:-}" ]; then

@@ -209,14 +209,16 @@ def report(args):
         for path in sorted(glob.glob(os.path.join(run_dir, "clients-*.json"))):
             with open(path) as f:
                 client_results.append(json.load(f))
-        rows.append({"meta": meta, "seconds": seconds, "bytes": total,
+        spread_ms = max(j["startedAt"] for j in jobs) - first
+        job_seconds = statistics.median((j["endedAt"] - j["startedAt"]) / 1000.0 for j in jobs)
+        rows.append({"meta": meta, "seconds": seconds, "bytes": total, "spread_ms": spread_ms, "job_seconds": job_seconds,
                      "mbps": args.image_bytes * len(jobs) / seconds / 1e6, "clients": client_results,
                      "jobs": jobs})
 
     def median(xs):
         return statistics.median(xs) if xs else float("nan")
 
-    print(f"{'run':>3} {'round':>5} {'clients':>7} {'4 jobs, s':>9} {'MB/s':>8} {'messages':>9} "
+    print(f"{'run':>3} {'round':>5} {'clients':>7} {'4 jobs, s':>9} {'MB/s':>8} {'starts ms':>9} {'a job, s':>8} {'messages':>9} "
           f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'missed done':>11} {'server CPU s':>12} {'clients CPU s':>13}")
     all_latencies = []
     by_type = {}
@@ -261,11 +263,11 @@ def report(args):
             notes.append(f"run {i}: job {j.get('jobId')} state={j.get('state')} bytes={j.get('bytesTransferred')}")
         if meta["clients"]:
             print(f"{i:>3} {meta['round']:>5} {meta['clients']:>7} {row['seconds']:>9.2f} {row['mbps']:>8.1f} "
-                  f"{n:>9} {percentile(lat, 50):>7.1f} {percentile(lat, 99):>7.1f} {lat[-1] if lat else float('nan'):>7.1f} "
+                  f"{row['spread_ms']:>9} {row['job_seconds']:>8.3f} {n:>9} {percentile(lat, 50):>7.1f} {percentile(lat, 99):>7.1f} {lat[-1] if lat else float('nan'):>7.1f} "
                   f"{miss:>11} {meta['server_cpu']:>12.2f} {client_cpu:>13.2f}")
         else:
             print(f"{i:>3} {meta['round']:>5} {0:>7} {row['seconds']:>9.2f} {row['mbps']:>8.1f} "
-                  f"{'-':>9} {'-':>7} {'-':>7} {'-':>7} {'-':>11} {meta['server_cpu']:>12.2f} {'-':>13}")
+                  f"{row['spread_ms']:>9} {row['job_seconds']:>8.3f} {'-':>9} {'-':>7} {'-':>7} {'-':>7} {'-':>11} {meta['server_cpu']:>12.2f} {'-':>13}")
 
     without = [r["mbps"] for r in rows if not r["meta"]["clients"]]
     with_ = [r["mbps"] for r in rows if r["meta"]["clients"]]
