@@ -19,11 +19,12 @@ import Synchronization
 ///   `completed()` (the device may still be writing), never decreasing; 0 while `totalBytes` is 0.
 /// - Rate limit: at most one `.progress` per `minInterval` seconds; a change that could not be sent
 ///   (stage, bytes, speed) is sent by the first `update`/`setStage`/`tick`/`resumed` after the
-///   interval. With `pacedByTicks`, periodic `.progress` comes from `tick()` alone, so a
-///   scheduler ticking all its jobs at once publishes their progress together (see
-///   `EventBroadcaster.publishTogether`); the tick must then come every `minInterval`, and a tick
-///   up to a tenth early still counts. Only the final 100% progress of `completed()` bypasses it. No `.progress` is sent
+///   interval. Only the final 100% progress of `completed()` bypasses it. No `.progress` is sent
 ///   while paused (a dashboard would otherwise show a paused job as running).
+/// - With `pacedByTicks`, periodic `.progress` comes from `tick()` alone, so that a scheduler
+///   ticking all its jobs at once publishes their progress together (see
+///   `EventBroadcaster.publishTogether`). The ticks must then come every `minInterval`; one up to
+///   a tenth early still counts.
 /// - Lifecycle events (`started`, `paused`, `resumed`, `completed`, `failed`) are always emitted,
 ///   in call order. Once `completed()` or `failed()` has run, everything else is ignored.
 ///
