@@ -18,9 +18,11 @@
 # changes how many clients a process holds. Both write the same results, read by
 # `bench/ws_load.py report`.
 # FLASHCTL=/path/to/flashctl uses that binary instead of building the release one.
+# SERVER_ARGS="--io-nice 0" adds options to `flashctl serve`.
 # DEVICE_SPEED=40M caps each emulated device's write speed (default: unlimited), as a real bus would.
-# CLIENT_NICE=19 runs the clients at that niceness, so that they take only CPU time the server and
-# the flashes leave idle: closer to dashboards on other machines, which cost this machine nothing.
+# CLIENT_NICE=N runs the clients at that niceness: 19 lets them take only CPU time the server and
+# the flashes leave idle; below 0 (root) they run before the flashes, as if on a machine of their
+# own: what is left of the latency is then the server's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -35,7 +37,7 @@ case "$client" in
   *) echo "server_load: CLIENT must be c (default) or python, not '$client'" >&2; exit 1 ;;
 esac
 device_speed=${DEVICE_SPEED:-}
-command_line="${CLIENT:+CLIENT=$CLIENT }${CLIENT_NICE:+CLIENT_NICE=$CLIENT_NICE }${DEVICE_SPEED:+DEVICE_SPEED=$DEVICE_SPEED }${FLASHCTL:+FLASHCTL=$FLASHCTL }${CLIENTS_PER_PROCESS:+CLIENTS_PER_PROCESS=$CLIENTS_PER_PROCESS }bench/server_load.sh $size_mib $clients $rounds"
+command_line="${SERVER_ARGS:+SERVER_ARGS=\"$SERVER_ARGS\" }${CLIENT:+CLIENT=$CLIENT }${CLIENT_NICE:+CLIENT_NICE=$CLIENT_NICE }${DEVICE_SPEED:+DEVICE_SPEED=$DEVICE_SPEED }${FLASHCTL:+FLASHCTL=$FLASHCTL }${CLIENTS_PER_PROCESS:+CLIENTS_PER_PROCESS=$CLIENTS_PER_PROCESS }bench/server_load.sh $size_mib $clients $rounds"
 
 die() { echo "server_load: $*" >&2; exit 1; }
 [[ "$size_mib" =~ ^[1-9][0-9]*$ && "$clients" =~ ^[1-9][0-9]*$ && "$rounds" =~ ^[1-9][0-9]*$ ]] \
@@ -62,7 +64,8 @@ else
   client_name="C (bench/ws_load.c)"
 fi
 if [ -n "${CLIENT_NICE:-}" ]; then
-  [[ "$CLIENT_NICE" =~ ^[0-9]+$ && "$CLIENT_NICE" -le 19 ]] || die "CLIENT_NICE must be a niceness from 0 to 19"
+  [[ "$CLIENT_NICE" =~ ^-?[0-9]+$ && "$CLIENT_NICE" -ge -20 && "$CLIENT_NICE" -le 19 ]] \
+    || die "CLIENT_NICE must be a niceness from -20 to 19 (below 0 needs root)"
   client_command=(nice -n "$CLIENT_NICE" "${client_command[@]}")
   client_name="$client_name at niceness $CLIENT_NICE"
 fi
@@ -103,7 +106,7 @@ image_bytes=$((size_mib << 20))
 
 # The server's emulated devices keep their partitions under $TMPDIR: on tmpfs, as the image.
 TMPDIR="$work/tmp" "$flashctl" serve --port 0 --emulate 4 ${device_speed:+--emulate-speed "$device_speed"} --images "$work/images" \
-  --history "$work/history.sqlite" > "$work/server.log" 2>&1 &
+  --history "$work/history.sqlite" ${SERVER_ARGS:-} > "$work/server.log" 2>&1 &
 server_pid=$!
 base=""
 for _ in $(seq 300); do

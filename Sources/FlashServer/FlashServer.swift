@@ -5,6 +5,7 @@ import HummingbirdWebSocket
 import Logging
 import NIOCore
 import ServiceLifecycle
+import Synchronization
 
 /// `flashctl serve`: the engine's jobs behind PROTOCOL.md's WebSocket and HTTP API.
 public final class FlashServer: Sendable {
@@ -19,6 +20,7 @@ public final class FlashServer: Sendable {
     private let logger: Logger
     private let shutdownTrigger = ShutdownTrigger()
     private let autoFlash: AutoFlashService?
+    private let ioNicenessSet = Mutex<Bool?>(nil)
     /// Jobs left unfinished by the previous run, marked interrupted at start.
     public let interruptedJobs: Int
 
@@ -55,6 +57,10 @@ public final class FlashServer: Sendable {
 
     /// The auto-flash profiles in use (`--auto-flash`), by name.
     public var autoFlashProfiles: [String] { autoFlash?.profiles.profiles.keys.sorted() ?? [] }
+
+    /// Whether the event loop threads got `configuration.ioNiceness`; nil until `run` has tried
+    /// (before it listens), and when the niceness is 0.
+    public var ioNicenessApplied: Bool? { ioNicenessSet.withLock { $0 } }
 
     /// The port clients connect to (the real one once `run` has bound it).
     public var port: Int { boundPort.value }
@@ -99,6 +105,15 @@ public final class FlashServer: Sendable {
             },
             logger: logger
         )
+        if configuration.ioNiceness != 0 {
+            let applied = await EventLoopPriority.set(configuration.ioNiceness, on: app.eventLoopGroup)
+            ioNicenessSet.withLock { $0 = applied }
+            if applied {
+                logger.info("event loop threads run at niceness \(configuration.ioNiceness)")
+            } else {
+                logger.debug("event loop threads keep their niceness: \(configuration.ioNiceness) needs root or CAP_SYS_NICE")
+            }
+        }
         var groupConfiguration = ServiceGroupConfiguration(services: [app], gracefulShutdownSignals: [], logger: logger)
         // A client that reads nothing cannot hold the process up: after this, connections are cut.
         groupConfiguration.maximumGracefulShutdownDuration = .seconds(5)

@@ -25,12 +25,17 @@ public struct ServerConfiguration: Sendable {
     public var clientQueueLimit: Int
     /// Seconds running jobs get to stop on shutdown.
     public var shutdownGrace: Double
+    /// Niceness the event loop threads (dashboards, API) ask for, so that messages go out sooner
+    /// while flashing keeps every core busy; below 0 needs root or CAP_SYS_NICE and is skipped
+    /// without it. 0 (the default) leaves them as they are.
+    public var ioNiceness: Int32
 
     public init(
         host: String = "127.0.0.1", port: Int = 3001, token: String? = nil, allowedOrigins: [String] = [],
         imageDirectory: String = ServerConfiguration.defaultImageDirectory(), historyPath: String = HistoryStore.defaultPath(),
         scheduler: JobScheduler.Configuration = .init(), emulatedDevices: Int = 0, emulatedSpeed: Int64? = nil,
-        maxFrameSize: Int = 16 * 1024, clientQueueLimit: Int = 1024, shutdownGrace: Double = 10, autoFlashProfiles: String? = nil
+        maxFrameSize: Int = 16 * 1024, clientQueueLimit: Int = 1024, shutdownGrace: Double = 10, autoFlashProfiles: String? = nil,
+        ioNiceness: Int32 = 0
     ) {
         self.host = host
         self.port = port
@@ -45,6 +50,7 @@ public struct ServerConfiguration: Sendable {
         self.clientQueueLimit = clientQueueLimit
         self.shutdownGrace = shutdownGrace
         self.autoFlashProfiles = autoFlashProfiles
+        self.ioNiceness = ioNiceness
     }
 
     /// `$XDG_DATA_HOME/flashctl/images` (`~/.local/share/flashctl/images`).
@@ -64,6 +70,9 @@ public struct ServerConfiguration: Sendable {
         }
         guard (0...65535).contains(port) else {
             throw FlashError(.jobState, "port \(port) is not a TCP port")
+        }
+        guard (-20...19).contains(ioNiceness) else {
+            throw FlashError(.jobState, "a niceness is from -20 to 19, not \(ioNiceness)")
         }
     }
 }

@@ -57,9 +57,15 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Progress messages per job per second.")
     var progressRate = 4.0
 
+    @Option(name: .customLong("io-nice"), parsing: .unconditional, help: ArgumentHelp("Niceness for the threads that serve dashboards and the API (e.g. -10), so that progress goes out sooner while flashing keeps every core busy; below 0 needs root or CAP_SYS_NICE. Default 0: left as they are.", valueName: "n"))
+    var ioNice: Int32 = 0
+
     func validate() throws {
         guard progressRate > 0, progressRate <= 100 else {
             throw ValidationError("--progress-rate must be between 0 and 100")
+        }
+        guard (-20...19).contains(ioNice) else {
+            throw ValidationError("--io-nice must be between -20 and 19")
         }
     }
 
@@ -76,7 +82,8 @@ struct ServeCommand: AsyncParsableCommand {
             host: host, port: port, token: token, allowedOrigins: allowedOrigins,
             imageDirectory: images, historyPath: history,
             scheduler: .init(maxParallelJobs: maxParallel, totalBandwidth: bandwidth?.value, progressInterval: 1 / progressRate),
-            emulatedDevices: emulate, emulatedSpeed: emulateSpeed?.value, autoFlashProfiles: autoFlash
+            emulatedDevices: emulate, emulatedSpeed: emulateSpeed?.value, autoFlashProfiles: autoFlash,
+            ioNiceness: ioNice
         )
         let server = try FlashServer(configuration: configuration)
         let interrupt = InterruptHandler {
@@ -93,6 +100,11 @@ struct ServeCommand: AsyncParsableCommand {
             lines.append("images from \(configuration.imageDirectory); history in \(configuration.historyPath)")
             if !autoFlashProfiles.isEmpty {
                 lines.append("auto-flash: profiles \(autoFlashProfiles.joined(separator: ", ")) from \(autoFlashPath); devices udev marks with FLASHCTL_PROFILE are flashed when plugged in")
+            }
+            switch server.ioNicenessApplied {
+            case true?: lines.append("dashboard and API threads at niceness \(configuration.ioNiceness)")
+            case false?: lines.append("dashboard and API threads at normal priority (niceness \(configuration.ioNiceness) needs root or CAP_SYS_NICE; --io-nice 0 to not ask)")
+            case nil: break
             }
             if interrupted > 0 { lines.append("\(interrupted) job(s) left unfinished by the last run are marked interrupted") }
             for device in emulated {

@@ -141,6 +141,36 @@ final class ServeCommandTests: XCTestCase {
         XCTAssertEqual(entries.first?["result"] as? String, "interrupted")
     }
 
+    func testTheThreadsServingDashboardsRunAtTheAskedNicenessAndFlashThreadsDoNot() throws {
+        let server = try serve(["--emulate", "1", "--io-nice", "-7"])
+        let threads = try Self.threadNiceness(pid: server.pid)
+        let eventLoops = threads.filter { $0.name.hasPrefix("NIO-SGLTN-") }
+        XCTAssertFalse(eventLoops.isEmpty, "\(threads)")
+        XCTAssertEqual(threads.first { $0.tid == server.pid }?.nice, 0, "the main thread keeps its niceness")
+        if geteuid() == 0 {
+            XCTAssertTrue(server.banner.contains("dashboard and API threads at niceness -7"), server.banner)
+            XCTAssertEqual(Set(eventLoops.map(\.nice)), [-7], "\(eventLoops)")
+        } else {
+            XCTAssertTrue(server.banner.contains("dashboard and API threads at normal priority"), server.banner)
+            XCTAssertEqual(Set(eventLoops.map(\.nice)), [0], "\(eventLoops)")
+        }
+        XCTAssertNotEqual(try flashctl(["serve", "--port", "0", "--io-nice", "-21"], timeout: 20).status, 0)
+    }
+
+    /// Name and niceness of each thread of `pid`, from /proc.
+    private static func threadNiceness(pid: Int32) throws -> [(tid: Int32, name: String, nice: Int)] {
+        let tasks = "/proc/\(pid)/task"
+        return try FileManager.default.contentsOfDirectory(atPath: tasks).compactMap { tid in
+            let name = try String(contentsOfFile: "\(tasks)/\(tid)/comm", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            let stat = try String(contentsOfFile: "\(tasks)/\(tid)/stat", encoding: .utf8)
+            // Fields after the name's closing parenthesis start with the state (field 3); nice is field 19.
+            guard let close = stat.lastIndex(of: ")") else { return nil }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            guard fields.count > 16, let nice = Int(fields[16]), let id = Int32(tid) else { return nil }
+            return (id, name, nice)
+        }
+    }
+
     func testServeRefusesAnOpenAddressWithoutAToken() throws {
         let result = try flashctl(["serve", "--host", "0.0.0.0", "--port", "0"], timeout: 20)
         XCTAssertNotEqual(result.status, 0)
