@@ -34,8 +34,8 @@ import Testing
         let broadcaster = EventBroadcaster(subscriberLimit: 4)
         let slow = broadcaster.subscribe()
         let fast = broadcaster.subscribe()
-        let fired = Flag()
-        slow.setOverflowHandler { fired.set() }
+        let wakeUps = Counter()
+        slow.setReadyHandler { wakeUps.increment() }
         var received: [FlashEvent] = []
         for index in 0..<10 {
             broadcaster.publish(.paused(job, timestamp: Int64(index)))
@@ -44,7 +44,7 @@ import Testing
         #expect(received.count == 10)
         #expect(slow.didOverflow)
         #expect(slow.droppedCount == 5, "4 queued plus the one that did not fit")
-        #expect(fired.isSet)
+        #expect(wakeUps.value == 2, "woken by the first event, then by the overflow")
         #expect(await slow.nextBatch() == nil)
         #expect(broadcaster.subscriberCount == 1)
         #expect(broadcaster.overflowCount == 1)
@@ -115,6 +115,22 @@ import Testing
         ])
     }
 
+    @Test func overlappingBatchesAreDeliveredWhenTheOutermostEnds() {
+        let broadcaster = EventBroadcaster()
+        let subscription = broadcaster.subscribe()
+        broadcaster.publishTogether {
+            broadcaster.publish(progress(job, 10))
+            broadcaster.publishTogether {
+                broadcaster.publish(progress(other, 20))
+            }
+            #expect(subscription.takeQueued().messages.isEmpty, "the inner batch waits for the outer one")
+            broadcaster.publish(.paused(job, timestamp: 3))
+        }
+        #expect(subscription.takeQueued().messages.map(\.event) == [progress(job, 10), progress(other, 20), .paused(job, timestamp: 3)])
+        broadcaster.publish(.resumed(job, timestamp: 4))
+        #expect(subscription.takeQueued().messages.map(\.event) == [.resumed(job, timestamp: 4)], "publishing goes back to direct")
+    }
+
     @Test func aPushReaderIsWokenOnceUntilItTakesAndKeepsWhatWasQueuedAtClose() {
         let broadcaster = EventBroadcaster()
         let subscription = broadcaster.subscribe()
@@ -167,10 +183,4 @@ final class Counter: Sendable {
     private let count = Mutex(0)
     func increment() { count.withLock { $0 += 1 } }
     var value: Int { count.withLock { $0 } }
-}
-
-final class Flag: Sendable {
-    private let value = Mutex(false)
-    func set() { value.withLock { $0 = true } }
-    var isSet: Bool { value.withLock { $0 } }
 }

@@ -21,8 +21,10 @@ public final class EventBroadcaster: @unchecked Sendable {
     private var finishedOrder: [String] = []
     private let finishedKept = 256
     private var overflowed = 0
-    /// Events published while `publishTogether` runs, pushed to subscribers when it returns.
+    /// Events published while `publishTogether` runs, pushed to subscribers when the last
+    /// running one returns.
     private var gathered: [PublishedEvent]?
+    private var gathering = 0
 
     public init(subscriberLimit: Int = 1024) {
         self.subscriberLimit = subscriberLimit
@@ -47,13 +49,17 @@ public final class EventBroadcaster: @unchecked Sendable {
     /// Runs `body` and delivers everything published meanwhile (from any thread, in order) as one
     /// batch per subscriber: a client then gets every job's progress of a tick in one write
     /// instead of one write per job. Events are recorded for the replay only when delivered, so
-    /// a subscriber that joins meanwhile sees each event exactly once. Not reentrant.
+    /// a subscriber that joins meanwhile sees each event exactly once. Calls that overlap (nested,
+    /// or from several threads) deliver together when the last one returns.
     public func publishTogether(_ body: () -> Void) {
         lock.lock()
-        gathered = []
+        gathering += 1
+        if gathered == nil { gathered = [] }
         lock.unlock()
         body()
         lock.lock()
+        gathering -= 1
+        guard gathering == 0 else { lock.unlock(); return }
         let batch = gathered ?? []
         gathered = nil
         batch.forEach(record)

@@ -17,7 +17,6 @@ public final class EventSubscription: @unchecked Sendable {
     private var waiter: CheckedContinuation<[PublishedEvent]?, Never>?
     private var closed = false
     private var overflowed = false
-    private var overflowHandler: (@Sendable () -> Void)?
     private var readyHandler: (@Sendable () -> Void)?
     private var coalesced = 0
     private var dropped = 0
@@ -47,15 +46,6 @@ public final class EventSubscription: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         return dropped
-    }
-
-    /// Runs (once, on the publishing thread) when the subscriber overflows; it must be quick.
-    public func setOverflowHandler(_ handler: @escaping @Sendable () -> Void) {
-        lock.lock()
-        let fireNow = overflowed
-        if !fireNow { overflowHandler = handler }
-        lock.unlock()
-        if fireNow { handler() }
     }
 
     /// For a consumer driven by pushes instead of awaiting `nextMessages` (a socket writer on its
@@ -173,13 +163,10 @@ public final class EventSubscription: @unchecked Sendable {
         progressSlot.removeAll()
         let waiting = waiter
         waiter = nil
-        let handler = overflowHandler
-        overflowHandler = nil
         let onClose = self.onClose
         let ready = readyHandler
         lock.unlock()
         waiting?.resume(returning: nil)
-        handler?()
         ready?()
         onClose?(self)
     }
