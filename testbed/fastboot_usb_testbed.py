@@ -825,6 +825,13 @@ class Handler(UMockdev.IoctlBase):
         try:
             res = self.ioctl(dev, st, client, req)
         except Exception as e:
+            if isinstance(e, GLib.Error) and e.domain == "g-io-error-quark":
+                # The connection to the client process broke (it was killed mid-ioctl): as the
+                # kernel does when a process exits, its claims go. The device link is Python's
+                # socket module, so a GIO error here is always the client's side.
+                log("%s: ioctl 0x%x: the client's connection broke (%s)" % (dev.spec.serial, req, e.message))
+                dev.client_gone(client)
+                return True
             log("%s: ioctl 0x%x failed in the emulation: %r" % (dev.spec.serial, req, e))
             res = (-1, EIO)
         if res is not None:
