@@ -60,6 +60,50 @@ import Testing
         #expect(try await writtenTexts(channel) == [progress(50).protocolJSON()])
     }
 
+    @Test func aBatchReachesTheSocketAsOneBufferOfTheFramesNIOWouldHaveEncoded() async throws {
+        let channel = try await connectedChannel()
+        try await channel.eventLoop.submit { try channel.pipeline.syncOperations.addHandler(WebSocketFrameEncoder()) }.get()
+        let broadcaster = EventBroadcaster()
+        let subscription = broadcaster.subscribe()
+        let writer = ProgressFrameWriter(channel: channel, subscription: subscription, fanout: EventLoopFanout(loop: channel.eventLoop))
+        writer.start()
+        let running = Task { try await writer.finished() }
+
+        // 117 and 202 bytes of JSON: a 7-bit and a 16-bit length.
+        let events: [FlashEvent] = [.started(job, stage: "Connecting", totalBytes: 100, timestamp: 1), progress(10), .paused(job, timestamp: 2)]
+        events.forEach(broadcaster.publish)
+        subscription.close()
+        await channel.testingEventLoop.advanceTime(by: EventLoopFanout.gatherDelay)
+        try await running.value
+
+        var buffers: [[UInt8]] = []
+        while var buffer = try await channel.readOutbound(as: ByteBuffer.self) {
+            buffers.append(buffer.readBytes(length: buffer.readableBytes) ?? [])
+        }
+        let texts = events.compactMap { $0.protocolJSON() }
+        #expect(buffers == [try texts.flatMap(encodedByNIO)], "one buffer: the three frames, as NIO's encoder makes them")
+    }
+
+    @Test(arguments: [0, 1, 125, 126, 65_535, 65_536, 70_000])
+    func framesOfEveryLengthAreWhatNIOsEncoderMakes(length: Int) throws {
+        let text = String(repeating: "é", count: length / 2) + String(repeating: "x", count: length % 2)
+        var buffer = ByteBuffer()
+        buffer.writeTextFrame(text)
+        #expect(buffer.readBytes(length: buffer.readableBytes) == (try encodedByNIO(text)))
+    }
+
+    /// `text` as NIO's `WebSocketFrameEncoder` writes it as a server's text frame.
+    func encodedByNIO(_ text: String) throws -> [UInt8] {
+        let channel = EmbeddedChannel(handler: WebSocketFrameEncoder())
+        try channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: text))).wait()
+        var bytes: [UInt8] = []
+        while var buffer = try channel.readOutbound(as: ByteBuffer.self) {
+            bytes += buffer.readBytes(length: buffer.readableBytes) ?? []
+        }
+        _ = try channel.finish()
+        return bytes
+    }
+
     @Test func aClientWhoseWriteNeverFinishesIsCutOffWhenItsQueueOverflows() async throws {
         let channel = try await connectedChannel()
         // Holds every write forever, as a socket whose reader has stopped reading.
