@@ -90,11 +90,11 @@ public final class HotplugMonitor: @unchecked Sendable {
         lock.unlock()
         let loop = MonitorLoop(monitor: monitor, wakeFD: fds[0])
         let thread = Thread { [self] in
+            Thread.current.name = "hotplug monitor"
             loop.run { device, action in
                 if let event = self.event(device, action: action) { handler(event) }
             }
         }
-        thread.name = "flashctl-hotplug"
         self.thread = thread
         thread.start()
     }

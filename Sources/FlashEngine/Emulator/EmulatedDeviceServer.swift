@@ -53,6 +53,7 @@ public final class EmulatedDeviceServer: @unchecked Sendable {
         guard go else { return }
         running.enter()
         Thread.detachNewThread { [self] in
+            Thread.current.name = threadName("accept")
             defer {
                 listener.close()
                 running.leave()
@@ -73,6 +74,11 @@ public final class EmulatedDeviceServer: @unchecked Sendable {
         if wasStarted { listener.shutdown() } else { listener.close() }
         for connection in open { connection.shutdown() }
         running.wait()
+    }
+
+    /// "EMU1 device": what `top -H` and `perf` show; Linux keeps the first 15 bytes.
+    private func threadName(_ role: String) -> String {
+        String("\(config.serial) \(role)".utf8.prefix(15)) ?? role
     }
 
     private func acceptLoop() {
@@ -98,6 +104,7 @@ public final class EmulatedDeviceServer: @unchecked Sendable {
             }
             running.enter()
             Thread.detachNewThread { [self] in
+                Thread.current.name = threadName("device")
                 defer {
                     lock.withLock { _ = connections.removeValue(forKey: id) }
                     socket.close()

@@ -92,8 +92,10 @@ final class StreamedImageSource: @unchecked Sendable {
         defer { lock.unlock() }
         guard !started, !stopped else { return }
         started = true
-        let thread = Thread { [self] in produce() }
-        thread.name = "flashctl image reader"
+        let thread = Thread { [self] in
+            Thread.current.name = "image reader"
+            produce()
+        }
         thread.start()
     }
 

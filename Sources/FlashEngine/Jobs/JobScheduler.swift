@@ -206,6 +206,9 @@ public final class JobScheduler: @unchecked Sendable {
     private func launch(_ entry: JobEntry) {
         threadsDone.enter()
         let thread = Thread { [self] in
+            // What `top -H` and `perf` show. Set from the thread itself: a name given before
+            // `start()` does not reach Linux; and Linux keeps 15 bytes (the job id is 12).
+            Thread.current.name = entry.job.jobId
             defer { threadsDone.leave() }
             notify(entry.statusLocked(lock))
             var limits: [TokenBucket] = []
@@ -214,7 +217,6 @@ public final class JobScheduler: @unchecked Sendable {
             let outcome = entry.job.run(progress: entry.progress, limits: limits)
             finished(entry, outcome)
         }
-        thread.name = "flashctl \(entry.job.jobId)"
         thread.start()
     }
 
