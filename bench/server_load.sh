@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Flashes 4 emulated devices through `flashctl serve` with and without CLIENTS WebSocket clients
-# on /flash-progress. Prints the flash throughput with and without the clients (and the ratio),
-# the delivery latency of the messages (receive time minus the message's timestamp, same clock;
-# p50/p99/max), and whether every client got every job's flash_completed. The release build goes
+# on /flash-progress. Prints the flash throughput with and without the clients (and the ratio):
+# of the 4 jobs together (first start to last end) and of a job on its own (its bytes over its own
+# start to end, with a 95% interval from resampling the runs); the CPU time of the server's event
+# loops; the delivery latency of the messages (receive time minus the message's timestamp, same
+# clock; p50/p99/max); and whether every client got every job's flash_completed. The release build goes
 # to .build-bench (git-ignored); image, server state and partitions live in a temp dir on /dev/shm.
 #
 #   bench/server_load.sh [IMAGE_MIB=256] [CLIENTS=1000] [ROUNDS=3]
@@ -20,6 +22,11 @@
 # FLASHCTL=/path/to/flashctl uses that binary instead of building the release one.
 # SERVER_ARGS="--io-nice 0" adds options to `flashctl serve`.
 # DEVICE_SPEED=40M caps each emulated device's write speed (default: unlimited), as a real bus would.
+# DEVICES=process runs each emulated device as a `flashctl emulate` process of its own, flashed
+# as tcp:127.0.0.1:PORT, instead of inside the server (DEVICES=server, the default); with
+# DEVICE_NICE=N (below 0: root) they run at that niceness, which is as near as this machine gets
+# to devices with processors of their own.
+# KEEP_PARTITIONS=1 leaves each run's partitions for the next (see run()).
 # CLIENT_NICE=N runs the clients at that niceness: 19 lets them take only CPU time the server and
 # the flashes leave idle; below 0 (root) they run before the flashes, as if on a machine of their
 # own: what is left of the latency is then the server's.
@@ -37,12 +44,19 @@ case "$client" in
   *) echo "server_load: CLIENT must be c (default) or python, not '$client'" >&2; exit 1 ;;
 esac
 device_speed=${DEVICE_SPEED:-}
-command_line="${SERVER_ARGS:+SERVER_ARGS=\"$SERVER_ARGS\" }${CLIENT:+CLIENT=$CLIENT }${CLIENT_NICE:+CLIENT_NICE=$CLIENT_NICE }${DEVICE_SPEED:+DEVICE_SPEED=$DEVICE_SPEED }${FLASHCTL:+FLASHCTL=$FLASHCTL }${CLIENTS_PER_PROCESS:+CLIENTS_PER_PROCESS=$CLIENTS_PER_PROCESS }bench/server_load.sh $size_mib $clients $rounds"
+devices=${DEVICES:-server}
+command_line="${DEVICES:+DEVICES=$DEVICES }${DEVICE_NICE:+DEVICE_NICE=$DEVICE_NICE }${SERVER_ARGS:+SERVER_ARGS=\"$SERVER_ARGS\" }${CLIENT:+CLIENT=$CLIENT }${CLIENT_NICE:+CLIENT_NICE=$CLIENT_NICE }${DEVICE_SPEED:+DEVICE_SPEED=$DEVICE_SPEED }${FLASHCTL:+FLASHCTL=$FLASHCTL }${CLIENTS_PER_PROCESS:+CLIENTS_PER_PROCESS=$CLIENTS_PER_PROCESS }bench/server_load.sh $size_mib $clients $rounds"
 
 die() { echo "server_load: $*" >&2; exit 1; }
 [[ "$size_mib" =~ ^[1-9][0-9]*$ && "$clients" =~ ^[1-9][0-9]*$ && "$rounds" =~ ^[1-9][0-9]*$ ]] \
   || die "usage: bench/server_load.sh [IMAGE_MIB=256] [CLIENTS=1000] [ROUNDS=3] (positive integers)"
 [[ "$per_process" =~ ^[1-9][0-9]*$ ]] || die "CLIENTS_PER_PROCESS must be a positive integer"
+[[ "$devices" = server || "$devices" = process ]] || die "DEVICES must be server (default) or process, not '$devices'"
+if [ -n "${DEVICE_NICE:-}" ]; then
+  [ "$devices" = process ] || die "DEVICE_NICE needs DEVICES=process"
+  [[ "$DEVICE_NICE" =~ ^-?[0-9]+$ && "$DEVICE_NICE" -ge -20 && "$DEVICE_NICE" -le 19 ]] \
+    || die "DEVICE_NICE must be a niceness from -20 to 19 (below 0 needs root)"
+fi
 
 if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 8192 ]; then
   ulimit -n 8192 || die "cannot raise the open file limit to 8192 (ulimit -Hn is $(ulimit -Hn))"
@@ -83,9 +97,10 @@ fi
 work=$(mktemp -d /dev/shm/flashctl-server-load.XXXXXX)
 server_pid=""
 client_pids=()
+device_pids=()
 cleanup() {
   local pid
-  for pid in "${client_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${client_pids[@]}" "${device_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
     kill -TERM "$server_pid" 2>/dev/null || true
     for _ in $(seq 100); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
@@ -104,19 +119,42 @@ mkdir -p "$work/images" "$work/tmp"
 head -c $((size_mib << 20)) /dev/urandom > "$work/images/bench.img"
 image_bytes=$((size_mib << 20))
 
+# The devices flashed, as the server's POST /api/flash/start names them.
+device_ids=(EMU1 EMU2 EMU3 EMU4)
+emulate_in_server=(--emulate 4 ${device_speed:+--emulate-speed "$device_speed"})
+if [ "$devices" = process ]; then
+  emulate_in_server=()
+  for i in 1 2 3 4; do
+    ${DEVICE_NICE:+nice -n "$DEVICE_NICE"} "$flashctl" emulate --tcp 0 --dir "$work/device-$i" --serial "EMU$i" \
+      ${device_speed:+--speed-limit "$device_speed"} > "$work/device-$i.log" 2>&1 &
+    device_pids+=($!)
+  done
+  for i in 1 2 3 4; do
+    address=""
+    for _ in $(seq 300); do
+      address=$(grep -o 'tcp:127\.0\.0\.1:[0-9]*' "$work/device-$i.log" | head -1) || true
+      [ -n "$address" ] && break
+      kill -0 "${device_pids[$((i - 1))]}" 2>/dev/null || die "flashctl emulate for EMU$i exited: $(cat "$work/device-$i.log")"
+      sleep 0.1
+    done
+    [ -n "$address" ] || die "flashctl emulate for EMU$i did not say its port within 30 s: $(cat "$work/device-$i.log")"
+    device_ids[$((i - 1))]=$address
+  done
+fi
+
 # The server's emulated devices keep their partitions under $TMPDIR: on tmpfs, as the image.
-TMPDIR="$work/tmp" "$flashctl" serve --port 0 --emulate 4 ${device_speed:+--emulate-speed "$device_speed"} --images "$work/images" \
+TMPDIR="$work/tmp" "$flashctl" serve --port 0 "${emulate_in_server[@]}" --images "$work/images" \
   --history "$work/history.sqlite" ${SERVER_ARGS:-} > "$work/server.log" 2>&1 &
 server_pid=$!
 base=""
 for _ in $(seq 300); do
   kill -0 "$server_pid" 2>/dev/null || { cat "$work/server.log" >&2; die "the server exited at start (log above)"; }
   base=$(grep -o 'listening on http://[0-9.]*:[0-9]*' "$work/server.log" | head -1 | cut -d' ' -f3) || true
-  [ -n "$base" ] && [ "$(grep -c '^emulated device EMU' "$work/server.log")" -ge 4 ] && break
+  [ -n "$base" ] && { [ "$devices" = process ] || [ "$(grep -c '^emulated device EMU' "$work/server.log")" -ge 4 ]; } && break
   base=""
   sleep 0.1
 done
-[ -n "$base" ] || { cat "$work/server.log" >&2; die "the server did not say it listens, with 4 emulated devices, within 30 s (log above)"; }
+[ -n "$base" ] || { cat "$work/server.log" >&2; die "the server did not say it listens${emulate_in_server[*]:+, with 4 emulated devices,} within 30 s (log above)"; }
 ws_url="ws://${base#http://}/flash-progress"
 
 # Prints a metric's value from GET /metrics.
@@ -125,26 +163,50 @@ metric() { curl -sf --max-time 10 "$base/metrics" | awk -v name="$1" '$1 == name
 # User + system CPU time of the server so far, in clock ticks.
 server_cpu_ticks() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
 
-# Starts the 4 jobs at once, waits for them to end, saves their final records in $1.
-run_jobs() {
-  local dir=$1 i curls=()
-  for i in 1 2 3 4; do
-    curl -s --max-time 30 -o "$dir/start-$i.out" -w '%{http_code}' -X POST "$base/api/flash/start" \
-      -H 'Content-Type: application/json' -d "{\"deviceId\":\"EMU$i\",\"image\":\"bench.img\"}" \
-      > "$dir/start-$i.code" &
-    curls+=($!)
+# CPU time of the server's event loop threads (NIO-...: HTTP, WebSocket, the writes to the
+# clients) so far, in nanoseconds, from each thread's schedstat: the cost of serving the clients
+# without the jobs' own.
+loops_cpu_nanos() {
+  local task comm run total=0
+  for task in /proc/"$server_pid"/task/*; do
+    read -r comm < "$task/comm" 2>/dev/null || continue
+    [[ "$comm" == NIO-* ]] || continue
+    read -r run _ < "$task/schedstat" 2>/dev/null || continue
+    total=$((total + run))
   done
-  for i in "${curls[@]}"; do wait "$i" || true; done
+  echo "$total"
+}
+
+# Starts the 4 jobs at once, waits for them to end, saves their final records in $1.
+# One curl process sends the 4 requests side by side, as a dashboard's "flash all" would: four
+# curl processes started one after another took from 1 to 20 ms to get going on an idle machine,
+# and longer while the machine was busy, which measured process start-up, not the server.
+run_jobs() {
+  local dir=$1 i requests=()
+  for i in 1 2 3 4; do
+    [ "$i" = 1 ] || requests+=(--next)
+    requests+=(-s --max-time 30 -o "$dir/start-$i.out" -w "EMU$i %{http_code}\n" -X POST "$base/api/flash/start"
+      -H 'Content-Type: application/json' -d "{\"deviceId\":\"${device_ids[$((i - 1))]}\",\"image\":\"bench.img\"}")
+  done
+  curl --parallel --parallel-immediate "${requests[@]}" > "$dir/start.codes" || true
   local ids=()
   for i in 1 2 3 4; do
     local id
     id=$(grep -o '"jobId":"[^"]*"' "$dir/start-$i.out" 2>/dev/null | cut -d'"' -f4) || true
-    [ -n "$id" ] || die "POST /api/flash/start for EMU$i answered HTTP $(cat "$dir/start-$i.code"): $(cat "$dir/start-$i.out" 2>/dev/null)"
+    [ -n "$id" ] || die "POST /api/flash/start for EMU$i (${device_ids[$((i - 1))]}) answered HTTP $(awk -v d="EMU$i" '$1 == d {print $2}' "$dir/start.codes"): $(cat "$dir/start-$i.out" 2>/dev/null)"
     ids+=("$id")
   done
   # Generous: 4 jobs at 10 MB/s at least, and never less than 2 minutes.
   local limit=$(( 120 + 4 * image_bytes / 10000000 ))
   local deadline=$((SECONDS + limit))
+  # Each job's NDJSON stream ends when the job does: one curl waits for all four, where polling
+  # every job every 0.2 s started a curl, a grep and a sleep each time on the machine measured.
+  local streams=()
+  for id in "${ids[@]}"; do
+    [ ${#streams[@]} -eq 0 ] || streams+=(--next)
+    streams+=(-sN --max-time "$limit" -o /dev/null "$base/api/jobs/$id/events")
+  done
+  curl --parallel --parallel-immediate "${streams[@]}" || true
   for id in "${ids[@]}"; do
     while :; do
       curl -sf --max-time 10 "$base/api/jobs/$id" > "$dir/job-$id.json" || die "GET /api/jobs/$id failed"
@@ -193,12 +255,23 @@ run() {
     awk -v a="$seen" -v b="$before" -v c="$count" 'BEGIN {exit !(a - b == c)}' \
       || die "$count clients say they are connected but the server counts $seen (was $before)"
   fi
-  local cpu_before cpu_after
+  # A real device writes its flash with its own processor. An emulated one overwrites an existing
+  # partition file by copying the download into it (64 MiB a device, on the CPU the server and
+  # the clients use, at the moment the jobs end); a partition that is not there yet becomes the
+  # download (a rename). So each run starts with the last run's partitions removed, unless
+  # KEEP_PARTITIONS=1.
+  if [ "${KEEP_PARTITIONS:-0}" != 1 ]; then
+    rm -f "$work"/tmp/flashctl-serve-*/EMU*/bench.img "$work"/device-*/bench.img
+  fi
+  local cpu_before cpu_after loops_before loops_after
   cpu_before=$(server_cpu_ticks)
+  loops_before=$(loops_cpu_nanos)
   run_jobs "$dir"
   cpu_after=$(server_cpu_ticks)
-  printf '{"round":"%s","clients":%d,"server_cpu":%s}\n' "$round" "$count" \
+  loops_after=$(loops_cpu_nanos)
+  printf '{"round":"%s","clients":%d,"server_cpu":%s,"loops_cpu":%s}\n' "$round" "$count" \
     "$(awk -v a="$cpu_before" -v b="$cpu_after" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", (b - a) / hz}')" \
+    "$(awk -v a="$loops_before" -v b="$loops_after" 'BEGIN {printf "%.4f", (b - a) / 1e9}')" \
     > "$dir/meta.json"
   local p status=0
   for p in "${client_pids[@]}"; do wait "$p" || status=$?; done
@@ -236,7 +309,12 @@ else
 fi
 
 echo
-echo "flashctl serve, 4 emulated devices (TCP, ${device_speed:-unlimited} speed, partitions on tmpfs), ${size_mib} MiB random image"
+if [ "$devices" = process ]; then
+  where="4 flashctl emulate processes${DEVICE_NICE:+ at niceness $DEVICE_NICE}"
+else
+  where="4 emulated devices in the server"
+fi
+echo "flashctl serve, $where (TCP, ${device_speed:-unlimited} speed, partitions on tmpfs), ${size_mib} MiB random image"
 processes=$(( (clients + per_process - 1) / per_process ))
 echo "to each; $clients WebSocket clients in $processes $client_name client process$([ "$processes" -eq 1 ] || echo es); $rounds rounds; $build"
 python3 "$root/bench/ws_load.py" report --dir "$work" --image-bytes "$image_bytes" --clients "$clients"

@@ -17,6 +17,7 @@ import asyncio
 import glob
 import json
 import os
+import random
 import statistics
 import sys
 import time
@@ -192,6 +193,20 @@ def percentile(sorted_values, p):
     return sorted_values[k]
 
 
+def bootstrap_ratio_interval(with_runs, without_runs, rounds=2000):
+    """95% interval of the median job throughput with clients over that without, by resampling
+    whole runs (the jobs of one run share its moment on the machine), with a fixed seed so that
+    the same runs always give the same interval. An interval that holds 1 means no difference
+    these runs can measure."""
+    rng = random.Random(1)
+
+    def pooled_median(runs):
+        return statistics.median(x for run in rng.choices(runs, k=len(runs)) for x in run)
+
+    ratios = sorted(pooled_median(with_runs) / pooled_median(without_runs) for _ in range(rounds))
+    return ratios[int(rounds * 0.025)], ratios[int(rounds * 0.975) - 1]
+
+
 def report(args):
     rows = []
     for run_dir in sorted(glob.glob(os.path.join(args.dir, "run-*")), key=lambda d: int(d.rsplit("-", 1)[1])):
@@ -219,7 +234,7 @@ def report(args):
         return statistics.median(xs) if xs else float("nan")
 
     print(f"{'run':>3} {'round':>5} {'clients':>7} {'4 jobs, s':>9} {'MB/s':>8} {'starts ms':>9} {'a job, s':>8} {'messages':>9} "
-          f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'missed done':>11} {'server CPU s':>12} {'clients CPU s':>13}")
+          f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'missed done':>11} {'server CPU s':>12} {'loops CPU s':>11} {'clients CPU s':>13}")
     all_latencies = []
     by_type = {}
     cpu = 0.0
@@ -264,10 +279,10 @@ def report(args):
         if meta["clients"]:
             print(f"{i:>3} {meta['round']:>5} {meta['clients']:>7} {row['seconds']:>9.2f} {row['mbps']:>8.1f} "
                   f"{row['spread_ms']:>9} {row['job_seconds']:>8.3f} {n:>9} {percentile(lat, 50):>7.1f} {percentile(lat, 99):>7.1f} {lat[-1] if lat else float('nan'):>7.1f} "
-                  f"{miss:>11} {meta['server_cpu']:>12.2f} {client_cpu:>13.2f}")
+                  f"{miss:>11} {meta['server_cpu']:>12.2f} {meta.get('loops_cpu', float('nan')):>11.3f} {client_cpu:>13.2f}")
         else:
             print(f"{i:>3} {meta['round']:>5} {0:>7} {row['seconds']:>9.2f} {row['mbps']:>8.1f} "
-                  f"{row['spread_ms']:>9} {row['job_seconds']:>8.3f} {'-':>9} {'-':>7} {'-':>7} {'-':>7} {'-':>11} {meta['server_cpu']:>12.2f} {'-':>13}")
+                  f"{row['spread_ms']:>9} {row['job_seconds']:>8.3f} {'-':>9} {'-':>7} {'-':>7} {'-':>7} {'-':>11} {meta['server_cpu']:>12.2f} {meta.get('loops_cpu', float('nan')):>11.3f} {'-':>13}")
 
     without = [r["mbps"] for r in rows if not r["meta"]["clients"]]
     with_ = [r["mbps"] for r in rows if r["meta"]["clients"]]
@@ -277,6 +292,33 @@ def report(args):
     print(f"throughput (4 jobs together, first start to last end, median): "
           f"without clients {m_without:.1f} MB/s, with {args.clients} clients {m_with:.1f} MB/s, "
           f"ratio with/without {m_with / m_without:.3f}")
+    # A job's own throughput leaves out when the server got its start request: how far apart
+    # the four starts land is a matter of the requests' arrival and of the API's latency.
+    def job_speeds(row):
+        return [args.image_bytes / ((j["endedAt"] - j["startedAt"]) / 1000.0) / 1e6 for j in row["jobs"]]
+
+    runs_without = [job_speeds(r) for r in rows if not r["meta"]["clients"]]
+    runs_with = [job_speeds(r) for r in rows if r["meta"]["clients"]]
+    job_without = [x for run in runs_without for x in run]
+    job_with = [x for run in runs_with for x in run]
+    if job_without and job_with:
+        low, high = bootstrap_ratio_interval(runs_with, runs_without)
+        print(f"throughput of a job (its bytes over its own start to end, median of {len(job_without)} and "
+              f"{len(job_with)} jobs): without clients {median(job_without):.2f} MB/s "
+              f"(range {min(job_without):.2f}-{max(job_without):.2f}), with {args.clients} clients "
+              f"{median(job_with):.2f} MB/s (range {min(job_with):.2f}-{max(job_with):.2f}), "
+              f"ratio with/without {median(job_with) / median(job_without):.3f} "
+              f"(95% interval {low:.3f}-{high:.3f}: {'a loss' if high < 1 else 'a gain' if low > 1 else 'no difference'} "
+              f"that these runs can tell)")
+    loops_without = [r["meta"]["loops_cpu"] for r in rows if not r["meta"]["clients"] and "loops_cpu" in r["meta"]]
+    loops_with = [(r["meta"]["loops_cpu"], sum(sum(c["types"].values()) for c in r["clients"]))
+                  for r in rows if r["meta"]["clients"] and "loops_cpu" in r["meta"]]
+    if loops_without and loops_with:
+        extra = median([cpu for cpu, _ in loops_with]) - median(loops_without)
+        delivered = median([n for _, n in loops_with])
+        print(f"event loop CPU per run (median): without clients {median(loops_without) * 1000:.1f} ms, with "
+              f"{args.clients} clients {median([cpu for cpu, _ in loops_with]) * 1000:.1f} ms: "
+              f"{extra / delivered * 1e6:.2f} us per message delivered ({delivered} per run)")
     print(f"delivery latency (receive time - message timestamp), {len(all_latencies)} messages: "
           f"p50 {percentile(all_latencies, 50):.1f} ms, p99 {percentile(all_latencies, 99):.1f} ms, "
           f"max {all_latencies[-1] if all_latencies else float('nan'):.1f} ms")
@@ -286,7 +328,8 @@ def report(args):
     print("messages received: " + ", ".join(f"{k} {v}" for k, v in sorted(types.items())))
     print(f"client processes: {cpu:.1f} CPU seconds in all (connect, runs, close); per run in the table "
           f"(from all connected to all done). Server CPU s: user+system of the server process from the "
-          f"first POST to the last job seen ended. {os.cpu_count()} CPUs.")
+          f"first POST to the last job seen ended; loops CPU s: the same for its event loop threads alone "
+          f"(HTTP, WebSocket and the writes to the clients). {os.cpu_count()} CPUs.")
     if missed == 0 and not closed:
         print(f"every client got every job's flash_completed ({client_rounds} client-runs); no client disconnected")
     else:
