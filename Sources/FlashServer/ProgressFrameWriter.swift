@@ -9,10 +9,12 @@ import NIOWebSocket
 /// progress for every job costs one system call per client, not one per message; and no task
 /// hop is paid per message. The frames are encoded here, into one buffer per batch, and written
 /// just below NIO's frame encoder: that skips, for every message, a frame value, a trip through
-/// the pipeline and the two buffers (text, then header) the encoder hands on. Without that
-/// encoder in the pipeline (a test channel), frames are written as `WebSocketFrame`s. The next batch is taken only once the last one has reached the
-/// socket, so a client that reads slowly fills its bounded, coalescing `EventSubscription`, never
-/// NIO's unbounded buffer, and is cut off there when it cannot keep up.
+/// the pipeline and the two buffers (header, then text) the encoder hands on. Without that
+/// encoder in the pipeline (a test channel), frames are written as `WebSocketFrame`s.
+///
+/// The next batch is taken only once the last one has reached the socket, so a client that reads
+/// slowly fills its bounded, coalescing `EventSubscription`, never NIO's unbounded buffer, and is
+/// cut off there when it cannot keep up.
 final class ProgressFrameWriter: @unchecked Sendable {
     /// The subscription overflowed: the client was too slow and is disconnected.
     struct TooSlow: Error {}

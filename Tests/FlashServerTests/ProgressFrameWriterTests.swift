@@ -20,6 +20,19 @@ import Testing
         return channel
     }
 
+    /// 117 and 202 bytes of JSON, then 78: frame lengths of 7 and 16 bits.
+    var startProgressPause: [FlashEvent] {
+        [.started(job, stage: "Connecting", totalBytes: 100, timestamp: 1), progress(10), .paused(job, timestamp: 2)]
+    }
+
+    /// A started writer for a new subscription of `broadcaster`; the task ends when the writer does.
+    func startWriter(on channel: NIOAsyncTestingChannel, for broadcaster: EventBroadcaster) -> (EventSubscription, Task<Void, any Error>) {
+        let subscription = broadcaster.subscribe()
+        let writer = ProgressFrameWriter(channel: channel, subscription: subscription, fanout: EventLoopFanout(loop: channel.eventLoop))
+        writer.start()
+        return (subscription, Task { try await writer.finished() })
+    }
+
     func writtenTexts(_ channel: NIOAsyncTestingChannel) async throws -> [String] {
         var texts: [String] = []
         while let frame = try await channel.readOutbound(as: WebSocketFrame.self) {
@@ -35,12 +48,9 @@ import Testing
         let flushes = FlushCounter()
         try await channel.pipeline.addHandler(flushes)
         let broadcaster = EventBroadcaster()
-        let subscription = broadcaster.subscribe()
-        let writer = ProgressFrameWriter(channel: channel, subscription: subscription, fanout: EventLoopFanout(loop: channel.eventLoop))
-        writer.start()
-        let running = Task { try await writer.finished() }
+        let (subscription, running) = startWriter(on: channel, for: broadcaster)
 
-        let events: [FlashEvent] = [.started(job, stage: "Connecting", totalBytes: 100, timestamp: 1), progress(10), .paused(job, timestamp: 2)]
+        let events = startProgressPause
         events.forEach(broadcaster.publish)
         await channel.testingEventLoop.advanceTime(by: EventLoopFanout.gatherDelay)
         #expect(try await writtenTexts(channel) == events.compactMap { $0.protocolJSON() })
@@ -64,13 +74,9 @@ import Testing
         let channel = try await connectedChannel()
         try await channel.eventLoop.submit { try channel.pipeline.syncOperations.addHandler(WebSocketFrameEncoder()) }.get()
         let broadcaster = EventBroadcaster()
-        let subscription = broadcaster.subscribe()
-        let writer = ProgressFrameWriter(channel: channel, subscription: subscription, fanout: EventLoopFanout(loop: channel.eventLoop))
-        writer.start()
-        let running = Task { try await writer.finished() }
+        let (subscription, running) = startWriter(on: channel, for: broadcaster)
 
-        // 117 and 202 bytes of JSON: a 7-bit and a 16-bit length.
-        let events: [FlashEvent] = [.started(job, stage: "Connecting", totalBytes: 100, timestamp: 1), progress(10), .paused(job, timestamp: 2)]
+        let events = startProgressPause
         events.forEach(broadcaster.publish)
         subscription.close()
         await channel.testingEventLoop.advanceTime(by: EventLoopFanout.gatherDelay)
@@ -110,10 +116,7 @@ import Testing
         let stuck = StuckWrites()
         try await channel.pipeline.addHandler(stuck)
         let broadcaster = EventBroadcaster(subscriberLimit: 4)
-        let subscription = broadcaster.subscribe()
-        let writer = ProgressFrameWriter(channel: channel, subscription: subscription, fanout: EventLoopFanout(loop: channel.eventLoop))
-        writer.start()
-        let running = Task { try await writer.finished() }
+        let (subscription, running) = startWriter(on: channel, for: broadcaster)
 
         broadcaster.publish(.paused(job, timestamp: 1))
         await channel.testingEventLoop.advanceTime(by: EventLoopFanout.gatherDelay)
