@@ -57,7 +57,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Progress messages per job per second.")
     var progressRate = 4.0
 
-    @Option(name: .customLong("io-nice"), parsing: .unconditional, help: ArgumentHelp("Niceness for the threads that serve dashboards and the API: below 0 (e.g. -10; root or CAP_SYS_NICE) progress goes out sooner while flashing keeps every core busy; above 0 (e.g. 10) flashing gets the CPU first and no throughput is lost to many dashboards, at the cost of later messages. Default 0: left as they are.", valueName: "n"))
+    @Option(name: .customLong("io-nice"), parsing: .unconditional, help: ArgumentHelp("Niceness for the threads that serve dashboards and the API: below 0 (e.g. -10; root or CAP_SYS_NICE) progress goes out sooner while flashing keeps every core busy; above 0 (e.g. 10; no privilege needed) flashing gets the CPU first, so many dashboards slow it less, and messages arrive later. Default 0: left as they are.", valueName: "n"))
     var ioNice: Int32 = 0
 
     func validate() throws {
