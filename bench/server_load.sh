@@ -45,12 +45,13 @@ case "$client" in
 esac
 device_speed=${DEVICE_SPEED:-}
 devices=${DEVICES:-server}
-command_line="${DEVICES:+DEVICES=$DEVICES }${DEVICE_NICE:+DEVICE_NICE=$DEVICE_NICE }${SERVER_ARGS:+SERVER_ARGS=\"$SERVER_ARGS\" }${CLIENT:+CLIENT=$CLIENT }${CLIENT_NICE:+CLIENT_NICE=$CLIENT_NICE }${DEVICE_SPEED:+DEVICE_SPEED=$DEVICE_SPEED }${FLASHCTL:+FLASHCTL=$FLASHCTL }${CLIENTS_PER_PROCESS:+CLIENTS_PER_PROCESS=$CLIENTS_PER_PROCESS }bench/server_load.sh $size_mib $clients $rounds"
+command_line="${KEEP_PARTITIONS:+KEEP_PARTITIONS=$KEEP_PARTITIONS }${DEVICES:+DEVICES=$DEVICES }${DEVICE_NICE:+DEVICE_NICE=$DEVICE_NICE }${SERVER_ARGS:+SERVER_ARGS=\"$SERVER_ARGS\" }${CLIENT:+CLIENT=$CLIENT }${CLIENT_NICE:+CLIENT_NICE=$CLIENT_NICE }${DEVICE_SPEED:+DEVICE_SPEED=$DEVICE_SPEED }${FLASHCTL:+FLASHCTL=$FLASHCTL }${CLIENTS_PER_PROCESS:+CLIENTS_PER_PROCESS=$CLIENTS_PER_PROCESS }bench/server_load.sh $size_mib $clients $rounds"
 
 die() { echo "server_load: $*" >&2; exit 1; }
 [[ "$size_mib" =~ ^[1-9][0-9]*$ && "$clients" =~ ^[1-9][0-9]*$ && "$rounds" =~ ^[1-9][0-9]*$ ]] \
   || die "usage: bench/server_load.sh [IMAGE_MIB=256] [CLIENTS=1000] [ROUNDS=3] (positive integers)"
 [[ "$per_process" =~ ^[1-9][0-9]*$ ]] || die "CLIENTS_PER_PROCESS must be a positive integer"
+[[ "${KEEP_PARTITIONS:-0}" = 0 || "${KEEP_PARTITIONS:-0}" = 1 ]] || die "KEEP_PARTITIONS must be 0 (default) or 1, not '$KEEP_PARTITIONS'"
 [[ "$devices" = server || "$devices" = process ]] || die "DEVICES must be server (default) or process, not '$devices'"
 if [ -n "${DEVICE_NICE:-}" ]; then
   [ "$devices" = process ] || die "DEVICE_NICE needs DEVICES=process"

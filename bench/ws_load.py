@@ -302,18 +302,21 @@ def report(args):
     job_without = [x for run in runs_without for x in run]
     job_with = [x for run in runs_with for x in run]
     if job_without and job_with:
-        low, high = bootstrap_ratio_interval(runs_with, runs_without)
+        if min(len(runs_with), len(runs_without)) >= 3:
+            low, high = bootstrap_ratio_interval(runs_with, runs_without)
+            interval = (f"95% interval {low:.3f}-{high:.3f}: {'a loss' if high < 1 else 'a gain' if low > 1 else 'no difference'} "
+                        f"that these runs can tell")
+        else:
+            interval = "too few rounds for an interval: 3 at least"
         print(f"throughput of a job (its bytes over its own start to end, median of {len(job_without)} and "
               f"{len(job_with)} jobs): without clients {median(job_without):.2f} MB/s "
               f"(range {min(job_without):.2f}-{max(job_without):.2f}), with {args.clients} clients "
               f"{median(job_with):.2f} MB/s (range {min(job_with):.2f}-{max(job_with):.2f}), "
-              f"ratio with/without {median(job_with) / median(job_without):.3f} "
-              f"(95% interval {low:.3f}-{high:.3f}: {'a loss' if high < 1 else 'a gain' if low > 1 else 'no difference'} "
-              f"that these runs can tell)")
+              f"ratio with/without {median(job_with) / median(job_without):.3f} ({interval})")
     loops_without = [r["meta"]["loops_cpu"] for r in rows if not r["meta"]["clients"] and "loops_cpu" in r["meta"]]
     loops_with = [(r["meta"]["loops_cpu"], sum(sum(c["types"].values()) for c in r["clients"]))
                   for r in rows if r["meta"]["clients"] and "loops_cpu" in r["meta"]]
-    if loops_without and loops_with:
+    if loops_without and loops_with and median([n for _, n in loops_with]) > 0:
         extra = median([cpu for cpu, _ in loops_with]) - median(loops_without)
         delivered = median([n for _, n in loops_with])
         print(f"event loop CPU per run (median): without clients {median(loops_without) * 1000:.1f} ms, with "

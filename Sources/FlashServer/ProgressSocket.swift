@@ -33,7 +33,6 @@ struct ProgressSocket: Sendable {
             metrics.clientDisconnected(coalescedMessages: subscription.coalescedCount, droppedMessages: subscription.droppedCount, tooSlow: subscription.didOverflow)
         }
         let writer = ProgressFrameWriter(channel: channel, subscription: subscription, fanout: fanouts.fanout(for: channel.eventLoop))
-
         writer.start()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {

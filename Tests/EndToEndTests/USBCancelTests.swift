@@ -237,7 +237,6 @@ private final class TwoFlashTestbedRun {
         throw failure("flashctl (step \(name)) hung for \(timeout) s: \(read("\(name).out")) \(read("\(name).err"))")
     }
 
-    /// Lets the script start the second flash.
     /// Waits until the test bed's debug log holds `text`; false on timeout.
     func waitForLog(_ text: String, timeout: Double) -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
@@ -248,6 +247,7 @@ private final class TwoFlashTestbedRun {
         return false
     }
 
+    /// Lets the script start the second flash.
     func proceed() {
         _ = FileManager.default.createFile(atPath: directory + "/proceed", contents: nil)
     }
