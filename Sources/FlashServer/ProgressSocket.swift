@@ -7,24 +7,16 @@ import NIOCore
 /// One `/flash-progress` connection: the replay and then every event its filter lets through,
 /// and the client's commands (ping, pause, resume, cancel).
 ///
-/// Events go from the connection's bounded `EventSubscription` (a member of its event loop's
-/// group, filled by that loop) onto the channel through a `ProgressFrameWriter`, on the channel's
-/// event loop, so neither a job nor other clients ever wait on this socket. A client whose queue overflows is cut off: the writer stops with
+/// Events go from the connection's bounded `EventSubscription` onto the channel through a
+/// `ProgressFrameWriter`, on the channel's event loop, so neither a job nor other clients ever
+/// wait on this socket. A client whose queue overflows is cut off: the writer stops with
 /// `TooSlow` and the connection closes.
 struct ProgressSocket: Sendable {
     let scheduler: JobScheduler
     let metrics: ServerMetrics
     let queueLimit: Int
     let maxMessageSize: Int
-    let fanouts: EventLoopFanouts
-
-    init(scheduler: JobScheduler, metrics: ServerMetrics, queueLimit: Int, maxMessageSize: Int) {
-        self.scheduler = scheduler
-        self.metrics = metrics
-        self.queueLimit = queueLimit
-        self.maxMessageSize = maxMessageSize
-        self.fanouts = EventLoopFanouts(broadcaster: scheduler.broadcaster)
-    }
+    let fanouts = EventLoopFanouts()
 
     func serve(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, request: Request, channel: any Channel) async throws {
         let query = request.uri.queryParameters
@@ -34,14 +26,13 @@ struct ProgressSocket: Sendable {
             deviceId: query["deviceId"].map(String.init),
             includeDeviceMessages: include.contains("device_message")
         )
-        let fanout = fanouts.fanout(for: channel.eventLoop)
-        let subscription = fanout.group.subscribe(filter, limit: queueLimit)
+        let subscription = scheduler.broadcaster.subscribe(filter, limit: queueLimit)
         metrics.clientConnected()
         defer {
             subscription.close()
             metrics.clientDisconnected(coalescedMessages: subscription.coalescedCount, droppedMessages: subscription.droppedCount, tooSlow: subscription.didOverflow)
         }
-        let writer = ProgressFrameWriter(channel: channel, subscription: subscription, fanout: fanout)
+        let writer = ProgressFrameWriter(channel: channel, subscription: subscription, fanout: fanouts.fanout(for: channel.eventLoop))
         writer.start()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {

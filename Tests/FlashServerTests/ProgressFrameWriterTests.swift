@@ -25,12 +25,10 @@ import Testing
         [.started(job, stage: "Connecting", totalBytes: 100, timestamp: 1), progress(10), .paused(job, timestamp: 2)]
     }
 
-    /// A started writer for a new member of the channel's loop group of `broadcaster`, as a
-    /// connection gets; the task ends when the writer does.
+    /// A started writer for a new subscription of `broadcaster`; the task ends when the writer does.
     func startWriter(on channel: NIOAsyncTestingChannel, for broadcaster: EventBroadcaster) -> (EventSubscription, Task<Void, any Error>) {
-        let fanout = EventLoopFanout(loop: channel.eventLoop, broadcaster: broadcaster)
-        let subscription = fanout.group.subscribe()
-        let writer = ProgressFrameWriter(channel: channel, subscription: subscription, fanout: fanout)
+        let subscription = broadcaster.subscribe()
+        let writer = ProgressFrameWriter(channel: channel, subscription: subscription, fanout: EventLoopFanout(loop: channel.eventLoop))
         writer.start()
         return (subscription, Task { try await writer.finished() })
     }
@@ -50,7 +48,7 @@ import Testing
         let flushes = FlushCounter()
         try await channel.pipeline.addHandler(flushes)
         let broadcaster = EventBroadcaster()
-        let (_, running) = startWriter(on: channel, for: broadcaster)
+        let (subscription, running) = startWriter(on: channel, for: broadcaster)
 
         let events = startProgressPause
         events.forEach(broadcaster.publish)
@@ -64,9 +62,9 @@ import Testing
         await channel.testingEventLoop.advanceTime(by: EventLoopFanout.gatherDelay)
         #expect(try await writtenTexts(channel) == [FlashEvent.resumed(job, timestamp: 3).protocolJSON()])
 
-        // A server that stops closes every subscription: the writer ends once all is written.
+        // Closing the subscription (a server that stops) ends the writer once all is written.
         broadcaster.publish(progress(50))
-        broadcaster.closeAll()
+        subscription.close()
         await channel.testingEventLoop.advanceTime(by: EventLoopFanout.gatherDelay)
         try await running.value
         #expect(try await writtenTexts(channel) == [progress(50).protocolJSON()])
@@ -76,11 +74,11 @@ import Testing
         let channel = try await connectedChannel()
         try await channel.eventLoop.submit { try channel.pipeline.syncOperations.addHandler(WebSocketFrameEncoder()) }.get()
         let broadcaster = EventBroadcaster()
-        let (_, running) = startWriter(on: channel, for: broadcaster)
+        let (subscription, running) = startWriter(on: channel, for: broadcaster)
 
         let events = startProgressPause
         events.forEach(broadcaster.publish)
-        broadcaster.closeAll()
+        subscription.close()
         await channel.testingEventLoop.advanceTime(by: EventLoopFanout.gatherDelay)
         try await running.value
 
@@ -126,8 +124,8 @@ import Testing
         for index in 0..<5 {
             broadcaster.publish(.resumed(job, timestamp: Int64(index)))
         }
-        await channel.testingEventLoop.advanceTime(by: EventLoopFanout.gatherDelay)
         #expect(subscription.didOverflow)
+        await channel.testingEventLoop.advanceTime(by: EventLoopFanout.gatherDelay)
         #expect(await outcome(of: running) == "too slow")
         await stuck.failHeldWrites(on: channel.eventLoop)
     }

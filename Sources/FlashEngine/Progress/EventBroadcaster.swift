@@ -9,8 +9,6 @@ import Foundation
 /// A subscriber that asks for one job that has already ended is told how it ended (its
 /// `flash_started`, last `flash_progress` and `flash_completed` or `flash_failed`).
 /// Publishing never waits for a subscriber: each has its own bounded `EventSubscription`.
-/// Subscribers served by one thread (the clients of one event loop) can share an
-/// `EventSubscriberGroup`, so that publishing hands an event to the group once instead of to each.
 public final class EventBroadcaster: @unchecked Sendable {
     /// Queued events at which a subscriber is closed as too slow.
     public let subscriberLimit: Int
@@ -23,11 +21,6 @@ public final class EventBroadcaster: @unchecked Sendable {
     private var finishedOrder: [String] = []
     private let finishedKept = 256
     private var overflowed = 0
-    /// The groups' feeds (in `subscribers`), and their members (not), for `subscriberCount`.
-    private var groupFeeds: Set<ObjectIdentifier> = []
-    private var groupMembers = 0
-    /// The sequence number of the last event recorded; see `PublishedEvent.sequence`.
-    private var lastSequence: UInt64 = 0
     /// Events published while `publishTogether` runs, pushed to subscribers when the last
     /// running one returns.
     private var gathered: [PublishedEvent]?
@@ -80,46 +73,14 @@ public final class EventBroadcaster: @unchecked Sendable {
     public func subscribe(_ filter: EventFilter = EventFilter(), limit: Int? = nil) -> EventSubscription {
         let subscription = EventSubscription(filter: filter, limit: limit ?? subscriberLimit)
         subscription.onClose = { [weak self] closed in self?.remove(closed) }
-        join(subscription) { _ in subscribers[ObjectIdentifier(subscription)] = subscription }
-        return subscription
-    }
-
-    /// A group of subscribers that the calling consumer hands events to itself (see
-    /// `EventSubscriberGroup`); it is fed every event published from now on.
-    public func makeGroup() -> EventSubscriberGroup {
-        let feed = EventSubscription(filter: EventFilter(includeDeviceMessages: true), limit: .max, coalescesProgress: false)
-        feed.onClose = { [weak self] closed in self?.remove(closed) }
         lock.lock()
-        subscribers[ObjectIdentifier(feed)] = feed
-        groupFeeds.insert(ObjectIdentifier(feed))
-        lock.unlock()
-        return EventSubscriberGroup(broadcaster: self, feed: feed)
-    }
-
-    /// Queues the replay for `subscription`, then runs `register` with the sequence number of the
-    /// last event recorded, all under the lock that publishing records under: whatever `register`
-    /// adds the subscription to is fed exactly the events that the replay does not cover.
-    func join(_ subscription: EventSubscription, register: (UInt64) -> Void) {
-        lock.lock()
-        defer { lock.unlock() }
         subscription.push(contentsOf: activeOrder.flatMap { active[$0]?.events ?? [] })
-        if let jobId = subscription.filter.jobId {
+        if let jobId = filter.jobId {
             subscription.push(contentsOf: finished[jobId] ?? [])
         }
-        register(lastSequence)
-    }
-
-    /// Called by a group when one of its members left; `overflowed` if it was cut off as too slow.
-    func groupMemberLeft(overflowed didOverflow: Bool) {
-        lock.lock()
-        groupMembers -= 1
-        if didOverflow { overflowed += 1 }
+        subscribers[ObjectIdentifier(subscription)] = subscription
         lock.unlock()
-    }
-
-    /// Called by a group, under `join`'s lock, for each member it adds.
-    func groupMemberJoinedLocked() {
-        groupMembers += 1
+        return subscription
     }
 
     /// Ends every subscription (each still gets what was queued for it), for a server that stops.
@@ -137,11 +98,10 @@ public final class EventBroadcaster: @unchecked Sendable {
         return activeOrder.flatMap { active[$0]?.events ?? [] }.map(\.event)
     }
 
-    /// Subscribers, counting each group's members instead of the group.
     public var subscriberCount: Int {
         lock.lock()
         defer { lock.unlock() }
-        return subscribers.count - groupFeeds.count + groupMembers
+        return subscribers.count
     }
 
     /// Subscribers closed so far for not keeping up.
@@ -156,13 +116,10 @@ public final class EventBroadcaster: @unchecked Sendable {
         if subscribers.removeValue(forKey: ObjectIdentifier(subscription)) != nil, subscription.didOverflow {
             overflowed += 1
         }
-        groupFeeds.remove(ObjectIdentifier(subscription))
         lock.unlock()
     }
 
     private func record(_ published: PublishedEvent) {
-        lastSequence += 1
-        published.sequence = lastSequence
         let event = published.event
         let jobId = event.job.jobId
         switch event {

@@ -10,8 +10,6 @@ import Foundation
 public final class EventSubscription: @unchecked Sendable {
     public let filter: EventFilter
     private let limit: Int
-    /// False for a group's feed: its members coalesce, and count what they coalesce.
-    private let coalescesProgress: Bool
     private let lock = NSLock()
     private var queue: [PublishedEvent?] = []
     private var queuedCount = 0
@@ -24,10 +22,9 @@ public final class EventSubscription: @unchecked Sendable {
     private var dropped = 0
     var onClose: (@Sendable (EventSubscription) -> Void)?
 
-    init(filter: EventFilter, limit: Int, coalescesProgress: Bool = true) {
+    init(filter: EventFilter, limit: Int) {
         self.filter = filter
         self.limit = max(2, limit)
-        self.coalescesProgress = coalescesProgress
     }
 
     /// True once the subscriber was closed for falling too far behind.
@@ -126,8 +123,7 @@ public final class EventSubscription: @unchecked Sendable {
         let wasEmpty = queuedCount == 0
         var added = false
         for published in events where filter.matches(published.event) {
-            let progressOf = coalescesProgress ? published.progressJobId : nil
-            if let jobId = progressOf, let slot = progressSlot[jobId] {
+            if case .progress(let job, _, _) = published.event, let slot = progressSlot[job.jobId] {
                 queue[slot] = nil
                 queuedCount -= 1
                 coalesced += 1
@@ -136,8 +132,8 @@ public final class EventSubscription: @unchecked Sendable {
                 overflowLocked()
                 return
             }
-            if let jobId = progressOf {
-                progressSlot[jobId] = queue.count
+            if case .progress(let job, _, _) = published.event {
+                progressSlot[job.jobId] = queue.count
             }
             queue.append(published)
             queuedCount += 1
@@ -186,22 +182,12 @@ public final class EventSubscription: @unchecked Sendable {
 }
 
 /// An event as it goes out to subscribers: the event and its PROTOCOL.md JSON, made once.
-///
-/// A class, so that queueing an event for a thousand subscribers copies one reference each, not
-/// the event's strings (each one a reference count that the event loops would contend for).
-public final class PublishedEvent: @unchecked Sendable {
+public struct PublishedEvent: Sendable {
     public let event: FlashEvent
     public let json: String?
-    /// The job this is a `flash_progress` for (nil for every other event): what a queue coalesces by.
-    let progressJobId: String?
-    /// Numbers the events in the order the broadcaster recorded them (from 1; 0 until then), so
-    /// that a group can tell which events a member's replay already covered. Set once, under the
-    /// broadcaster's lock, before any subscriber can see the event.
-    var sequence: UInt64 = 0
 
     init(_ event: FlashEvent) {
         self.event = event
         self.json = event.protocolJSON()
-        if case .progress(let job, _, _) = event { progressJobId = job.jobId } else { progressJobId = nil }
     }
 }
