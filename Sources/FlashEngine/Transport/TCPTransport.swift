@@ -48,7 +48,7 @@ public final class TCPTransport: FastbootTransport, @unchecked Sendable {
             guard filled == wanted else {
                 throw FlashError(.image, "image data ended \(totalBytes - sent - Int64(filled)) bytes before the announced size")
             }
-            try FastbootTCPFraming.writeFrame(Array(buffer[0..<filled]), socket: socket)
+            try buffer.withUnsafeBytes { try FastbootTCPFraming.writeFrame(UnsafeRawBufferPointer(rebasing: $0[0..<filled]), socket: socket) }
             sent += Int64(filled)
             onAcknowledged(sent)
         }
