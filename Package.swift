@@ -42,6 +42,8 @@ let package = Package(
             pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"])]
         ),
+        // Linux's sched_setattr, which glibc does not wrap (see ThreadTimeSlice).
+        .systemLibrary(name: "CLinuxSched"),
         .systemLibrary(
             name: "CLZMA",
             pkgConfig: "liblzma",
@@ -55,6 +57,7 @@ let package = Package(
                 "CLibUDev",
                 "CZlib",
                 "CLZMA",
+                "CLinuxSched",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),

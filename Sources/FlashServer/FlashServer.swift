@@ -38,7 +38,7 @@ public final class FlashServer: Sendable {
         scheduler = JobScheduler(
             configuration: configuration.scheduler,
             finder: FastbootDeviceFinder(listNetwork: networkDevices),
-            broadcaster: EventBroadcaster(subscriberLimit: configuration.clientQueueLimit)
+            broadcaster: EventBroadcaster(subscriberLimit: configuration.clientQueueLimit, delivery: .background)
         )
         recorder = HistoryRecorder(store: history, metrics: metrics, logger: logger)
         boundPort = BoundPort(configuration.port)

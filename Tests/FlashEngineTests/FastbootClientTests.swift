@@ -34,6 +34,28 @@ final class FastbootClientTests: XCTestCase {
         XCTAssertEqual(acknowledged, acknowledged.sorted())
     }
 
+    func testDownloadDataGoesOutWithTheDefaultSliceAndCommandsWithTheOneAskedFor() throws {
+        defer { ThreadTimeSlice.request(0) }
+        ThreadTimeSlice.request(0)
+        let defaultSlice = ThreadTimeSlice.current
+        let transport = ScriptedTransport(answers: ["DATA00000400", "OKAY", "OKAY"])
+        let client = FastbootClient(transport: transport)
+        let granted = ThreadTimeSlice.request(ThreadTimeSlice.responsive) && ThreadTimeSlice.current == ThreadTimeSlice.responsive
+            && defaultSlice != ThreadTimeSlice.responsive
+        try client.download(ArrayStream([UInt8](repeating: 7, count: 1024)), size: 1024) { _ in }
+        try client.flash(partition: "boot")
+        XCTAssertEqual(transport.downloaded.count, 1024)
+        if granted {
+            // Linux 6.12 or later: the kernel keeps a thread's own slice.
+            XCTAssertEqual(transport.slicesAtCommands, [ThreadTimeSlice.responsive, ThreadTimeSlice.responsive])
+            XCTAssertEqual(transport.sliceDuringData, defaultSlice, "bulk data must not run ahead of the threads writing to dashboards")
+            XCTAssertEqual(ThreadTimeSlice.current, ThreadTimeSlice.responsive, "the slice asked for is back after the data")
+        } else {
+            // A kernel without per-thread slices: nothing is asked of it, and the flash still works.
+            XCTAssertEqual(transport.sliceDuringData, ThreadTimeSlice.current)
+        }
+    }
+
     func testDownloadRefusesADeviceThatOffersAnotherSize() {
         let transport = ScriptedTransport(answers: ["DATA00000010"])
         let client = FastbootClient(transport: transport)

@@ -8,6 +8,10 @@ final class ScriptedTransport: FastbootTransport, @unchecked Sendable {
     private var answers: [[UInt8]]
     private(set) var commands: [String] = []
     private(set) var downloaded: [UInt8] = []
+    /// The sending thread's time slice (`ThreadTimeSlice.current`) at each command, and while
+    /// download data went out.
+    private(set) var slicesAtCommands: [UInt64?] = []
+    private(set) var sliceDuringData: UInt64?
     var acknowledgeEvery = 1 << 20
 
     init(answers: [String]) {
@@ -16,6 +20,7 @@ final class ScriptedTransport: FastbootTransport, @unchecked Sendable {
 
     func write(_ bytes: [UInt8], timeoutMs: Int) throws {
         commands.append(String(decoding: bytes, as: UTF8.self))
+        slicesAtCommands.append(ThreadTimeSlice.current)
     }
 
     func read(maxLength: Int, timeoutMs: Int) throws -> [UInt8] {
@@ -24,6 +29,7 @@ final class ScriptedTransport: FastbootTransport, @unchecked Sendable {
     }
 
     func writeStream(_ source: ByteStream, totalBytes: Int64, onAcknowledged: (Int64) -> Void) throws {
+        sliceDuringData = ThreadTimeSlice.current
         var buffer = [UInt8](repeating: 0, count: acknowledgeEvery)
         var sent: Int64 = 0
         while sent < totalBytes {

@@ -54,6 +54,9 @@ public final class EmulatedDeviceServer: @unchecked Sendable {
         running.enter()
         Thread.detachNewThread { [self] in
             Thread.current.name = threadName("accept")
+            // A real device answers on a processor of its own; an emulated one should not wait
+            // behind the host's other threads for a core each time a command arrives.
+            ThreadTimeSlice.request(ThreadTimeSlice.responsive)
             defer {
                 listener.close()
                 running.leave()
@@ -105,6 +108,7 @@ public final class EmulatedDeviceServer: @unchecked Sendable {
             running.enter()
             Thread.detachNewThread { [self] in
                 Thread.current.name = threadName("device")
+                ThreadTimeSlice.request(ThreadTimeSlice.responsive)
                 defer {
                     lock.withLock { _ = connections.removeValue(forKey: id) }
                     socket.close()

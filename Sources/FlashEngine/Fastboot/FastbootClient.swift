@@ -50,7 +50,9 @@ public final class FastbootClient {
         default:
             throw FlashError(.protocolViolation, "\(transport.peerDescription) answered download unexpectedly")
         }
-        try transport.writeStream(source, totalBytes: size, onAcknowledged: onAcknowledged)
+        try ThreadTimeSlice.withDefault {
+            try transport.writeStream(source, totalBytes: size, onAcknowledged: onAcknowledged)
+        }
         _ = try expectOkay(for: "download", timeoutMs: timeouts.writeMs)
     }
 

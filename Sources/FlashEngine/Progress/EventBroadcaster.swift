@@ -5,7 +5,8 @@ import Foundation
 ///
 /// `subscribe` queues the replay of PROTOCOL.md (each active job's `flash_started`, its latest
 /// `flash_progress`, then `flash_paused` if it is paused) and registers the subscriber under the
-/// same lock `publish` updates that replay under, so a subscriber sees every event exactly once.
+/// same lock under which each event is recorded for that replay and its receivers are chosen, so
+/// a subscriber sees every event exactly once.
 /// A subscriber that asks for one job that has already ended is told how it ended (its
 /// `flash_started`, last `flash_progress` and `flash_completed` or `flash_failed`).
 /// Publishing never waits for a subscriber: each has its own bounded `EventSubscription`.
@@ -26,8 +27,28 @@ public final class EventBroadcaster: @unchecked Sendable {
     private var gathered: [PublishedEvent]?
     private var gathering = 0
 
-    public init(subscriberLimit: Int = 1024) {
+    /// Where events are handed to the subscribers.
+    public enum Delivery: Sendable {
+        /// By the thread that publishes, before `publish` returns (one subscriber, or a few).
+        case onPublishingThread
+        /// By a thread of the broadcaster's own, in the order published. For a server with many
+        /// subscribers: handing an event to a thousand of them takes a millisecond or more, which
+        /// a job's thread would otherwise spend at its start and end while its device waits for
+        /// the next command. Events published while the thread is busy go out together.
+        case background
+    }
+
+    private let deliveryQueue: DispatchQueue?
+    /// Published, not yet recorded or handed over (`.background` only); guarded by `lock`.
+    private var pending: [PublishedEvent] = []
+    private var draining = false
+
+    public init(subscriberLimit: Int = 1024, delivery: Delivery = .onPublishingThread) {
         self.subscriberLimit = subscriberLimit
+        switch delivery {
+        case .onPublishingThread: deliveryQueue = nil
+        case .background: deliveryQueue = DispatchQueue(label: "flashctl.event-delivery")
+        }
     }
 
     public func publish(_ event: FlashEvent) {
@@ -38,12 +59,7 @@ public final class EventBroadcaster: @unchecked Sendable {
             lock.unlock()
             return
         }
-        record(published)
-        let receivers = Array(subscribers.values)
-        lock.unlock()
-        for subscriber in receivers {
-            subscriber.push(published)
-        }
+        deliverLocked([published])
     }
 
     /// Runs `body` and delivers everything published meanwhile (from any thread, in order) as one
@@ -62,11 +78,54 @@ public final class EventBroadcaster: @unchecked Sendable {
         guard gathering == 0 else { lock.unlock(); return }
         let batch = gathered ?? []
         gathered = nil
-        batch.forEach(record)
-        let receivers = batch.isEmpty ? [] : Array(subscribers.values)
+        guard !batch.isEmpty else { lock.unlock(); return }
+        deliverLocked(batch)
+    }
+
+    /// Waits until every event published so far has been handed to the subscribers.
+    public func flush() {
+        deliveryQueue?.sync {}
+    }
+
+    /// Records `batch` for the replay and hands it to every subscriber, or queues it for the
+    /// delivery thread. Called with `lock` held, which it releases: taking a batch and queueing it
+    /// happen under one hold, so batches from different threads keep the order they were taken in.
+    private func deliverLocked(_ batch: [PublishedEvent]) {
+        guard let deliveryQueue else {
+            batch.forEach(record)
+            let receivers = Array(subscribers.values)
+            lock.unlock()
+            Self.push(batch, to: receivers)
+            return
+        }
+        pending.append(contentsOf: batch)
+        let wake = !draining
+        draining = true
         lock.unlock()
-        for subscriber in receivers {
-            subscriber.push(contentsOf: batch)
+        if wake { deliveryQueue.async { self.drain() } }
+    }
+
+    /// The delivery thread: hands over everything pending, then what came meanwhile, until none is left.
+    private func drain() {
+        lock.lock()
+        while !pending.isEmpty {
+            let batch = pending
+            pending = []
+            batch.forEach(record)
+            let receivers = Array(subscribers.values)
+            lock.unlock()
+            Self.push(batch, to: receivers)
+            lock.lock()
+        }
+        draining = false
+        lock.unlock()
+    }
+
+    private static func push(_ batch: [PublishedEvent], to receivers: [EventSubscription]) {
+        if batch.count == 1 {
+            for subscriber in receivers { subscriber.push(batch[0]) }
+        } else {
+            for subscriber in receivers { subscriber.push(contentsOf: batch) }
         }
     }
 
@@ -85,6 +144,7 @@ public final class EventBroadcaster: @unchecked Sendable {
 
     /// Ends every subscription (each still gets what was queued for it), for a server that stops.
     public func closeAll() {
+        flush()
         lock.lock()
         let all = Array(subscribers.values)
         lock.unlock()

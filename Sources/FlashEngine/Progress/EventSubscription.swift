@@ -49,8 +49,9 @@ public final class EventSubscription: @unchecked Sendable {
     }
 
     /// For a consumer driven by pushes instead of awaiting `nextMessages` (a socket writer on its
-    /// event loop): `handler` runs on the publishing thread when events arrive in an empty queue
-    /// and when the subscription closes; the consumer then calls `takeQueued()`. It must be quick.
+    /// event loop): `handler` runs on the delivering thread (see `EventBroadcaster.Delivery`) when
+    /// events arrive in an empty queue and when the subscription closes; the consumer then calls
+    /// `takeQueued()`. It must be quick.
     public func setReadyHandler(_ handler: @escaping @Sendable () -> Void) {
         lock.lock()
         readyHandler = handler
