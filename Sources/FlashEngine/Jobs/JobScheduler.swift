@@ -209,7 +209,6 @@ public final class JobScheduler: @unchecked Sendable {
             // What `top -H` and `perf` show. Set from the thread itself: a name given before
             // `start()` does not reach Linux; and Linux keeps 15 bytes (the job id is 12).
             Thread.current.name = entry.job.jobId
-            ThreadTimeSlice.request(ThreadTimeSlice.responsive)
             defer { threadsDone.leave() }
             notify(entry.statusLocked(lock))
             var limits: [TokenBucket] = []
@@ -218,7 +217,7 @@ public final class JobScheduler: @unchecked Sendable {
             let outcome = entry.job.run(progress: entry.progress, limits: limits)
             finished(entry, outcome)
         }
-        thread.start()
+        ThreadTimeSlice.startResponsive(thread)
     }
 
     private func finished(_ entry: JobEntry, _ outcome: JobOutcome) {

@@ -1,4 +1,5 @@
 import CLinuxSched
+import Foundation
 
 /// The time slice Linux gives the calling thread, for threads that must run soon after they wake.
 ///
@@ -24,6 +25,15 @@ public enum ThreadTimeSlice {
     public static var current: UInt64? {
         let slice = flashctl_time_slice()
         return slice < 0 ? nil : UInt64(slice)
+    }
+
+    /// Starts `thread` with the `responsive` slice from its first wake-up: Linux gives a new
+    /// thread the slice of the one that creates it, so the caller holds that slice while it does.
+    /// For a caller on the default slice (an event loop answering a request), which it gets back.
+    public static func startResponsive(_ thread: Thread) {
+        let borrowed = current != responsive && request(responsive)
+        thread.start()
+        if borrowed { request(0) }
     }
 
     /// For a thread that asked for `responsive`: runs `body` with the kernel's default slice,
