@@ -64,14 +64,29 @@ import Testing
     }
 
     @Test func closingAllHandsOverWhatWasPublishedFirst() async {
-        let broadcaster = EventBroadcaster(delivery: .background)
+        let pauses = 2000
+        let broadcaster = EventBroadcaster(subscriberLimit: pauses + 10, delivery: .background)
+        // Holds the delivery thread for 50 ms at the first event, so that most events are still
+        // to be handed over when closeAll comes.
+        let held = Mutex(false)
+        broadcaster.subscribe().setReadyHandler {
+            let first = held.withLock { wasHeld in
+                defer { wasHeld = true }
+                return !wasHeld
+            }
+            if first { usleep(50_000) }
+        }
         let subscription = broadcaster.subscribe()
-        let ended = FlashEvent.failed(job, error: "Flash cancelled: the server is stopping", reason: "cancelled", timestamp: 2)
-        broadcaster.publish(.started(job, stage: "Connecting", totalBytes: 10, timestamp: 1))
+        let started = FlashEvent.started(job, stage: "Connecting", totalBytes: 10, timestamp: 0)
+        let ended = FlashEvent.failed(job, error: "Flash cancelled: the server is stopping", reason: "cancelled", timestamp: Int64(pauses + 1))
+        broadcaster.publish(started)
+        for index in 1...pauses { broadcaster.publish(.paused(job, timestamp: Int64(index))) }
         broadcaster.publish(ended)
         broadcaster.closeAll()
         var events: [FlashEvent] = []
         while let batch = await subscription.nextBatch() { events += batch }
-        #expect(events == [.started(job, stage: "Connecting", totalBytes: 10, timestamp: 1), ended])
+        #expect(events.count == pauses + 2, "events lost at close")
+        #expect(events.first == started)
+        #expect(events.last == ended)
     }
 }

@@ -13,7 +13,8 @@ import Foundation
 public final class EventBroadcaster: @unchecked Sendable {
     /// Queued events at which a subscriber is closed as too slow.
     public let subscriberLimit: Int
-    private let lock = NSLock()
+    /// Guards everything below; `.background` delivery also waits on it for `flush`.
+    private let lock = NSCondition()
     private var subscribers: [ObjectIdentifier: EventSubscription] = [:]
     private var active: [String: JobReplay] = [:]
     private var activeOrder: [String] = []
@@ -38,17 +39,35 @@ public final class EventBroadcaster: @unchecked Sendable {
         case background
     }
 
-    private let deliveryQueue: DispatchQueue?
-    /// Published, not yet recorded or handed over (`.background` only); guarded by `lock`.
+    /// Wakes the delivery thread (`.background` only), once per `draining` turned true.
+    private let deliveryWake: DispatchSemaphore?
+    /// Published, not yet recorded or handed over (`.background` only).
     private var pending: [PublishedEvent] = []
     private var draining = false
 
     public init(subscriberLimit: Int = 1024, delivery: Delivery = .onPublishingThread) {
         self.subscriberLimit = subscriberLimit
         switch delivery {
-        case .onPublishingThread: deliveryQueue = nil
-        case .background: deliveryQueue = DispatchQueue(label: "flashctl.event-delivery")
+        case .onPublishingThread:
+            deliveryWake = nil
+        case .background:
+            let wake = DispatchSemaphore(value: 0)
+            deliveryWake = wake
+            let thread = Thread { [weak self] in
+                while true {
+                    wake.wait()
+                    guard let self else { return }
+                    self.drain()
+                }
+            }
+            thread.name = "event-delivery"
+            // It wakes at the busiest moments (jobs starting and ending) with work that others wait for.
+            ThreadTimeSlice.startResponsive(thread)
         }
+    }
+
+    deinit {
+        deliveryWake?.signal()
     }
 
     public func publish(_ event: FlashEvent) {
@@ -84,14 +103,16 @@ public final class EventBroadcaster: @unchecked Sendable {
 
     /// Waits until every event published so far has been handed to the subscribers.
     public func flush() {
-        deliveryQueue?.sync {}
+        lock.lock()
+        while draining { lock.wait() }
+        lock.unlock()
     }
 
     /// Records `batch` for the replay and hands it to every subscriber, or queues it for the
     /// delivery thread. Called with `lock` held, which it releases: taking a batch and queueing it
     /// happen under one hold, so batches from different threads keep the order they were taken in.
     private func deliverLocked(_ batch: [PublishedEvent]) {
-        guard let deliveryQueue else {
+        guard let deliveryWake else {
             batch.forEach(record)
             let receivers = Array(subscribers.values)
             lock.unlock()
@@ -102,7 +123,7 @@ public final class EventBroadcaster: @unchecked Sendable {
         let wake = !draining
         draining = true
         lock.unlock()
-        if wake { deliveryQueue.async { self.drain() } }
+        if wake { deliveryWake.signal() }
     }
 
     /// The delivery thread: hands over everything pending, then what came meanwhile, until none is left.
@@ -118,6 +139,7 @@ public final class EventBroadcaster: @unchecked Sendable {
             lock.lock()
         }
         draining = false
+        lock.broadcast()
         lock.unlock()
     }
 
