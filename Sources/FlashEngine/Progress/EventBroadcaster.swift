@@ -54,13 +54,13 @@ public final class EventBroadcaster: @unchecked Sendable {
             let wake = DispatchSemaphore(value: 0)
             deliveryWake = wake
             let thread = Thread { [weak self] in
+                Thread.current.name = "event-delivery"
                 while true {
                     wake.wait()
                     guard let self else { return }
                     self.drain()
                 }
             }
-            thread.name = "event-delivery"
             // It wakes at the busiest moments (jobs starting and ending) with work that others wait for.
             ThreadTimeSlice.startResponsive(thread)
         }
