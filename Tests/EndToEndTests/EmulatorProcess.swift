@@ -78,9 +78,7 @@ enum TestImages {
     }
 
     static func write(_ data: Data, name: String) throws -> String {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("flashctl-img-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let path = directory.appendingPathComponent(name).path
+        let path = try TestScratch.directory("img") + "/" + name
         try data.write(to: URL(fileURLWithPath: path))
         return path
     }

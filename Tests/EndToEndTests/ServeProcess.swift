@@ -15,7 +15,11 @@ final class ServeProcess {
         images = self.base + "/images"
         history = self.base + "/history.sqlite"
         try FileManager.default.createDirectory(atPath: images, withIntermediateDirectories: true)
+        // The emulated devices' partitions go under $TMPDIR: under `base`, so that `removeFiles`
+        // takes them too when it has to kill the server (a stopped server removes them itself).
+        try FileManager.default.createDirectory(atPath: self.base + "/tmp", withIntermediateDirectories: true)
         process = Process()
+        process.environment = ProcessInfo.processInfo.environment.merging(["TMPDIR": self.base + "/tmp"]) { $1 }
         process.executableURL = URL(fileURLWithPath: ProcessRunner.flashctl)
         process.arguments = ["serve", "--port", "0", "--images", images, "--history", history] + arguments
         let output = Pipe()

@@ -5,7 +5,7 @@ import Testing
 
 /// The auto-flash profiles file: the shipped example loads, and every mistake stops the server
 /// with the file and line.
-@Suite struct AutoFlashProfilesTests {
+@Suite final class AutoFlashProfilesTests {
     private let directory: String
     private let images: ImageDirectory
 
@@ -16,6 +16,10 @@ import Testing
             _ = FileManager.default.createFile(atPath: directory + "/images/" + name, contents: Data(repeating: 1, count: 4096))
         }
         images = try ImageDirectory(path: directory + "/images")
+    }
+
+    deinit {
+        try? FileManager.default.removeItem(atPath: directory)
     }
 
     private func load(_ text: String) throws -> AutoFlashProfiles {

@@ -3,8 +3,12 @@ import FlashEngine
 import Foundation
 import Testing
 
-@Suite struct HistoryStoreTests {
+@Suite final class HistoryStoreTests {
     let path = NSTemporaryDirectory() + "flashctl-history-\(UUID().uuidString)/history.sqlite"
+
+    deinit {
+        try? FileManager.default.removeItem(atPath: (path as NSString).deletingLastPathComponent)
+    }
 
     func status(_ id: String, _ state: JobState, created: Int64, device: String = "SER1") -> JobStatus {
         JobStatus(
