@@ -32,7 +32,8 @@ static inline int flashctl_set_time_slice(uint64_t nanoseconds) {
     return syscall(SYS_sched_setattr, 0, &attr, 0) == 0 ? 0 : errno;
 }
 
-/* The calling thread's time slice as the kernel keeps it (0: the default), or -1. */
+/* The calling thread's time slice as the kernel reports it, or -1. Linux 6.12 and later report
+   the default slice (not 0) for a thread that asked for none; older kernels report 0. */
 static inline int64_t flashctl_time_slice(void) {
     struct flashctl_sched_attr attr;
     memset(&attr, 0, sizeof attr);
