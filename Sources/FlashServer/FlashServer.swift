@@ -4,6 +4,7 @@ import Hummingbird
 import HummingbirdWebSocket
 import Logging
 import NIOCore
+import NIOPosix
 import ServiceLifecycle
 import Synchronization
 
@@ -91,6 +92,7 @@ public final class FlashServer: Sendable {
         ).add(to: router)
 
         let boundPort = self.boundPort, host = configuration.host
+        let loops = MultiThreadedEventLoopGroup(numberOfThreads: configuration.ioThreads)
         let app = Application(
             router: router,
             server: .http1WebSocketUpgrade(
@@ -103,6 +105,7 @@ public final class FlashServer: Sendable {
                 let shown = host.contains(":") ? "[\(host)]" : host
                 onListening("http://\(shown):\(boundPort.value)")
             },
+            eventLoopGroupProvider: .shared(loops),
             logger: logger
         )
         if configuration.ioNiceness != 0 {
@@ -119,8 +122,14 @@ public final class FlashServer: Sendable {
         groupConfiguration.maximumGracefulShutdownDuration = .seconds(5)
         let group = ServiceGroup(configuration: groupConfiguration)
         await shutdownTrigger.set(group)
-        try autoFlash?.start()
-        try await group.run()
+        do {
+            try autoFlash?.start()
+            try await group.run()
+        } catch {
+            try? await loops.shutdownGracefully()
+            throw error
+        }
+        try? await loops.shutdownGracefully()
     }
 
     /// Cancels every job (each is recorded as cancelled), then closes every client with a close

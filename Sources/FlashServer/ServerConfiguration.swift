@@ -1,5 +1,6 @@
 import FlashEngine
 import Foundation
+import NIOCore
 
 /// How `flashctl serve` runs.
 public struct ServerConfiguration: Sendable {
@@ -29,13 +30,15 @@ public struct ServerConfiguration: Sendable {
     /// while flashing keeps every core busy; below 0 needs root or CAP_SYS_NICE and is skipped
     /// without it. 0 (the default) leaves them as they are.
     public var ioNiceness: Int32
+    /// Event loop threads for dashboards and the API (`defaultIOThreads` unless told).
+    public var ioThreads: Int
 
     public init(
         host: String = "127.0.0.1", port: Int = 3001, token: String? = nil, allowedOrigins: [String] = [],
         imageDirectory: String = ServerConfiguration.defaultImageDirectory(), historyPath: String = HistoryStore.defaultPath(),
         scheduler: JobScheduler.Configuration = .init(), emulatedDevices: Int = 0, emulatedSpeed: Int64? = nil,
         maxFrameSize: Int = 16 * 1024, clientQueueLimit: Int = 1024, shutdownGrace: Double = 10, autoFlashProfiles: String? = nil,
-        ioNiceness: Int32 = 0
+        ioNiceness: Int32 = 0, ioThreads: Int = ServerConfiguration.defaultIOThreads()
     ) {
         self.host = host
         self.port = port
@@ -51,6 +54,17 @@ public struct ServerConfiguration: Sendable {
         self.shutdownGrace = shutdownGrace
         self.autoFlashProfiles = autoFlashProfiles
         self.ioNiceness = ioNiceness
+        self.ioThreads = ioThreads
+    }
+
+    /// Half the cores, at least one. Writing a message to many dashboards comes in bursts (every
+    /// client at once, as jobs start and end); with a loop on every core, such a burst takes them
+    /// all just when the jobs' threads need to wake up, and a flash that waits for a core loses
+    /// time it never makes up. One loop writes 1,000 clients' messages in a few milliseconds.
+    /// The price: when flashing alone keeps every core busy, fewer loops get a smaller share of
+    /// the CPU, and messages arrive later (README, "The progress server under load").
+    public static func defaultIOThreads(cores: Int = System.coreCount) -> Int {
+        max(1, cores / 2)
     }
 
     /// `$XDG_DATA_HOME/flashctl/images` (`~/.local/share/flashctl/images`).
@@ -73,6 +87,9 @@ public struct ServerConfiguration: Sendable {
         }
         guard (-20...19).contains(ioNiceness) else {
             throw FlashError(.jobState, "a niceness is from -20 to 19, not \(ioNiceness)")
+        }
+        if !(1...256).contains(ioThreads) {
+            throw FlashError(.jobState, "event loop threads are from 1 to 256, not \(ioThreads)")
         }
     }
 }

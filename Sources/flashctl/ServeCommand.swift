@@ -60,12 +60,18 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("io-nice"), parsing: .unconditional, help: ArgumentHelp("Niceness for the threads that serve dashboards and the API: below 0 (e.g. -10; root or CAP_SYS_NICE) progress goes out sooner while flashing keeps every core busy; above 0 (e.g. 10; no privilege needed) flashing gets the CPU first, so many dashboards slow it less, and messages arrive later. Default 0: left as they are.", valueName: "n"))
     var ioNice: Int32 = 0
 
+    @Option(name: .customLong("io-threads"), help: ArgumentHelp("Threads that serve dashboards and the API. Default: half the cores, at least 1, so that a burst of messages to many dashboards never holds every core while jobs need to wake; one per core gets messages out sooner when flashing alone keeps every core busy.", valueName: "n"))
+    var ioThreads = ServerConfiguration.defaultIOThreads()
+
     func validate() throws {
         guard progressRate > 0, progressRate <= 100 else {
             throw ValidationError("--progress-rate must be between 0 and 100")
         }
         guard (-20...19).contains(ioNice) else {
             throw ValidationError("--io-nice must be between -20 and 19")
+        }
+        if !(1...256).contains(ioThreads) {
+            throw ValidationError("--io-threads must be between 1 and 256")
         }
     }
 
@@ -83,7 +89,7 @@ struct ServeCommand: AsyncParsableCommand {
             imageDirectory: images, historyPath: history,
             scheduler: .init(maxParallelJobs: maxParallel, totalBandwidth: bandwidth?.value, progressInterval: 1 / progressRate),
             emulatedDevices: emulate, emulatedSpeed: emulateSpeed?.value, autoFlashProfiles: autoFlash,
-            ioNiceness: ioNice
+            ioNiceness: ioNice, ioThreads: ioThreads
         )
         let server = try FlashServer(configuration: configuration)
         let interrupt = InterruptHandler {

@@ -144,7 +144,7 @@ final class ServeCommandTests: XCTestCase {
     func testTheThreadsServingDashboardsRunAtTheAskedNicenessAndFlashThreadsDoNot() throws {
         let server = try serve(["--emulate", "1", "--io-nice", "-7"])
         let threads = try Self.threadNiceness(pid: server.pid)
-        let eventLoops = threads.filter { $0.name.hasPrefix("NIO-SGLTN-") }
+        let eventLoops = threads.filter { $0.name.hasPrefix("NIO-ELT-") }
         XCTAssertFalse(eventLoops.isEmpty, "\(threads)")
         XCTAssertEqual(threads.first { $0.tid == server.pid }?.nice, 0, "the main thread keeps its niceness")
         if geteuid() == 0 {
@@ -155,6 +155,24 @@ final class ServeCommandTests: XCTestCase {
             XCTAssertEqual(Set(eventLoops.map(\.nice)), [0], "\(eventLoops)")
         }
         XCTAssertNotEqual(try flashctl(["serve", "--port", "0", "--io-nice", "-21"], timeout: 20).status, 0)
+    }
+
+    func testTheServerServesDashboardsOnTheThreadsItIsGiven() throws {
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        let byDefault = try serve(["--emulate", "1"])
+        let defaultLoops = try Self.threadNiceness(pid: byDefault.pid).filter { $0.name.hasPrefix("NIO-ELT-") }
+        XCTAssertEqual(defaultLoops.count, max(1, cores / 2), "\(defaultLoops) on \(cores) cores")
+
+        let three = try serve(["--emulate", "1", "--io-threads", "3"])
+        XCTAssertEqual(try Self.threadNiceness(pid: three.pid).filter { $0.name.hasPrefix("NIO-ELT-") }.count, 3)
+        try three.write(image: "boot.img", TestImages.random(1 << 20))
+        let flash = try flashctl(["flash", "--server", three.url, "--device", "EMU1", "boot.img", "--json"], timeout: 60)
+        XCTAssertEqual(flash.status, 0, flash.stdout + flash.stderr)
+        XCTAssertEqual(flash.events.last?["type"] as? String, "flash_completed", flash.stdout)
+
+        let refused = try flashctl(["serve", "--port", "0", "--io-threads", "0"], timeout: 20)
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue(refused.stderr.contains("--io-threads must be between 1 and 256"), refused.stderr)
     }
 
     /// Name and niceness of each thread of `pid`, from /proc.
