@@ -107,6 +107,7 @@ let package = Package(
             name: "EndToEndTests",
             dependencies: [
                 "FlashEngine",
+                "FlashServer",
                 "flashctl",
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
             ]

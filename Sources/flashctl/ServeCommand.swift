@@ -112,6 +112,8 @@ struct ServeCommand: AsyncParsableCommand {
             case false?: lines.append("dashboard and API threads at normal priority (niceness \(configuration.ioNiceness) needs root or CAP_SYS_NICE; --io-nice 0 to not ask)")
             case nil: break
             }
+            let loops = configuration.ioThreads
+            lines.append("dashboards and API served by \(loops) thread\(loops == 1 ? "" : "s") (--io-threads)")
             if interrupted > 0 { lines.append("\(interrupted) job(s) left unfinished by the last run are marked interrupted") }
             for device in emulated {
                 lines.append("emulated device \(device.deviceId) on \(device.addressSelector), partitions in \(emulatedDirectory)/\(device.deviceId)")
