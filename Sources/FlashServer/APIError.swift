@@ -19,7 +19,7 @@ struct APIError: HTTPResponseError {
         switch error.kind {
         case .unknownJob: status = .notFound
         case .deviceSelection: status = error.message.hasPrefix("no ") ? .notFound : .conflict
-        case .jobState: status = .conflict
+        case .jobState, .notConfirmed: status = .conflict
         case .image, .unsafeTarget: status = .unprocessableContent
         case .noPermission: status = .forbidden
         case .io: status = .internalServerError

@@ -9,6 +9,9 @@ struct JobBody: Codable, ResponseEncodable {
     var deviceName: String?
     var image: String?
     var partition: String?
+    /// "fastboot" or "disk".
+    var target: String
+    var batchId: String?
     var state: String
     var stage: String?
     var progress: Double
@@ -20,6 +23,8 @@ struct JobBody: Codable, ResponseEncodable {
     var estimatedTimeRemaining: Int64?
     var error: String?
     var sha256: String?
+    /// Disks: whether what was written was read back equal.
+    var verified: Bool?
     var bandwidthLimit: Int64?
     var createdAt: Int64
     var startedAt: Int64?
@@ -33,6 +38,8 @@ struct JobBody: Codable, ResponseEncodable {
         deviceName = status.info.deviceName
         image = status.info.image
         partition = status.info.partition
+        target = status.info.target.rawValue
+        batchId = status.info.batchId
         state = status.state.rawValue
         stage = status.stage
         progress = status.progress
@@ -42,6 +49,7 @@ struct JobBody: Codable, ResponseEncodable {
         estimatedTimeRemaining = status.estimatedTimeRemaining
         error = status.error
         sha256 = status.sha256
+        verified = status.verified
         bandwidthLimit = status.bandwidthLimit
         createdAt = status.createdAt
         startedAt = status.startedAt
@@ -61,18 +69,70 @@ struct JobCommandBody: Codable, ResponseEncodable {
     var status: String
 }
 
-/// `POST /api/flash/start`'s body.
+/// The answer to `POST /api/flash/start` for several disks: one job per disk, one batch.
+struct BatchStartBody: Codable, ResponseEncodable {
+    struct Job: Codable {
+        var jobId: String
+        var deviceId: String
+        var status: String
+    }
+
+    var batchId: String?
+    var jobs: [Job]
+}
+
+/// `POST /api/flash/start`'s body: a fastboot device (`deviceId`, `partition`) or disks
+/// (`deviceId` or `deviceIds` naming `/dev/...`, each with its `confirm` token).
 struct StartRequestBody: Codable {
-    var deviceId: String
+    var deviceId: String?
+    var deviceIds: [String]?
     var image: String
     var partition: String?
     /// Bytes per second this job may use.
     var bandwidthLimit: Int64?
     var reboot: Bool?
+    /// Disks: the token `GET /api/devices` gave, as one string for one disk or by disk path.
+    var confirm: ConfirmTokens?
+    /// Disks: read everything back and compare (default true).
+    var verify: Bool?
+}
+
+/// `confirm` as a client sends it: `"token"` for the one disk of `deviceId`, or
+/// `{"/dev/sdb": "token", ...}`.
+enum ConfirmTokens: Codable {
+    case one(String)
+    case byDisk([String: String])
+
+    init(from decoder: Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if let token = try? container.decode(String.self) {
+            self = .one(token)
+        } else {
+            self = .byDisk(try container.decode([String: String].self))
+        }
+    }
+
+    func encode(to encoder: Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch self {
+        case .one(let token): try container.encode(token)
+        case .byDisk(let tokens): try container.encode(tokens)
+        }
+    }
+
+    func tokens(for disks: [String]) -> [String: String] {
+        switch self {
+        case .one(let token): return disks.count == 1 ? [disks[0]: token] : [:]
+        case .byDisk(let tokens): return tokens
+        }
+    }
 }
 
 struct DeviceBody: Codable, ResponseEncodable {
     var id: String
+    /// The same as `id`: what `POST /api/flash/start` takes.
+    var deviceId: String
+    /// fastboot-usb, fastboot-tcp or disk.
     var kind: String
     var serial: String?
     var address: String
@@ -82,6 +142,19 @@ struct DeviceBody: Codable, ResponseEncodable {
     var state: String
     /// The job flashing it now, if any.
     var jobId: String?
+    // Disks only.
+    var model: String?
+    var sizeBytes: Int64?
+    var transport: String?
+    var removable: Bool?
+    var mounted: Bool?
+    var mountPoints: [String]?
+    var system: Bool?
+    var readOnly: Bool?
+    /// Set for a partition: the disk it is on.
+    var partitionOf: String?
+    /// What `POST /api/flash/start` must send back for this disk.
+    var confirm: String?
 }
 
 struct DeviceListBody: Codable, ResponseEncodable {

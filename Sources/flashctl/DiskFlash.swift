@@ -10,32 +10,26 @@ import Glibc
 struct DiskFlash {
     let command: FlashCommand
 
-    /// `--device` values that name disks or files rather than fastboot devices.
-    static func isDiskTarget(_ device: String) -> Bool {
-        device.hasPrefix("/") || device.hasPrefix("./") || device.hasPrefix("../")
-    }
-
     func run() throws {
         let request = DiskFlashRequest(
             imagePath: command.image, targets: command.device, bmapPath: command.bmap, noBmap: command.noBmap,
             entry: command.entry, force: command.force, verify: !command.noVerify)
-        let job = try DiskFlashJob.prepare(request)
-        try confirm(job)
+        let batch = try DiskBatch.prepare(request)
+        try confirm(batch)
         let json = ProgressRenderer.wantsJSON(flag: command.json)
-        let infos = job.targets.map { job.info(for: $0) }
+        let infos = batch.jobs.map(\.info)
         let render: @Sendable (FlashEvent) -> Void
-        if json || job.targets.count == 1 {
+        if json || batch.jobs.count == 1 {
             let renderer = ProgressRenderer(json: json)
             render = { renderer.render($0) }
         } else {
             let renderer = MultiTargetRenderer(targets: infos)
             render = { renderer.render($0) }
         }
-        let interrupt = InterruptHandler { job.control.cancel() }
+        let jobs = batch.jobs
+        let interrupt = InterruptHandler { jobs.forEach { $0.control.cancel() } }
         defer { interrupt.cancel() }
-        let outcomes = job.run { target in
-            ProgressAggregator(job: job.info(for: target), totalBytes: job.image.totalBytes ?? 0, emit: render)
-        }
+        let outcomes = batch.runAll { $0.makeProgress(emit: render) }
         if outcomes.contains(where: { $0.state != .completed }) {
             throw ExitCode.failure
         }
@@ -43,12 +37,12 @@ struct DiskFlash {
 
     /// Shows what will be overwritten and asks; --yes skips the question. Without a terminal to
     /// ask on, --yes is required.
-    private func confirm(_ job: DiskFlashJob) throws {
+    private func confirm(_ batch: DiskBatch) throws {
         var text = "flashctl will overwrite:\n"
-        for target in job.targets {
-            text += "  \(target.target.summary)\n"
+        for job in batch.jobs {
+            text += "  \(job.target.summary)\n"
         }
-        let image = job.image
+        let image = batch.image
         var what = "with \(image.path) (\(image.format.rawValue)\(image.isCompressedSparse ? ", an Android sparse image inside" : "")"
         if let entry = image.entry { what += ", entry \(entry)" }
         if let total = image.totalBytes { what += ", \(HumanFormat.bytes(total)) to write" }
@@ -59,7 +53,7 @@ struct DiskFlash {
         guard isatty(STDIN_FILENO) != 0 else {
             throw ValidationError("not confirmed: standard input is not a terminal, so add --yes to write without asking")
         }
-        ProgressRenderer.writeAll("Everything on \(job.targets.count == 1 ? "it" : "them") will be lost. Type 'yes' to continue: ", to: STDERR_FILENO)
+        ProgressRenderer.writeAll("Everything on \(batch.jobs.count == 1 ? "it" : "them") will be lost. Type 'yes' to continue: ", to: STDERR_FILENO)
         guard readLine()?.trimmingCharacters(in: .whitespaces).lowercased() == "yes" else {
             throw ValidationError("not confirmed: nothing was written")
         }

@@ -42,6 +42,9 @@ struct EmulateCommand: ParsableCommand {
     @Option(name: .long, help: "Drop the connection after this many download bytes.")
     var disconnectAfterBytes: ByteCount?
 
+    @Option(name: .long, help: "Stop reading (keep the connection open, take no more data) after this many download bytes.")
+    var stopReadingAfterBytes: ByteCount?
+
     func validate() throws {
         guard maxDownloadSize.value >= 4096, maxDownloadSize.value <= 0xFFFF_FFFF else {
             throw ValidationError("--max-download-size must be between 4K and 4G-1 (download sizes are 32-bit)")
@@ -59,7 +62,7 @@ struct EmulateCommand: ParsableCommand {
         let config = EmulatedDeviceConfig(
             directory: dir, serial: serial ?? "EMU\(tcp)", product: product,
             maxDownloadSize: maxDownloadSize.value, speedLimit: speedLimit.value,
-            faults: EmulatedFaults(failures: failures, stallPrefixes: stallOn, disconnectAfterBytes: disconnectAfterBytes?.value)
+            faults: EmulatedFaults(failures: failures, stallPrefixes: stallOn, disconnectAfterBytes: disconnectAfterBytes?.value, stopReadingAfterBytes: stopReadingAfterBytes?.value)
         )
         // Signals are caught before the announcement, so a stop request never kills us uncleanly.
         let done = DispatchSemaphore(value: 0)

@@ -71,7 +71,7 @@ struct FlashCommand: AsyncParsableCommand {
     var image: String
 
     func validate() throws {
-        let disks = device.filter(DiskFlash.isDiskTarget)
+        let disks = device.filter(isDiskPath)
         if !disks.isEmpty, disks.count != device.count {
             throw ValidationError("--device names both disks and fastboot devices; flash them separately")
         }
@@ -87,7 +87,7 @@ struct FlashCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        if let first = device.first, DiskFlash.isDiskTarget(first) {
+        if let first = device.first, isDiskPath(first) {
             guard server == nil else { throw ValidationError("--server runs fastboot jobs; write disks with flashctl flash here") }
             try DiskFlash(command: self).run()
             return

@@ -31,6 +31,7 @@ final class EmulatorSessionTests: XCTestCase {
             case .reply(let packet): return String(decoding: packet, as: UTF8.self)
             case .stall: return "<stall>"
             case .disconnect: return "<disconnect>"
+            case .stopReading: return "<stop reading>"
             }
         }
     }
@@ -204,6 +205,16 @@ final class EmulatorSessionTests: XCTestCase {
         XCTAssertEqual(send(staller, "erase:boot"), ["<stall>"])
         XCTAssertTrue(staller.isStalled)
         XCTAssertEqual(send(staller, "getvar:product"), [], "a stalled device answers nothing")
+    }
+
+    func testAStopReadingFaultTakesTheBytesUpToItsLimitThenNothing() {
+        let device = session(faults: EmulatedFaults(stopReadingAfterBytes: 6))
+        XCTAssertEqual(send(device, "download:00000008"), ["DATA00000008"])
+        XCTAssertEqual(send(device, "1234"), [])
+        XCTAssertEqual(send(device, "5678"), ["<stop reading>"], "6 bytes in this connection")
+        XCTAssertTrue(device.isStalled)
+        XCTAssertEqual(send(device, "getvar:product"), [])
+        XCTAssertNil(partition("boot"))
     }
 
     func testSpeedLimitSleepsUntilTheDataIsDue() {

@@ -231,7 +231,7 @@ final class EmulatorTests: XCTestCase {
         XCTAssertEqual(try exchange(socket, "download:00030000"), "DATA00030000")
         let data = [UInt8](repeating: 7, count: 0x30000)
         XCTAssertThrowsError(try {
-            try FastbootTCPFraming.writeFrame(data, socket: socket)
+            try FastbootTCPFraming.writeFrame(data, socket: socket, timeoutMs: 5000)
             _ = try FastbootTCPFraming.readFrame(socket: socket, maxLength: 256, timeoutMs: 5000)
         }()) { error in
             XCTAssertEqual((error as? FlashError)?.kind, .disconnected, "\(error)")
@@ -243,7 +243,7 @@ final class EmulatorTests: XCTestCase {
         let socket = try connect(server)
         defer { socket.close() }
         XCTAssertEqual(try exchange(socket, "getvar:product"), "OKAYtestboard")
-        try FastbootTCPFraming.writeFrame(Array("flash:boot".utf8), socket: socket)
+        try FastbootTCPFraming.writeFrame(Array("flash:boot".utf8), socket: socket, timeoutMs: 5000)
         XCTAssertThrowsError(try FastbootTCPFraming.readFrame(socket: socket, maxLength: 256, timeoutMs: 300)) { error in
             XCTAssertEqual((error as? FlashError)?.kind, .timeout, "\(error)")
         }
@@ -264,14 +264,14 @@ final class EmulatorTests: XCTestCase {
         let socket = try connect(server)
         defer { socket.close() }
         XCTAssertEqual(try exchange(socket, "download:00001000"), "DATA00001000")
-        try FastbootTCPFraming.writeFrame([UInt8](repeating: 1, count: 0x800), socket: socket)
+        try FastbootTCPFraming.writeFrame([UInt8](repeating: 1, count: 0x800), socket: socket, timeoutMs: 5000)
         let reply = try exchange(socket, [UInt8](repeating: 2, count: 0x801))
         XCTAssertTrue(reply.hasPrefix("FAIL"), reply)
         // Back in the command phase, and nothing is left to flash.
         XCTAssertEqual(try exchange(socket, "flash:boot"), "FAILno data downloaded")
         // Data in odd-sized frames is a byte stream.
         XCTAssertEqual(try exchange(socket, "download:00000010"), "DATA00000010")
-        try FastbootTCPFraming.writeFrame(Array("0123456".utf8), socket: socket)
+        try FastbootTCPFraming.writeFrame(Array("0123456".utf8), socket: socket, timeoutMs: 5000)
         XCTAssertEqual(try exchange(socket, Array("789abcdef".utf8)), "OKAY")
         XCTAssertEqual(try exchange(socket, "flash:tiny"), "INFOwriting 'tiny'...")
         XCTAssertEqual(try FastbootTCPFraming.readFrame(socket: socket, maxLength: 256, timeoutMs: 5000), Array("OKAY".utf8))
@@ -282,7 +282,7 @@ final class EmulatorTests: XCTestCase {
         let server = try start()
         let socket = try connect(server)
         defer { socket.close() }
-        try socket.writeAll([0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff] + Array("getvar:product".utf8))
+        try socket.writeAll([0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff] + Array("getvar:product".utf8), timeoutMs: 5000)
         XCTAssertThrowsError(try FastbootTCPFraming.readFrame(socket: socket, maxLength: 4096, timeoutMs: 5000)) { error in
             XCTAssertEqual((error as? FlashError)?.kind, .disconnected, "\(error)")
         }
@@ -313,7 +313,7 @@ final class EmulatorTests: XCTestCase {
     }
 
     private func exchange(_ socket: POSIXSocket, _ frame: [UInt8]) throws -> String {
-        try FastbootTCPFraming.writeFrame(frame, socket: socket)
+        try FastbootTCPFraming.writeFrame(frame, socket: socket, timeoutMs: 5000)
         return String(decoding: try FastbootTCPFraming.readFrame(socket: socket, maxLength: 256, timeoutMs: 5000), as: UTF8.self)
     }
 }

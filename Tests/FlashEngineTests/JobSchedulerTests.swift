@@ -203,6 +203,63 @@ import Testing
         #expect(partition("SER1", "boot") == boot.data)
     }
 
+    /// Files standing in for disks, `size` bytes each.
+    func diskFiles(_ names: [String], size: Int = 16 << 20) throws -> [String] {
+        try FileManager.default.createDirectory(atPath: base + "/disks", withIntermediateDirectories: true)
+        return try names.map { name in
+            let path = base + "/disks/" + name
+            _ = FileManager.default.createFile(atPath: path, contents: nil)
+            let handle = try #require(FileHandle(forWritingAtPath: path))
+            try handle.truncate(atOffset: UInt64(size))
+            try handle.close()
+            return path
+        }
+    }
+
+    @Test func aDiskBatchStartsTogetherWhenAllItsDisksAreFreeAndFinishesWithOneRead() async throws {
+        let scheduler = scheduler(maxParallel: 2)
+        let image = try image("os.img", bytes: 6 << 20)
+        let (a, b, c) = try { let files = try diskFiles(["a", "b", "c"]); return (files[0], files[1], files[2]) }()
+        // Three disks where two jobs may run: a batch larger than the limit runs alone.
+        let first = try DiskBatch.prepare(DiskFlashRequest(imagePath: image.path, targets: [a, b, c]))
+        let firstStatuses = try scheduler.submit(batch: first.jobs)
+        #expect(firstStatuses.map(\.state) == [.running, .running, .running])
+        #expect(Set(firstStatuses.compactMap(\.info.batchId)).count == 1)
+        // Its disks are busy: the next batch on two of them waits, both of its jobs together.
+        let second = try DiskBatch.prepare(DiskFlashRequest(imagePath: image.path, targets: [c, a]))
+        let secondStatuses = try scheduler.submit(batch: second.jobs)
+        #expect(secondStatuses.map(\.state) == [.queued, .queued])
+        for status in firstStatuses + secondStatuses {
+            let done = try await waitFor(scheduler, status.info.jobId)
+            #expect(done.state == .completed, "\(done)")
+            #expect(done.verified == true)
+            #expect(done.info.target == .disk)
+        }
+        let starts = secondStatuses.compactMap { scheduler.job($0.info.jobId)?.startedAt }
+        let firstEnds = firstStatuses.compactMap { scheduler.job($0.info.jobId)?.endedAt }
+        #expect(starts.count == 2 && Set(starts).count == 1, "the batch's jobs start together")
+        #expect(starts.allSatisfy { start in firstEnds.allSatisfy { $0 <= start } })
+        for path in [a, b, c] {
+            #expect(FileManager.default.contents(atPath: path)?.prefix(image.data.count) == image.data)
+        }
+    }
+
+    @Test func aBatchMemberCancelledWhileQueuedDoesNotHoldTheOthers() async throws {
+        let scheduler = scheduler()
+        let image = try image("os.img", bytes: 4 << 20)
+        let files = try diskFiles(["a", "b", "c"])
+        let blocker = try DiskBatch.prepare(DiskFlashRequest(imagePath: image.path, targets: [files[0]]))
+        let running = try scheduler.submit(blocker.jobs[0])
+        let batch = try DiskBatch.prepare(DiskFlashRequest(imagePath: image.path, targets: [files[0], files[1], files[2]]))
+        let queued = try scheduler.submit(batch: batch.jobs)
+        #expect(try scheduler.cancel(queued[1].info.jobId).state == .cancelled)
+        #expect(try await waitFor(scheduler, running.info.jobId).state == .completed)
+        #expect(try await waitFor(scheduler, queued[0].info.jobId).state == .completed)
+        #expect(try await waitFor(scheduler, queued[2].info.jobId).state == .completed)
+        #expect(FileManager.default.contents(atPath: files[1])?.prefix(4096) == Data(count: 4096), "the cancelled disk was not written")
+        #expect(FileManager.default.contents(atPath: files[2])?.prefix(image.data.count) == image.data)
+    }
+
     @Test func badRequestsAreRefusedBeforeAnythingRuns() throws {
         _ = try device("SER1")
         let scheduler = scheduler()

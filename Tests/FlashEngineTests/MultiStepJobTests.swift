@@ -46,7 +46,7 @@ import Testing
 
         // Every stage change is an event when the interval is 0.
         let events = Collected()
-        let progress = ProgressAggregator(job: job.info, totalBytes: job.imageBytes, minInterval: 0) { events.append($0) }
+        let progress = ProgressAggregator(job: job.info, totalBytes: job.expectedBytes, minInterval: 0) { events.append($0) }
         let outcome = job.run(progress: progress)
         #expect(outcome.state == .completed, "\(outcome.error ?? "")")
 
@@ -100,7 +100,7 @@ import Testing
         let vendor = try image("vendor.img", bytes: 200 << 10)
         let request = FastbootFlashRequest(imagePath: boot.path, device: .serial("MULTI"), extraImages: [.init(imagePath: vendor.path)])
         let job = try FastbootFlashJob.prepare(request, finder: finder)
-        let outcome = job.run(progress: ProgressAggregator(job: job.info, totalBytes: job.imageBytes) { _ in })
+        let outcome = job.run(progress: ProgressAggregator(job: job.info, totalBytes: job.expectedBytes) { _ in })
         #expect(outcome.state == .completed, "\(outcome.error ?? "")")
         #expect(FileManager.default.contents(atPath: base + "/MULTI/vendor.img") == vendor.data, "the partition comes from the file name")
         let both = try image("both", bytes: 0).path

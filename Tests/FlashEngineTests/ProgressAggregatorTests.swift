@@ -218,6 +218,41 @@ private func feed(_ aggregator: ProgressAggregator, _ clock: ManualClock, from s
         #expect(log.events.count == count)
     }
 
+    @Test func twoPassesShowOnePassOfBytesEachAndHalfTheJobEach() {
+        let clock = ManualClock()
+        let log = EventLog()
+        let aggregator = ProgressAggregator(job: testJob, totalBytes: 100 * MB, passes: 2, clock: clock, minInterval: 0, emit: { log.append($0) })
+        aggregator.start(stage: "Writing")
+        feed(aggregator, clock, from: 0, bytesPerStep: MB, stepMs: 100, steps: 100)
+        let written = log.progress.last!.snapshot
+        #expect(written.stage == "Writing")
+        #expect(written.bytesTransferred == 100 * MB)
+        #expect(written.totalBytes == 100 * MB)
+        #expect(written.progress == 50)
+        // The verify pass still to come counts in the ETA: at 10 MB/s, 10 s more.
+        #expect(written.estimatedTimeRemaining == 10)
+
+        aggregator.beginPass(stage: "Verifying")
+        feed(aggregator, clock, from: 0, bytesPerStep: MB, stepMs: 100, steps: 50)
+        let halfway = log.progress.last!.snapshot
+        #expect(halfway.stage == "Verifying")
+        #expect(halfway.bytesTransferred == 50 * MB)
+        #expect(halfway.totalBytes == 100 * MB)
+        #expect(halfway.progress == 75)
+        #expect(halfway.transferSpeed == 10 * MB)
+        #expect(halfway.estimatedTimeRemaining == 5)
+        feed(aggregator, clock, from: 50 * MB, bytesPerStep: MB, stepMs: 100, steps: 50)
+        aggregator.completed(sha256: "ab", verified: true)
+        let percents = log.progress.map(\.snapshot.progress)
+        #expect(percents == percents.sorted())
+        #expect(log.progress.allSatisfy { $0.snapshot.totalBytes == 100 * MB })
+        guard case .completed(_, let summary, _) = log.events.last else {
+            Issue.record("expected completed last")
+            return
+        }
+        #expect(summary == JobSummary(bytes: 100 * MB, durationMs: 20_000, averageSpeed: 5_000_000, sha256: "ab", verified: true))
+    }
+
     @Test func completedBypassesRateLimitAndFixesShortTotal() {
         let (aggregator, clock, log) = makeAggregator(totalBytes: 100 * MB)
         aggregator.start(stage: "Writing")

@@ -28,7 +28,7 @@ final class ScriptedTransport: FastbootTransport, @unchecked Sendable {
         return answers.removeFirst()
     }
 
-    func writeStream(_ source: ByteStream, totalBytes: Int64, onAcknowledged: (Int64) -> Void) throws {
+    func writeStream(_ source: ByteStream, totalBytes: Int64, timeoutMs: Int, onAcknowledged: (Int64) -> Void) throws {
         sliceDuringData = ThreadTimeSlice.current
         var buffer = [UInt8](repeating: 0, count: acknowledgeEvery)
         var sent: Int64 = 0

@@ -71,7 +71,8 @@ public struct DiskDiscovery: Sendable {
             holdsSystem: points.contains { MountTable.systemMountPoints.contains($0) || $0 == "[swap]" },
             backingFile: read(diskPath + "/loop/backing_file"),
             logicalBlockSize: Int(read(diskPath + "/queue/logical_block_size") ?? "") ?? 512,
-            partitionOf: isPartition ? (diskPath as NSString).lastPathComponent : nil
+            partitionOf: isPartition ? (diskPath as NSString).lastPathComponent : nil,
+            portPath: udev["ID_PATH"]
         )
     }
 

@@ -25,6 +25,9 @@ public struct DiskInfo: Sendable, Equatable {
     public var logicalBlockSize: Int
     /// Set when this is a partition of another disk (that disk's name).
     public var partitionOf: String?
+    /// udev's `ID_PATH`: the port the disk hangs on (a card reader's slot), stable across
+    /// insertions, e.g. `pci-0000:00:14.0-usb-0:1.2:1.0-scsi-0:0:0:0`.
+    public var portPath: String? = nil
 
     /// Removable media as a person means it: the kernel's flag, USB and SD/MMC disks, and loop
     /// devices (backed by a file, never a disk the system runs from).

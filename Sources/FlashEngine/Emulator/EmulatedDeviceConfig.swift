@@ -40,10 +40,14 @@ public struct EmulatedFaults: Sendable {
     public var stallPrefixes: [String]
     /// The connection drops once this many download bytes have arrived in one connection.
     public var disconnectAfterBytes: Int64?
+    /// The device stops reading (the host's sends block; the connection stays open) once this many
+    /// download bytes have arrived in one connection.
+    public var stopReadingAfterBytes: Int64?
 
-    public init(failures: [Failure] = [], stallPrefixes: [String] = [], disconnectAfterBytes: Int64? = nil) {
+    public init(failures: [Failure] = [], stallPrefixes: [String] = [], disconnectAfterBytes: Int64? = nil, stopReadingAfterBytes: Int64? = nil) {
         self.failures = failures
         self.stallPrefixes = stallPrefixes
         self.disconnectAfterBytes = disconnectAfterBytes
+        self.stopReadingAfterBytes = stopReadingAfterBytes
     }
 }

@@ -148,6 +148,10 @@ public final class EmulatedDeviceServer: @unchecked Sendable {
                                 socket.abort()
                                 return
                             }
+                            if actions.contains(.stopReading) {
+                                try socket.waitUntilClosed()
+                                return
+                            }
                         }
                     }
                 } else if length > EmulatedFastbootSession.maxCommandLength {
@@ -159,11 +163,14 @@ public final class EmulatedDeviceServer: @unchecked Sendable {
                 for action in actions {
                     switch action {
                     case .reply(let packet):
-                        try FastbootTCPFraming.writeFrame(packet, socket: socket)
+                        try FastbootTCPFraming.writeFrame(packet, socket: socket, timeoutMs: 10_000)
                     case .stall:
                         try ignoreUntilClosed(socket, buffer: buffer)
                     case .disconnect:
                         socket.abort()
+                        return
+                    case .stopReading:
+                        try socket.waitUntilClosed()
                         return
                     }
                 }

@@ -19,6 +19,8 @@ public final class EmulatedFastbootSession {
         case stall
         /// Drop the connection now.
         case disconnect
+        /// Take nothing more from the host (its sends block) and keep the connection open.
+        case stopReading
     }
 
     private let config: EmulatedDeviceConfig
@@ -126,10 +128,13 @@ public final class EmulatedFastbootSession {
             return [beginDataFrame(length: bytes.count)!]
         }
         var usable = bytes
-        var disconnecting = false
+        var fault: Action?
         if let limit = config.faults.disconnectAfterBytes, receivedInConnection + Int64(bytes.count) >= limit {
             usable = UnsafeRawBufferPointer(rebasing: bytes[0..<Int(max(0, limit - receivedInConnection))])
-            disconnecting = true
+            fault = .disconnect
+        } else if let limit = config.faults.stopReadingAfterBytes, receivedInConnection + Int64(bytes.count) >= limit {
+            usable = UnsafeRawBufferPointer(rebasing: bytes[0..<Int(max(0, limit - receivedInConnection))])
+            fault = .stopReading
         }
         var written = 0
         while written < usable.count {
@@ -144,9 +149,10 @@ public final class EmulatedFastbootSession {
         }
         received += Int64(usable.count)
         receivedInConnection += Int64(usable.count)
-        if disconnecting {
+        if let fault {
             abandonDownload()
-            return [.disconnect]
+            stalled = true
+            return [fault]
         }
         throttle()
         guard received == expected else { return [] }

@@ -1,6 +1,6 @@
 /// How long the host waits for the device. Every INFO or TEXT restarts the wait.
 public struct FastbootTimeouts: Sendable {
-    /// getvar, download handshake, reboot.
+    /// getvar, download handshake, reboot; and the longest the device may take no download data.
     public var commandMs: Int
     /// flash and erase, where the device writes storage before answering.
     public var writeMs: Int
@@ -51,7 +51,7 @@ public final class FastbootClient {
             throw FlashError(.protocolViolation, "\(transport.peerDescription) answered download unexpectedly")
         }
         try ThreadTimeSlice.withDefault {
-            try transport.writeStream(source, totalBytes: size, onAcknowledged: onAcknowledged)
+            try transport.writeStream(source, totalBytes: size, timeoutMs: timeouts.commandMs, onAcknowledged: onAcknowledged)
         }
         _ = try expectOkay(for: "download", timeoutMs: timeouts.writeMs)
     }

@@ -6,7 +6,7 @@
 /// `prepare` checks everything that can be checked without talking to the device (the image is
 /// readable and not corrupt, the selector names exactly one device), so bad input is refused
 /// before anything is sent. `run` then reports every step as `FlashEvent`s.
-public final class FastbootFlashJob: @unchecked Sendable {
+public final class FastbootFlashJob: FlashJob, @unchecked Sendable {
     public let jobId: String
     public let request: FastbootFlashRequest
     public let partition: String
@@ -61,7 +61,7 @@ public final class FastbootFlashJob: @unchecked Sendable {
 
     /// What every image will send together, as far as is known before the device's download
     /// limit is (see `FastbootImage.estimatedBytes`).
-    public var imageBytes: Int64 {
+    public var expectedBytes: Int64 {
         extraImages.reduce(image.estimatedBytes) { $0 + $1.image.estimatedBytes }
     }
 
@@ -69,8 +69,7 @@ public final class FastbootFlashJob: @unchecked Sendable {
     /// everything; every outcome is also reported through `emit`.
     @discardableResult
     public func run(emit: @escaping @Sendable (FlashEvent) -> Void) -> Bool {
-        let progress = ProgressAggregator(job: info, totalBytes: imageBytes, clock: clock, emit: emit)
-        return run(progress: progress).state == .completed
+        run(progress: makeProgress(clock: clock, emit: emit)).state == .completed
     }
 
     /// Runs the job to its end on the calling thread, reporting through `progress`, with the
@@ -80,7 +79,11 @@ public final class FastbootFlashJob: @unchecked Sendable {
         let measuring = targets.contains { $0.image.needsMeasuring }
         progress.start(stage: measuring ? "Reading the image to learn its size" : "Connecting")
         var transport: FastbootTransport?
-        defer { transport?.close() }
+        var cancelHandler: Int?
+        defer {
+            cancelHandler.map(control.removeCancelHandler)
+            transport?.close()
+        }
         let digest = SentBytesDigest()
         var sent: Int64 = 0
         var downloading: ControlledStream?
@@ -89,6 +92,11 @@ public final class FastbootFlashJob: @unchecked Sendable {
             if measuring { progress.setStage("Connecting") }
             let connected = try finder.connect(device)
             transport = connected
+            // A device that stops reading or answering must not hold a cancel back: over a
+            // transport that breaks downloads off, a cancel ends the wait at once.
+            if !connected.padsCancelledDownloads {
+                cancelHandler = control.onCancel { connected.interrupt() }
+            }
             let client = FastbootClient(transport: connected, timeouts: request.timeouts) { progress.deviceMessage($0) }
             try control.checkCancelled()
             let maxDownload = try Self.maxDownloadSize(client)
@@ -117,8 +125,8 @@ public final class FastbootFlashJob: @unchecked Sendable {
             return JobOutcome(state: .completed, error: nil, bytesSent: sent, sha256: digest.finalizeHex())
         } catch let error as FlashError where error.kind == .cancelled {
             if downloading != nil { transport?.abandonDownload() }
-            progress.cancelled("Flash cancelled by user")
-            return JobOutcome(state: .cancelled, error: "Flash cancelled by user", bytesSent: sent, sha256: nil)
+            progress.cancelled()
+            return .cancelled(bytesSent: sent)
         } catch let error as FlashError {
             progress.failed(error: error.message)
             return JobOutcome(state: .failed, error: error.message, bytesSent: sent, sha256: nil)

@@ -6,13 +6,40 @@ public final class JobControl: @unchecked Sendable {
     private let condition = NSCondition()
     private var cancelled = false
     private var paused = false
+    private var cancelHandlers: [Int: @Sendable () -> Void] = [:]
+    private var nextHandlerID = 0
 
     public init() {}
 
     public func cancel() {
         condition.lock()
         cancelled = true
+        let handlers = cancelHandlers.values
+        cancelHandlers.removeAll()
         condition.broadcast()
+        condition.unlock()
+        for handler in handlers { handler() }
+    }
+
+    /// Runs `handler` (on the cancelling thread) when the job is cancelled, or at once if it
+    /// already is: how a wait inside a transport is ended. Returns an id for
+    /// `removeCancelHandler` once the wait can no longer happen.
+    func onCancel(_ handler: @escaping @Sendable () -> Void) -> Int {
+        condition.lock()
+        guard !cancelled else {
+            condition.unlock()
+            handler()
+            return -1
+        }
+        nextHandlerID += 1
+        cancelHandlers[nextHandlerID] = handler
+        condition.unlock()
+        return nextHandlerID
+    }
+
+    func removeCancelHandler(_ id: Int) {
+        condition.lock()
+        cancelHandlers.removeValue(forKey: id)
         condition.unlock()
     }
 

@@ -1,7 +1,9 @@
 import Foundation
 
-/// Runs flash jobs: one at a time per device, many devices in parallel up to a limit, the rest
-/// queued in the order they came. Every job's events go to `broadcaster`.
+/// Runs flash jobs of any kind (`FlashJob`): one at a time per device, many devices in parallel
+/// up to a limit, the rest queued in the order they came. The jobs of a disk batch (one read of
+/// the image feeding several disks) are queued together and start together. Every job's events
+/// go to `broadcaster`.
 ///
 /// Each running job has a thread of its own (the transports block); a timer ticks the running
 /// jobs' progress so speed and ETA stay current through stalls.
@@ -30,7 +32,8 @@ public final class JobScheduler: @unchecked Sendable {
     /// Called on the job's thread or the submitter's; must not call back into the scheduler's
     /// mutating methods synchronously.
     public var onJobChanged: (@Sendable (JobStatus) -> Void)?
-    private let finder: FastbootDeviceFinder
+    /// Finds the fastboot devices of the jobs `submit(_: FastbootFlashRequest)` prepares.
+    public let finder: FastbootDeviceFinder
     private let clock: any FlashClock
     private let totalBucket: TokenBucket?
     private let lock = NSLock()
@@ -67,30 +70,50 @@ public final class JobScheduler: @unchecked Sendable {
     /// device is busy or the parallel limit is reached. Throws `FlashError` for bad input.
     @discardableResult
     public func submit(_ request: FastbootFlashRequest, bandwidthLimit: Int64? = nil) throws -> JobStatus {
-        if let bandwidthLimit, bandwidthLimit <= 0 {
-            throw FlashError(.image, "a bandwidth limit must be a positive number of bytes per second")
-        }
-        let job = try FastbootFlashJob.prepare(request, finder: finder, clock: clock)
+        try Self.check(bandwidthLimit)
+        return try submit(FastbootFlashJob.prepare(request, finder: finder, clock: clock), bandwidthLimit: bandwidthLimit)
+    }
+
+    /// Starts a prepared job, or queues it while its device is busy or the parallel limit is reached.
+    @discardableResult
+    public func submit(_ job: any FlashJob, bandwidthLimit: Int64? = nil) throws -> JobStatus {
+        try submit(batch: [job], bandwidthLimit: bandwidthLimit)[0]
+    }
+
+    /// Queues jobs that must run together (a disk batch's, fed by one read): they start at the
+    /// same time, when every one's device is free and there are slots for all.
+    @discardableResult
+    public func submit(batch jobs: [any FlashJob], bandwidthLimit: Int64? = nil) throws -> [JobStatus] {
+        try Self.check(bandwidthLimit)
         let broadcaster = self.broadcaster
-        let progress = ProgressAggregator(
-            job: job.info, totalBytes: job.imageBytes, clock: clock,
-            minInterval: configuration.progressInterval, pacedByTicks: true
-        ) { broadcaster.publish($0) }
-        let entry = JobEntry(job: job, progress: progress, bandwidthLimit: bandwidthLimit, createdAt: clock.epochMillis())
+        let created = clock.epochMillis()
+        let added = jobs.map { job in
+            JobEntry(job: job, progress: job.makeProgress(clock: clock, minInterval: configuration.progressInterval, pacedByTicks: true) {
+                broadcaster.publish($0)
+            }, bandwidthLimit: bandwidthLimit, createdAt: created)
+        }
         lock.lock()
         guard acceptingJobs else {
             lock.unlock()
             throw FlashError(.jobState, "the server is shutting down and takes no new jobs")
         }
-        entries[job.jobId] = entry
-        order.append(job.jobId)
-        queue.append(job.jobId)
+        for entry in added {
+            entries[entry.jobId] = entry
+            order.append(entry.jobId)
+            queue.append(entry.jobId)
+        }
         let started = startQueuedJobsLocked()
-        let status = entry.status
+        let statuses = added.map(\.status)
         lock.unlock()
-        notify(status)
+        statuses.forEach(notify)
         started.forEach(launch)
-        return status
+        return statuses
+    }
+
+    private static func check(_ bandwidthLimit: Int64?) throws {
+        if let bandwidthLimit, bandwidthLimit <= 0 {
+            throw FlashError(.image, "a bandwidth limit must be a positive number of bytes per second")
+        }
     }
 
     /// Holds a running job at its next chunk boundary and sends `flash_paused`.
@@ -130,12 +153,12 @@ public final class JobScheduler: @unchecked Sendable {
             entry.job.control.cancel()
             if entry.state == .queued {
                 queue.removeAll { $0 == jobId }
-                entry.finish(JobOutcome(state: .cancelled, error: "Flash cancelled by user", bytesSent: 0, sha256: nil), at: clock.epochMillis())
+                entry.finish(.cancelled(bytesSent: 0), at: clock.epochMillis())
                 cancelledQueued = entry
             }
         }
         if let entry = cancelledQueued {
-            entry.progress.cancelled("Flash cancelled by user")
+            entry.progress.cancelled()
             notify(status)
         }
         return status
@@ -184,31 +207,40 @@ public final class JobScheduler: @unchecked Sendable {
         return entry.status
     }
 
-    /// Moves queued jobs to running while devices and slots allow; called with `lock` held.
+    /// Moves queued jobs to running while devices and slots allow; called with `lock` held. The
+    /// queued jobs of one batch start together or not at all (a batch larger than the parallel
+    /// limit starts alone).
     private func startQueuedJobsLocked() -> [JobEntry] {
         var started: [JobEntry] = []
         var index = 0
         while index < queue.count, runningCount < configuration.maxParallelJobs {
-            guard let entry = entries[queue[index]], !busyDevices.contains(entry.deviceId) else {
+            guard let entry = entries[queue[index]] else {
+                queue.remove(at: index)
+                continue
+            }
+            let group = entry.batchId.map { batch in queue.compactMap { entries[$0] }.filter { $0.batchId == batch } } ?? [entry]
+            let fits = runningCount + group.count <= configuration.maxParallelJobs || runningCount == 0
+            guard fits, group.allSatisfy({ !busyDevices.contains($0.deviceId) }) else {
                 index += 1
                 continue
             }
-            queue.remove(at: index)
-            busyDevices.insert(entry.deviceId)
-            runningCount += 1
-            entry.state = .running
-            entry.startedAt = clock.epochMillis()
-            started.append(entry)
+            let ids = Set(group.map(\.jobId))
+            queue.removeAll { ids.contains($0) }
+            let now = clock.epochMillis()
+            for member in group {
+                busyDevices.insert(member.deviceId)
+                runningCount += 1
+                member.state = .running
+                member.startedAt = now
+                started.append(member)
+            }
         }
         return started
     }
 
     private func launch(_ entry: JobEntry) {
         threadsDone.enter()
-        let thread = Thread { [self] in
-            // What `top -H` and `perf` show. Set from the thread itself: a name given before
-            // `start()` does not reach Linux; and Linux keeps 15 bytes (the job id is 12).
-            Thread.current.name = entry.job.jobId
+        WorkerThread.start(name: entry.jobId, responsive: true) { [self] in
             defer { threadsDone.leave() }
             notify(entry.statusLocked(lock))
             var limits: [TokenBucket] = []
@@ -217,7 +249,6 @@ public final class JobScheduler: @unchecked Sendable {
             let outcome = entry.job.run(progress: entry.progress, limits: limits)
             finished(entry, outcome)
         }
-        ThreadTimeSlice.startResponsive(thread)
     }
 
     private func finished(_ entry: JobEntry, _ outcome: JobOutcome) {
@@ -259,7 +290,8 @@ public final class JobScheduler: @unchecked Sendable {
 
 /// A job and what the scheduler knows of it; its mutable fields are guarded by the scheduler's lock.
 private final class JobEntry: @unchecked Sendable {
-    let job: FastbootFlashJob
+    let job: any FlashJob
+    let info: JobInfo
     let progress: ProgressAggregator
     let bandwidthLimit: Int64?
     let createdAt: Int64
@@ -268,14 +300,17 @@ private final class JobEntry: @unchecked Sendable {
     var endedAt: Int64?
     var outcome: JobOutcome?
 
-    init(job: FastbootFlashJob, progress: ProgressAggregator, bandwidthLimit: Int64?, createdAt: Int64) {
+    init(job: any FlashJob, progress: ProgressAggregator, bandwidthLimit: Int64?, createdAt: Int64) {
         self.job = job
+        info = job.info
         self.progress = progress
         self.bandwidthLimit = bandwidthLimit
         self.createdAt = createdAt
     }
 
-    var deviceId: String { job.info.deviceId }
+    var jobId: String { info.jobId }
+    var deviceId: String { info.deviceId }
+    var batchId: String? { info.batchId }
 
     func finish(_ outcome: JobOutcome, at time: Int64) {
         self.outcome = outcome
@@ -293,16 +328,17 @@ private final class JobEntry: @unchecked Sendable {
         let snapshot = progress.latestSnapshot
         let completed = outcome?.state == .completed
         return JobStatus(
-            info: job.info,
+            info: info,
             state: state,
             stage: snapshot?.stage,
             progress: completed ? 100 : snapshot?.progress ?? 0,
             bytesTransferred: completed ? outcome?.bytesSent ?? 0 : snapshot?.bytesTransferred ?? 0,
-            totalBytes: snapshot?.totalBytes ?? job.imageBytes,
+            totalBytes: snapshot?.totalBytes ?? job.expectedBytes,
             transferSpeed: state.isFinished || state == .paused ? 0 : snapshot?.transferSpeed ?? 0,
             estimatedTimeRemaining: state.isFinished ? nil : snapshot?.estimatedTimeRemaining,
             error: outcome?.error,
             sha256: outcome?.sha256,
+            verified: outcome?.verified,
             bandwidthLimit: bandwidthLimit,
             createdAt: createdAt,
             startedAt: startedAt,

@@ -11,6 +11,8 @@ public struct JobStatus: Sendable, Equatable {
     public var estimatedTimeRemaining: Int64?
     public var error: String?
     public var sha256: String?
+    /// For disks: whether what was written was read back and found equal (nil while unknown).
+    public var verified: Bool?
     /// Bytes per second this job is held to, when capped.
     public var bandwidthLimit: Int64?
     /// Milliseconds since the Unix epoch.
@@ -20,7 +22,7 @@ public struct JobStatus: Sendable, Equatable {
 
     public init(
         info: JobInfo, state: JobState, stage: String?, progress: Double, bytesTransferred: Int64, totalBytes: Int64,
-        transferSpeed: Int64, estimatedTimeRemaining: Int64?, error: String?, sha256: String?, bandwidthLimit: Int64?,
+        transferSpeed: Int64, estimatedTimeRemaining: Int64?, error: String?, sha256: String?, verified: Bool? = nil, bandwidthLimit: Int64?,
         createdAt: Int64, startedAt: Int64?, endedAt: Int64?
     ) {
         self.info = info
@@ -33,6 +35,7 @@ public struct JobStatus: Sendable, Equatable {
         self.estimatedTimeRemaining = estimatedTimeRemaining
         self.error = error
         self.sha256 = sha256
+        self.verified = verified
         self.bandwidthLimit = bandwidthLimit
         self.createdAt = createdAt
         self.startedAt = startedAt

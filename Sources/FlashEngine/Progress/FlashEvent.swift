@@ -42,13 +42,19 @@ public struct JobInfo: Equatable, Sendable {
     public var deviceName: String?
     public var image: String?
     public var partition: String?
+    public var target: JobTarget
+    /// Set on the jobs of one disk batch (one read of the image feeding several disks).
+    public var batchId: String?
 
-    public init(jobId: String, deviceId: String, deviceName: String? = nil, image: String? = nil, partition: String? = nil) {
+    public init(jobId: String, deviceId: String, deviceName: String? = nil, image: String? = nil, partition: String? = nil,
+                target: JobTarget = .fastboot, batchId: String? = nil) {
         self.jobId = jobId
         self.deviceId = deviceId
         self.deviceName = deviceName
         self.image = image
         self.partition = partition
+        self.target = target
+        self.batchId = batchId
     }
 }
 
@@ -80,10 +86,16 @@ public struct JobSummary: Equatable, Sendable {
     public var durationMs: Int64
     /// Bytes per second over the whole job.
     public var averageSpeed: Int64
+    /// SHA-256 (hex) of what was written, when the job knows it.
+    public var sha256: String?
+    /// For disks: whether what was written was read back and found equal (false: not checked).
+    public var verified: Bool?
 
-    public init(bytes: Int64, durationMs: Int64, averageSpeed: Int64) {
+    public init(bytes: Int64, durationMs: Int64, averageSpeed: Int64, sha256: String? = nil, verified: Bool? = nil) {
         self.bytes = bytes
         self.durationMs = durationMs
         self.averageSpeed = averageSpeed
+        self.sha256 = sha256
+        self.verified = verified
     }
 }

@@ -10,7 +10,9 @@ extension FlashEvent {
               let deviceId = object["deviceId"] as? String else { return nil }
         func int(_ key: String) -> Int64 { (object[key] as? NSNumber)?.int64Value ?? 0 }
         func string(_ key: String) -> String? { object[key] as? String }
-        let job = JobInfo(jobId: jobId, deviceId: deviceId, deviceName: string("deviceName"), image: string("image"), partition: string("partition"))
+        let job = JobInfo(
+            jobId: jobId, deviceId: deviceId, deviceName: string("deviceName"), image: string("image"), partition: string("partition"),
+            target: string("target").flatMap(JobTarget.init(rawValue:)) ?? .fastboot, batchId: string("batchId"))
         let timestamp = int("timestamp")
         switch type {
         case "flash_started":
@@ -23,7 +25,9 @@ extension FlashEvent {
                 transferSpeed: int("transferSpeed"), estimatedTimeRemaining: eta > 0 ? eta : nil)
             self = .progress(job, snapshot, timestamp: timestamp)
         case "flash_completed":
-            let summary = JobSummary(bytes: int("totalBytes"), durationMs: int("durationMs"), averageSpeed: int("averageSpeed"))
+            let summary = JobSummary(
+                bytes: int("totalBytes"), durationMs: int("durationMs"), averageSpeed: int("averageSpeed"),
+                sha256: string("sha256"), verified: object["verified"] as? Bool)
             self = .completed(job, summary: summary, timestamp: timestamp)
         case "flash_failed":
             self = .failed(job, error: string("error") ?? "failed", reason: string("reason"), timestamp: timestamp)

@@ -11,6 +11,8 @@
 ///   the job's previous state (`{...job, ...msg}`) would keep showing a stale ETA if the field were
 ///   left out, and `0` is falsy, so `eta ? format(eta) : "—"` shows "unknown". It also keeps the
 ///   field's type a plain `number`.
+/// - Disk jobs add `"target":"disk"` (and `batchId` for jobs fed by one read); their
+///   `flash_completed` adds `verified` and `sha256`.
 /// - `.deviceMessage` becomes `{"type":"device_message","jobId":…,"deviceId":…,"text":…,…}`. It is
 ///   NOT part of the protocol (see `isProtocolMessage`): it is for our CLI's NDJSON output; the
 ///   server must not send it to WebSocket clients that did not ask for it, since existing
@@ -60,6 +62,8 @@ extension FlashEvent {
             json.add("totalBytes", int: summary.bytes)
             json.add("averageSpeed", int: summary.averageSpeed)
             json.add("durationMs", int: summary.durationMs)
+            if let verified = summary.verified { json.add("verified", raw: verified ? "true" : "false") }
+            if let sha256 = summary.sha256 { json.add("sha256", string: sha256) }
             timestamp = time
         case .failed(_, let error, let reason, let time):
             json.add("error", string: error)
@@ -74,6 +78,9 @@ extension FlashEvent {
         if let deviceName = job.deviceName { json.add("deviceName", string: deviceName) }
         if let image = job.image { json.add("image", string: image) }
         if let partition = job.partition { json.add("partition", string: partition) }
+        // Fastboot messages stay exactly PROTOCOL.md's; disk jobs say what they are.
+        if job.target != .fastboot { json.add("target", string: job.target.rawValue) }
+        if let batchId = job.batchId { json.add("batchId", string: batchId) }
         json.add("timestamp", int: timestamp)
         return json.finish()
     }

@@ -15,7 +15,12 @@ import Synchronization
 ///   smoothing independent of how often the job reports, and a steady rate is left unchanged.
 ///   The ETA is nil while the window speed is 0 (stalled, paused, not started) or unknown, and
 ///   when `totalBytes` is 0.
-/// - Percentage: 100 * bytes / totalBytes rounded to one decimal, capped at 99.9 until
+/// - Passes: a job may move the image's bytes more than once (a disk is written, then read back):
+///   `passes` at creation, `beginPass` between them. Each pass reports its own bytes (0 to
+///   `totalBytes`, which stays one pass's size: what a person knows as the image's size), while
+///   the percentage, speed and ETA run over all passes together, as weighted stages that never
+///   go back (fwupd's steps).
+/// - Percentage: 100 * bytes / totalBytes rounded to one decimal (over all passes), capped at 99.9 until
 ///   `completed()` (the device may still be writing), never decreasing; 0 while `totalBytes` is 0.
 /// - Rate limit: at most one `.progress` per `minInterval` seconds; a change that could not be sent
 ///   (stage, bytes, speed) is sent by the first `update`/`setStage`/`tick`/`resumed` after the
@@ -52,6 +57,7 @@ public final class ProgressAggregator: Sendable {
     public init(
         job: JobInfo,
         totalBytes: Int64,
+        passes: Int = 1,
         clock: any FlashClock = SystemClock(),
         minInterval: Double = 0.25,
         speedWindow: Double = 2.0,
@@ -64,6 +70,7 @@ public final class ProgressAggregator: Sendable {
         self.state = Mutex(AggregatorState(
             job: job,
             totalBytes: max(0, totalBytes),
+            passes: max(1, passes),
             minIntervalNanos: Self.nanos(seconds: minInterval, minimum: 0),
             windowNanos: Self.nanos(seconds: speedWindow, minimum: 1_000_000),
             createdNanos: clock.monotonicNanos(),
@@ -93,7 +100,12 @@ public final class ProgressAggregator: Sendable {
         }
     }
 
-    /// Cumulative bytes acknowledged by the device. Decreases are ignored.
+    /// Ends the current pass over the image and starts the next (see the type's notes).
+    public func beginPass(stage: String) {
+        perform { $0.beginPass(stage: stage, now: $1, epoch: $2) }
+    }
+
+    /// Cumulative bytes acknowledged by the device (in this pass). Decreases are ignored.
     public func update(bytesTransferred: Int64) {
         perform { $0.update(bytes: bytesTransferred, now: $1, epoch: $2) }
     }
@@ -112,9 +124,10 @@ public final class ProgressAggregator: Sendable {
     }
 
     /// Emits a final `.progress` at exactly 100 (with `totalBytes` set to the bytes actually sent,
-    /// which may be fewer or more than estimated), then `.completed` with the job's summary.
-    public func completed() {
-        perform { $0.completed(now: $1, epoch: $2) }
+    /// which may be fewer or more than estimated), then `.completed` with the job's summary and,
+    /// when the job knows them, the SHA-256 of what it wrote and whether it read it back equal.
+    public func completed(sha256: String? = nil, verified: Bool? = nil) {
+        perform { $0.completed(sha256: sha256, verified: verified, now: $1, epoch: $2) }
     }
 
     /// Emits `.failed`. `reason` is "cancelled" for a cancelled job (see `cancelled(_:)`).
@@ -123,7 +136,7 @@ public final class ProgressAggregator: Sendable {
     }
 
     /// Ends the job as cancelled: `.failed` with `reason` "cancelled".
-    public func cancelled(_ message: String = "Flash cancelled") {
+    public func cancelled(_ message: String = JobOutcome.cancelledMessage) {
         failed(error: message, reason: "cancelled")
     }
 
@@ -209,7 +222,15 @@ private struct AggregatorState {
     let granularityNanos: UInt64
     let pacedByTicks: Bool
 
+    /// One pass's expected bytes.
     var totalBytes: Int64
+    let passes: Int
+    var passIndex = 0
+    /// Bytes moved by the passes before the current one.
+    var passOffset: Int64 = 0
+    /// Bytes of the current pass (what messages show).
+    var passBytes: Int64 = 0
+    /// Bytes moved over all passes: what speed and ETA are computed on.
     var bytes: Int64 = 0
     var stage = ""
 
@@ -228,8 +249,9 @@ private struct AggregatorState {
     var lastProgressAt: UInt64?
     var lastSnapshot: ProgressSnapshot?
 
-    init(job: JobInfo, totalBytes: Int64, minIntervalNanos: UInt64, windowNanos: UInt64, createdNanos: UInt64, pacedByTicks: Bool) {
+    init(job: JobInfo, totalBytes: Int64, passes: Int, minIntervalNanos: UInt64, windowNanos: UInt64, createdNanos: UInt64, pacedByTicks: Bool) {
         self.job = job
+        self.passes = passes
         self.pacedByTicks = pacedByTicks
         self.totalBytes = totalBytes
         self.minIntervalNanos = minIntervalNanos
@@ -270,16 +292,16 @@ private struct AggregatorState {
         return [.resumed(job, timestamp: epoch)] + emitIfDue(now: now, epoch: epoch)
     }
 
-    mutating func completed(now: UInt64, epoch: Int64) -> [FlashEvent] {
+    mutating func completed(sha256: String?, verified: Bool?, now: UInt64, epoch: Int64) -> [FlashEvent] {
         guard !isFinished else { return [] }
         var events = ensureStarted(now: now, epoch: epoch)
         record(Sample(time: now, bytes: bytes), now: now)
         let speed = windowSpeed(now: now)
         // The job's estimate may have been off (sparse chunks skipped, compressed sizes guessed):
         // the final message reports what was really sent, as 100% of itself.
-        totalBytes = bytes
+        totalBytes = passBytes
         let final = ProgressSnapshot(
-            progress: 100, stage: stage, bytesTransferred: bytes, totalBytes: bytes,
+            progress: 100, stage: stage, bytesTransferred: passBytes, totalBytes: passBytes,
             transferSpeed: Int64(speed.rounded()), estimatedTimeRemaining: 0)
         lastSnapshot = final
         lastProgressAt = now
@@ -287,8 +309,8 @@ private struct AggregatorState {
         events.append(.progress(job, final, timestamp: epoch))
 
         let elapsed = now >= (startedAt ?? now) ? now - (startedAt ?? now) : 0
-        let average = elapsed > 0 ? Int64((Double(bytes) * 1e9 / Double(elapsed)).rounded()) : 0
-        let summary = JobSummary(bytes: bytes, durationMs: Int64(elapsed / 1_000_000), averageSpeed: average)
+        let average = elapsed > 0 ? Int64((Double(passBytes) * 1e9 / Double(elapsed)).rounded()) : 0
+        let summary = JobSummary(bytes: passBytes, durationMs: Int64(elapsed / 1_000_000), averageSpeed: average, sha256: sha256, verified: verified)
         events.append(.completed(job, summary: summary, timestamp: epoch))
         return events
     }
@@ -315,11 +337,25 @@ private struct AggregatorState {
 
     mutating func update(bytes newBytes: Int64, now: UInt64, epoch: Int64) -> [FlashEvent] {
         guard !isFinished else { return [] }
-        if newBytes > bytes {
-            bytes = newBytes
-            record(Sample(time: now, bytes: newBytes), now: now)
+        if newBytes > passBytes {
+            passBytes = newBytes
+            bytes = passOffset + newBytes
+            record(Sample(time: now, bytes: bytes), now: now)
         }
         return pacedByTicks ? [] : emitIfDue(now: now, epoch: epoch)
+    }
+
+    mutating func beginPass(stage name: String, now: UInt64, epoch: Int64) -> [FlashEvent] {
+        guard !isFinished, passIndex + 1 < passes else { return setStage(name, now: now, epoch: epoch) }
+        passIndex += 1
+        passOffset = bytes
+        passBytes = 0
+        return setStage(name, now: now, epoch: epoch)
+    }
+
+    /// Bytes all passes will move: those done, and a whole `totalBytes` for each pass to come.
+    private var totalOverPasses: Int64 {
+        passOffset + totalBytes * Int64(passes - passIndex)
     }
 
     mutating func tick(now: UInt64, epoch: Int64) -> [FlashEvent] {
@@ -350,20 +386,21 @@ private struct AggregatorState {
         smoothedAt = now
 
         var percent = 0.0
+        let total = totalOverPasses
         if totalBytes > 0 {
-            percent = (100 * Double(bytes) / Double(totalBytes) * 10).rounded() / 10
+            percent = (100 * Double(bytes) / Double(total) * 10).rounded() / 10
             percent = min(percent, 99.9)
         }
         percent = max(percent, lastSnapshot?.progress ?? 0)
 
         var eta: Int64?
         if totalBytes > 0, speed > 0, let smoothed = smoothedSpeed, smoothed >= 1 {
-            let remaining = Double(max(0, totalBytes - bytes))
+            let remaining = Double(max(0, total - bytes))
             eta = Int64(min((remaining / smoothed).rounded(.up), Double(Int64.max / 2)))
         }
         return ProgressSnapshot(
-            progress: percent, stage: stage, bytesTransferred: bytes,
-            totalBytes: max(totalBytes, bytes), transferSpeed: Int64(speed.rounded()),
+            progress: percent, stage: stage, bytesTransferred: passBytes,
+            totalBytes: max(totalBytes, passBytes), transferSpeed: Int64(speed.rounded()),
             estimatedTimeRemaining: eta)
     }
 

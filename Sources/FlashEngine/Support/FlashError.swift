@@ -27,6 +27,8 @@ public struct FlashError: Error, CustomStringConvertible, Equatable, Sendable {
         case unsafeTarget
         /// What was read back from a disk differs from what was written.
         case verification
+        /// A disk was not confirmed, or is not the disk that was confirmed (another card in the slot).
+        case notConfirmed
     }
 
     public let kind: Kind

@@ -2,9 +2,15 @@
 import Glibc
 #endif
 
-/// A blocking TCP socket with timeouts, for fastboot over TCP (client and emulated device).
+/// A TCP socket with a deadline on every wait, for fastboot over TCP (client and emulated device).
+///
+/// Every wait for the socket is a `poll` on it and on a pipe that `interrupt()` writes to, so a peer that stops reading or answering never holds a thread past
+/// its timeout, and another thread can end the wait at once (a cancelled job).
 public final class POSIXSocket: @unchecked Sendable {
     private let fd: Int32
+    /// A pipe that `interrupt()` writes a byte to and nobody reads: its read end, polled beside
+    /// `fd` in every wait, then stays readable for good.
+    private let wakeFDs: (read: Int32, write: Int32)
     private let closeLock = PthreadLock()
     private var isClosed = false
     /// "host:port" of the peer (or of the listening address), for messages.
@@ -13,12 +19,28 @@ public final class POSIXSocket: @unchecked Sendable {
     private init(fd: Int32, peer: String) {
         self.fd = fd
         self.peer = peer
+        var pipeFDs: [Int32] = [-1, -1]
+        if pipe(&pipeFDs) == 0 {
+            for end in pipeFDs {
+                _ = fcntl(end, F_SETFD, FD_CLOEXEC)
+                _ = fcntl(end, F_SETFL, fcntl(end, F_GETFL) | O_NONBLOCK)
+            }
+        }
+        wakeFDs = (pipeFDs[0], pipeFDs[1])
         var one: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
     }
 
     deinit {
         close()
+        for wakeFD in [wakeFDs.read, wakeFDs.write] where wakeFD >= 0 { Glibc.close(wakeFD) }
+    }
+
+    /// Ends every wait on this socket, now and later, with `FlashError(.cancelled)`; the
+    /// connection itself stays as it is (the caller closes it).
+    public func interrupt() {
+        var byte: UInt8 = 1
+        _ = Glibc.write(wakeFDs.write, &byte, 1)
     }
 
     public static func connect(host: String, port: UInt16, timeoutMs: Int) throws -> POSIXSocket {
@@ -111,66 +133,42 @@ public final class POSIXSocket: @unchecked Sendable {
         var bytes = [UInt8](repeating: 0, count: count)
         var filled = 0
         while filled < count {
-            try waitReadable(timeoutMs: timeoutMs)
-            let n = bytes.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + filled, count - filled, 0) }
-            if n > 0 {
-                filled += n
-            } else if n == 0 {
-                throw FlashError(.disconnected, "connection closed by peer tcp:\(peer)")
-            } else if errno != EINTR && errno != EAGAIN {
-                throw FlashError(.disconnected, "connection to tcp:\(peer) lost: \(String(cString: strerror(errno)))")
+            filled += try bytes.withUnsafeMutableBytes { raw in
+                try read(into: UnsafeMutableRawBufferPointer(rebasing: raw[filled...]), timeoutMs: timeoutMs)
             }
         }
         return bytes
     }
 
-    public func read(upTo count: Int, timeoutMs: Int?) throws -> [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: count)
-        while true {
-            try waitReadable(timeoutMs: timeoutMs)
-            let n = bytes.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, count, 0) }
-            if n > 0 { return Array(bytes[0..<n]) }
-            if n == 0 { throw FlashError(.disconnected, "connection closed by peer tcp:\(peer)") }
-            if errno != EINTR && errno != EAGAIN {
-                throw FlashError(.disconnected, "connection to tcp:\(peer) lost: \(String(cString: strerror(errno)))")
-            }
-        }
-    }
-
-    /// Reads what is available (at least one byte) into `buffer`; returns the count.
+    /// Reads what is available (at least one byte) into `buffer`; returns the count. Throws
+    /// `.timeout` when nothing arrives for `timeoutMs` (nil: no limit).
     public func read(into buffer: UnsafeMutableRawBufferPointer, timeoutMs: Int?) throws -> Int {
         while true {
-            try waitReadable(timeoutMs: timeoutMs)
-            let n = recv(fd, buffer.baseAddress!, buffer.count, 0)
+            let n = recv(fd, buffer.baseAddress!, buffer.count, Int32(MSG_DONTWAIT))
             if n > 0 { return n }
             if n == 0 { throw FlashError(.disconnected, "connection closed by peer tcp:\(peer)") }
-            if errno != EINTR && errno != EAGAIN {
-                throw FlashError(.disconnected, "connection to tcp:\(peer) lost: \(String(cString: strerror(errno)))")
+            switch errno {
+            case EINTR: continue
+            case EAGAIN, EWOULDBLOCK: try waitReadable(timeoutMs: timeoutMs)
+            default: throw FlashError(.disconnected, "connection to tcp:\(peer) lost: \(String(cString: strerror(errno)))")
             }
         }
     }
 
-    public func writeAll(_ bytes: UnsafeRawBufferPointer) throws {
-        var sent = 0
-        while sent < bytes.count {
-            let n = send(fd, bytes.baseAddress! + sent, bytes.count - sent, Int32(MSG_NOSIGNAL))
-            if n > 0 {
-                sent += n
-            } else if n < 0 && errno == EINTR {
-                continue
-            } else {
-                throw FlashError(.disconnected, "connection to tcp:\(peer) lost: \(String(cString: strerror(errno)))")
-            }
-        }
+    /// Sends every byte; throws `.timeout` when the peer takes nothing for `timeoutMs` (nil: no
+    /// limit, only `interrupt()` ends the wait).
+    public func writeAll(_ bytes: UnsafeRawBufferPointer, timeoutMs: Int?) throws {
+        try writeAll(bytes, UnsafeRawBufferPointer(start: nil, count: 0), timeoutMs: timeoutMs)
     }
 
-    public func writeAll(_ bytes: [UInt8]) throws {
-        try bytes.withUnsafeBytes { try writeAll($0) }
+    public func writeAll(_ bytes: [UInt8], timeoutMs: Int?) throws {
+        try bytes.withUnsafeBytes { try writeAll($0, timeoutMs: timeoutMs) }
     }
 
     /// Sends `first` then `second` with as few system calls as the kernel allows (one `sendmsg`
-    /// when the socket takes everything), e.g. a frame header and its payload.
-    public func writeAll(_ first: UnsafeRawBufferPointer, _ second: UnsafeRawBufferPointer) throws {
+    /// when the socket takes everything), e.g. a frame header and its payload. `timeoutMs` as
+    /// for `writeAll(_:timeoutMs:)`: the longest the peer may take no byte.
+    public func writeAll(_ first: UnsafeRawBufferPointer, _ second: UnsafeRawBufferPointer, timeoutMs: Int?) throws {
         let total = first.count + second.count
         var sent = 0
         while sent < total {
@@ -186,12 +184,16 @@ public final class POSIXSocket: @unchecked Sendable {
                 var message = msghdr()
                 message.msg_iov = buffer.baseAddress
                 message.msg_iovlen = buffer.count
-                return sendmsg(fd, &message, Int32(MSG_NOSIGNAL))
+                return sendmsg(fd, &message, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
             }
             if n > 0 {
                 sent += n
             } else if n < 0 && errno == EINTR {
                 continue
+            } else if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+                guard try wait(for: Int16(POLLOUT), timeoutMs: timeoutMs) else {
+                    throw FlashError(.timeout, "tcp:\(peer) stopped taking data (nothing accepted for \(Self.describe(milliseconds: timeoutMs ?? 0)))")
+                }
             } else {
                 throw FlashError(.disconnected, "connection to tcp:\(peer) lost: \(String(cString: strerror(errno)))")
             }
@@ -233,13 +235,37 @@ public final class POSIXSocket: @unchecked Sendable {
     }
 
     private func waitReadable(timeoutMs: Int?) throws {
-        guard let timeoutMs else { return }
-        var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        guard try wait(for: Int16(POLLIN), timeoutMs: timeoutMs) else {
+            throw FlashError(.timeout, "tcp:\(peer) sent nothing for \(Self.describe(milliseconds: timeoutMs ?? 0))")
+        }
+    }
+
+    /// Blocks until the peer has closed the connection (or it is shut down or interrupted) without
+    /// reading anything: how an emulated device that stopped taking data waits for its end.
+    public func waitUntilClosed() throws {
+        // POLLRDHUP (0x2000, Linux): the peer has shut down its side; glibc shows it only to _GNU_SOURCE.
+        while try !wait(for: 0x2000, timeoutMs: nil) {}
+    }
+
+    /// Waits until the socket is ready for `events` (or in error, which the next call reports);
+    /// false when `timeoutMs` passed first. Throws `.cancelled` once `interrupt()` was called.
+    private func wait(for events: Int16, timeoutMs: Int?) throws -> Bool {
+        let deadline = timeoutMs.map { SystemClock().monotonicNanos() + UInt64(max(0, $0)) * 1_000_000 }
+        var fds = [pollfd(fd: fd, events: events, revents: 0), pollfd(fd: wakeFDs.read, events: Int16(POLLIN), revents: 0)]
         while true {
-            let ready = poll(&pfd, 1, Int32(clamping: timeoutMs))
-            if ready > 0 { return }
-            if ready == 0 { throw FlashError(.timeout, "tcp:\(peer) sent nothing for \(Self.describe(milliseconds: timeoutMs))") }
-            if errno != EINTR { throw FlashError(.disconnected, "connection to tcp:\(peer) lost") }
+            var wait: Int32 = -1
+            if let deadline {
+                let now = SystemClock().monotonicNanos()
+                wait = now >= deadline ? 0 : Int32(clamping: (deadline - now + 999_999) / 1_000_000)
+            }
+            let ready = poll(&fds, 2, wait)
+            if ready < 0 {
+                if errno == EINTR { continue }
+                throw FlashError(.disconnected, "connection to tcp:\(peer) lost: \(String(cString: strerror(errno)))")
+            }
+            if fds[1].revents != 0 { throw FlashError(.cancelled, "the wait for tcp:\(peer) was interrupted") }
+            if fds[0].revents != 0 { return true }
+            if ready == 0 && wait >= 0 { return false }
         }
     }
 

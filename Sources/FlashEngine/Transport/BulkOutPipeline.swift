@@ -8,15 +8,12 @@ public struct BulkPipelineSettings: Sendable {
     public var transferSize: Int
     /// Transfers submitted at once, so the host controller always has the next one queued.
     public var transfersInFlight: Int
-    /// How long one transfer may wait for the device to accept it.
-    public var transferTimeoutMs: Int
 
     public static let minimumTransferSize = 16 * 1024
 
-    public init(transferSize: Int = 1 << 20, transfersInFlight: Int = 3, transferTimeoutMs: Int = 30_000) {
+    public init(transferSize: Int = 1 << 20, transfersInFlight: Int = 3) {
         self.transferSize = max(transferSize, Self.minimumTransferSize)
         self.transfersInFlight = max(transfersInFlight, 2)
-        self.transferTimeoutMs = transferTimeoutMs
     }
 }
 
@@ -71,8 +68,11 @@ final class BulkOutPipeline {
     private let endpoint: UInt8
     private let device: String
     private let settings: BulkPipelineSettings
+    /// How long one transfer may wait for the device to accept it.
+    private let transferTimeoutMs: Int
 
-    init(context: USBContext, handle: OpaquePointer, endpoint: UInt8, device: String, settings: BulkPipelineSettings) {
+    init(context: USBContext, handle: OpaquePointer, endpoint: UInt8, device: String, settings: BulkPipelineSettings, transferTimeoutMs: Int) {
+        self.transferTimeoutMs = transferTimeoutMs
         self.context = context
         self.handle = handle
         self.endpoint = endpoint
@@ -177,7 +177,7 @@ final class BulkOutPipeline {
         transfer.pointee.dev_handle = handle
         transfer.pointee.endpoint = endpoint
         transfer.pointee.type = UInt8(LIBUSB_TRANSFER_TYPE_BULK.rawValue)
-        transfer.pointee.timeout = UInt32(settings.transferTimeoutMs)
+        transfer.pointee.timeout = UInt32(transferTimeoutMs)
         transfer.pointee.buffer = slot.buffer.assumingMemoryBound(to: UInt8.self)
         transfer.pointee.length = Int32(length)
         transfer.pointee.user_data = Unmanaged.passUnretained(slot).toOpaque()
@@ -220,7 +220,7 @@ final class BulkOutPipeline {
         case LIBUSB_TRANSFER_NO_DEVICE:
             return FlashError(.disconnected, "USB connection lost (transfer): device \(device) was unplugged")
         case LIBUSB_TRANSFER_TIMED_OUT:
-            return FlashError(.timeout, "\(device) stopped accepting data (no progress for \(settings.transferTimeoutMs / 1000) s)")
+            return FlashError(.timeout, "\(device) stopped accepting data (no progress for \(transferTimeoutMs / 1000) s)")
         case LIBUSB_TRANSFER_STALL:
             return FlashError(.protocolViolation, "\(device) stalled the download endpoint")
         case LIBUSB_TRANSFER_CANCELLED:

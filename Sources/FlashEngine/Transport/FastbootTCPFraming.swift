@@ -9,7 +9,7 @@ public enum FastbootTCPFraming {
 
     /// Host side: sends "FB01", then checks that the device answers "FB" and a version >= 1.
     public static func clientHandshake(socket: POSIXSocket, timeoutMs: Int) throws {
-        try socket.writeAll(handshake)
+        try socket.writeAll(handshake, timeoutMs: timeoutMs)
         let answer = try socket.readExactly(4, timeoutMs: timeoutMs)
         try checkHandshake(answer, from: socket)
     }
@@ -18,7 +18,7 @@ public enum FastbootTCPFraming {
     public static func serverHandshake(socket: POSIXSocket, timeoutMs: Int? = 10_000) throws {
         let greeting = try socket.readExactly(4, timeoutMs: timeoutMs)
         try checkHandshake(greeting, from: socket)
-        try socket.writeAll(handshake)
+        try socket.writeAll(handshake, timeoutMs: timeoutMs)
     }
 
     private static var handshake: [UInt8] {
@@ -55,14 +55,15 @@ public enum FastbootTCPFraming {
         return length <= UInt64(maxFrameLength) ? Int(length) : nil
     }
 
-    public static func writeFrame(_ payload: [UInt8], socket: POSIXSocket) throws {
-        try payload.withUnsafeBytes { try writeFrame($0, socket: socket) }
+    public static func writeFrame(_ payload: [UInt8], socket: POSIXSocket, timeoutMs: Int?) throws {
+        try payload.withUnsafeBytes { try writeFrame($0, socket: socket, timeoutMs: timeoutMs) }
     }
 
-    /// Sends the header and the payload together (one `sendmsg` when the socket takes it all).
-    public static func writeFrame(_ payload: UnsafeRawBufferPointer, socket: POSIXSocket) throws {
+    /// Sends the header and the payload together (one `sendmsg` when the socket takes it all);
+    /// `timeoutMs` is the longest the peer may take no byte of it.
+    public static func writeFrame(_ payload: UnsafeRawBufferPointer, socket: POSIXSocket, timeoutMs: Int?) throws {
         let header = header(forLength: payload.count)
-        try header.withUnsafeBytes { try socket.writeAll($0, payload) }
+        try header.withUnsafeBytes { try socket.writeAll($0, payload, timeoutMs: timeoutMs) }
     }
 
     /// Reads one frame's length (checked against `maxFrameLength`); the caller then reads that

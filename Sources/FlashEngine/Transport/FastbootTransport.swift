@@ -14,11 +14,17 @@ public protocol FastbootTransport: AnyObject, Sendable {
     func read(maxLength: Int, timeoutMs: Int) throws -> [UInt8]
 
     /// Sends exactly `totalBytes` from `source`, calling `onAcknowledged` with the number of bytes
-    /// the device has accepted so far (cumulative) as transfers complete.
-    func writeStream(_ source: ByteStream, totalBytes: Int64, onAcknowledged: (Int64) -> Void) throws
+    /// the device has accepted so far (cumulative) as transfers complete. Throws `.timeout` when
+    /// the device takes nothing for `timeoutMs`.
+    func writeStream(_ source: ByteStream, totalBytes: Int64, timeoutMs: Int, onAcknowledged: (Int64) -> Void) throws
 
     /// Ends the connection; any blocked call returns with an error. Safe to call twice.
     func close()
+
+    /// Called from another thread when the job is cancelled: a call blocked waiting for the
+    /// device, and every later one, throws `FlashError(.cancelled)` at once. Only for transports
+    /// that do not pad cancelled downloads (a padding transport must finish the download).
+    func interrupt()
 
     /// Called after a download was broken off, so the device does not wait forever for the rest
     /// of it. Over TCP closing the connection ends the device's session, so nothing is needed.
@@ -31,5 +37,6 @@ public protocol FastbootTransport: AnyObject, Sendable {
 
 extension FastbootTransport {
     public func abandonDownload() {}
+    public func interrupt() {}
     public var padsCancelledDownloads: Bool { true }
 }

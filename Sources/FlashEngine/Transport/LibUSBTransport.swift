@@ -67,9 +67,9 @@ public final class LibUSBTransport: FastbootTransport, @unchecked Sendable {
         return Array(buffer.prefix(Int(received)))
     }
 
-    public func writeStream(_ source: ByteStream, totalBytes: Int64, onAcknowledged: (Int64) -> Void) throws {
+    public func writeStream(_ source: ByteStream, totalBytes: Int64, timeoutMs: Int, onAcknowledged: (Int64) -> Void) throws {
         let run = BulkOutPipeline(
-            context: context, handle: handle, endpoint: endpointOut, device: peerDescription, settings: pipeline
+            context: context, handle: handle, endpoint: endpointOut, device: peerDescription, settings: pipeline, transferTimeoutMs: timeoutMs
         )
         try run.send(source, totalBytes: totalBytes, onAcknowledged: onAcknowledged)
     }

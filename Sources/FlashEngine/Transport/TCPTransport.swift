@@ -29,14 +29,14 @@ public final class TCPTransport: FastbootTransport, @unchecked Sendable {
     }
 
     public func write(_ bytes: [UInt8], timeoutMs: Int) throws {
-        try FastbootTCPFraming.writeFrame(bytes, socket: socket)
+        try FastbootTCPFraming.writeFrame(bytes, socket: socket, timeoutMs: timeoutMs)
     }
 
     public func read(maxLength: Int, timeoutMs: Int) throws -> [UInt8] {
         try FastbootTCPFraming.readFrame(socket: socket, maxLength: maxLength, timeoutMs: timeoutMs)
     }
 
-    public func writeStream(_ source: ByteStream, totalBytes: Int64, onAcknowledged: (Int64) -> Void) throws {
+    public func writeStream(_ source: ByteStream, totalBytes: Int64, timeoutMs: Int, onAcknowledged: (Int64) -> Void) throws {
         var buffer = [UInt8](repeating: 0, count: frameSize)
         var sent: Int64 = 0
         while sent < totalBytes {
@@ -52,13 +52,17 @@ public final class TCPTransport: FastbootTransport, @unchecked Sendable {
             guard filled == wanted else {
                 throw FlashError(.image, "image data ended \(totalBytes - sent - Int64(filled)) bytes before the announced size")
             }
-            try buffer.withUnsafeBytes { try FastbootTCPFraming.writeFrame(UnsafeRawBufferPointer(rebasing: $0[0..<filled]), socket: socket) }
+            try buffer.withUnsafeBytes { try FastbootTCPFraming.writeFrame(UnsafeRawBufferPointer(rebasing: $0[0..<filled]), socket: socket, timeoutMs: timeoutMs) }
             sent += Int64(filled)
             onAcknowledged(sent)
         }
     }
 
     public var padsCancelledDownloads: Bool { false }
+
+    public func interrupt() {
+        socket.interrupt()
+    }
 
     public func close() {
         socket.close()

@@ -10,6 +10,12 @@ public struct HistoryEntry: Codable, Sendable, Equatable, FetchableRecord, Persi
     public var deviceName: String?
     public var image: String?
     public var partition: String?
+    /// "fastboot" or "disk" (nil in rows written before disks were jobs: fastboot).
+    public var target: String?
+    /// Shared by the jobs of one disk batch.
+    public var batchId: String?
+    /// Disks: whether what was written was read back and found equal.
+    public var verified: Bool?
     /// Bytes the job expected to send.
     public var totalBytes: Int64
     /// Bytes the device acknowledged.
@@ -34,6 +40,9 @@ public struct HistoryEntry: Codable, Sendable, Equatable, FetchableRecord, Persi
         deviceName = status.info.deviceName
         image = status.info.image
         partition = status.info.partition
+        target = status.info.target.rawValue
+        batchId = status.info.batchId
+        verified = status.verified
         totalBytes = status.totalBytes
         bytesTransferred = status.bytesTransferred
         sha256 = status.sha256

@@ -97,6 +97,13 @@ public final class HistoryStore: Sendable {
                 table.column("averageSpeed", .integer)
             }
         }
+        migrator.registerMigration("v2: disk jobs") { db in
+            try db.alter(table: "job") { table in
+                table.add(column: "target", .text)
+                table.add(column: "batchId", .text)
+                table.add(column: "verified", .boolean)
+            }
+        }
         return migrator
     }
 }

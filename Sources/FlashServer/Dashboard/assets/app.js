@@ -142,8 +142,10 @@ function refreshHistorySoon() {
 async function refreshDevices() {
   try {
     const answer = await api.get("/api/devices");
-    deviceCount = answer.devices.length;
-    devices.showDevices(answer.devices);
+    // Disks are listed too; this panel flashes fastboot devices.
+    const fastboot = answer.devices.filter((device) => device.kind !== "disk");
+    deviceCount = fastboot.length;
+    devices.showDevices(fastboot);
     updateSummary();
   } catch (error) {
     if (error.status) notice(`Devices: ${error.message}`);
