@@ -121,8 +121,7 @@ struct APIRoutes: Sendable {
 
     private func events(_ request: Request, _ context: ServerRequestContext) throws -> Response {
         let id = try context.parameters.require("id")
-        let include = request.uri.queryParameters["include"].map { $0.split(separator: ",").map(String.init) } ?? []
-        let subscription = scheduler.broadcaster.subscribe(EventFilter(jobId: id, includeDeviceMessages: include.contains("device_message")))
+        let subscription = scheduler.broadcaster.subscribe(EventFilter(jobId: id, include: request.uri.queryParameters["include"].map(String.init)))
         guard scheduler.job(id) != nil else {
             subscription.close()
             throw FlashError(.unknownJob, "no job '\(id)'")

@@ -24,7 +24,7 @@ struct ProgressSocket: Sendable {
         let filter = EventFilter(
             jobId: query["jobId"].map(String.init),
             deviceId: query["deviceId"].map(String.init),
-            includeDeviceMessages: include.contains("device_message")
+            extraTypes: Set(include)
         )
         let subscription = scheduler.broadcaster.subscribe(filter, limit: queueLimit)
         metrics.clientConnected()

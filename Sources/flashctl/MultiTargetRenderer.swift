@@ -49,7 +49,7 @@ final class MultiTargetRenderer: Sendable {
             state.withLock { $0[job.jobId]?.ended = true }
             bar.finish()
             ProgressRenderer.writeAll("error: \(job.deviceId): \(ProgressRenderer.printable(error))\n", to: STDERR_FILENO)
-        case .paused, .resumed, .deviceMessage:
+        case .queued, .paused, .resumed, .deviceMessage:
             return
         }
     }

@@ -81,6 +81,11 @@ final class ProgressRenderer: Sendable {
     private func renderTerminal(_ event: FlashEvent, bar: inout BarState) {
         let fd = output.descriptor
         switch event {
+        case .queued:
+            bar.snapshot = ProgressSnapshot(
+                progress: 0, stage: "Queued: waiting for the device", bytesTransferred: 0, totalBytes: 0,
+                transferSpeed: 0, estimatedTimeRemaining: nil)
+            draw(&bar)
         case .started(_, let stage, let totalBytes, _):
             bar.snapshot = ProgressSnapshot(
                 progress: 0, stage: stage, bytesTransferred: 0, totalBytes: totalBytes,

@@ -185,8 +185,11 @@ import Testing
         let running = try scheduler.submit(FastbootFlashRequest(imagePath: boot.path, device: .serial("SER1")))
         let queued = try scheduler.submit(FastbootFlashRequest(imagePath: boot.path, device: .serial("SER1")))
         let events = EventRecorder(scheduler.broadcaster.subscribe(EventFilter(jobId: queued.info.jobId)))
+        // A dashboard that asks for flash_queued is told of the waiting job, also when it joins late.
+        let asking = EventRecorder(scheduler.broadcaster.subscribe(EventFilter(include: "flash_queued")))
         #expect(try scheduler.cancel(queued.info.jobId).state == .cancelled)
         #expect(await events.types(until: queued.info.jobId) == ["flash_started", "flash_failed"])
+        #expect(await asking.types(until: queued.info.jobId) == ["flash_queued", "flash_started", "flash_failed"])
         #expect(try await waitFor(scheduler, running.info.jobId).state == .completed)
     }
 

@@ -106,6 +106,9 @@ public final class JobScheduler: @unchecked Sendable {
         let statuses = added.map(\.status)
         lock.unlock()
         statuses.forEach(notify)
+        for (entry, status) in zip(added, statuses) where status.state == .queued {
+            entry.progress.queued()
+        }
         started.forEach(launch)
         return statuses
     }

@@ -18,6 +18,8 @@ public final class EventBroadcaster: @unchecked Sendable {
     private var subscribers: [ObjectIdentifier: EventSubscription] = [:]
     private var active: [String: JobReplay] = [:]
     private var activeOrder: [String] = []
+    /// Jobs waiting to start, for subscribers that asked for `flash_queued`.
+    private var queued: [(jobId: String, event: PublishedEvent)] = []
     /// How recently finished jobs ended, for subscribers that ask for one job by id.
     private var finished: [String: [PublishedEvent]] = [:]
     private var finishedOrder: [String] = []
@@ -155,7 +157,7 @@ public final class EventBroadcaster: @unchecked Sendable {
         let subscription = EventSubscription(filter: filter, limit: limit ?? subscriberLimit)
         subscription.onClose = { [weak self] closed in self?.remove(closed) }
         lock.lock()
-        subscription.push(contentsOf: activeOrder.flatMap { active[$0]?.events ?? [] })
+        subscription.push(contentsOf: activeOrder.flatMap { active[$0]?.events ?? [] } + queued.map(\.event))
         if let jobId = filter.jobId {
             subscription.push(contentsOf: finished[jobId] ?? [])
         }
@@ -204,7 +206,14 @@ public final class EventBroadcaster: @unchecked Sendable {
     private func record(_ published: PublishedEvent) {
         let event = published.event
         let jobId = event.job.jobId
+        if case .queued = event {
+            queued.append((jobId, published))
+            return
+        }
+        if event.isLifecycle, !queued.isEmpty { queued.removeAll { $0.jobId == jobId } }
         switch event {
+        case .queued:
+            break
         case .started:
             if active[jobId] == nil { activeOrder.append(jobId) }
             active[jobId] = JobReplay(started: published)

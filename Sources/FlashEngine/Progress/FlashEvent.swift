@@ -1,5 +1,7 @@
 /// What a job reports, one value per message of PROTOCOL.md, plus device text that only people read.
 public enum FlashEvent: Equatable, Sendable {
+    /// Waiting for its device or a free slot: not a protocol message, for clients that ask.
+    case queued(JobInfo, timestamp: Int64)
     case started(JobInfo, stage: String, totalBytes: Int64, timestamp: Int64)
     case progress(JobInfo, ProgressSnapshot, timestamp: Int64)
     case completed(JobInfo, summary: JobSummary, timestamp: Int64)
@@ -11,7 +13,7 @@ public enum FlashEvent: Equatable, Sendable {
 
     public var job: JobInfo {
         switch self {
-        case .started(let job, _, _, _), .progress(let job, _, _), .completed(let job, _, _),
+        case .queued(let job, _), .started(let job, _, _, _), .progress(let job, _, _), .completed(let job, _, _),
              .failed(let job, _, _, _), .paused(let job, _), .resumed(let job, _),
              .deviceMessage(let job, _, _):
             return job

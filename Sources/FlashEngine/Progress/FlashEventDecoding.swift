@@ -15,6 +15,8 @@ extension FlashEvent {
             target: string("target").flatMap(JobTarget.init(rawValue:)) ?? .fastboot, batchId: string("batchId"))
         let timestamp = int("timestamp")
         switch type {
+        case "flash_queued":
+            self = .queued(job, timestamp: timestamp)
         case "flash_started":
             self = .started(job, stage: string("stage") ?? "", totalBytes: int("totalBytes"), timestamp: timestamp)
         case "flash_progress":

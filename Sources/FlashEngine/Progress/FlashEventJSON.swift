@@ -16,11 +16,13 @@
 /// - `.deviceMessage` becomes `{"type":"device_message","jobId":…,"deviceId":…,"text":…,…}`. It is
 ///   NOT part of the protocol (see `isProtocolMessage`): it is for our CLI's NDJSON output; the
 ///   server must not send it to WebSocket clients that did not ask for it, since existing
-///   dashboards log every unknown type as a warning.
+///   dashboards log every unknown type as a warning. `.queued` becomes
+///   `{"type":"flash_queued","jobId":…,"deviceId":…,…}` on the same terms (`?include=flash_queued`).
 extension FlashEvent {
     /// The message's `type`: "flash_started", "flash_progress", ... or "device_message".
     public var protocolType: String {
         switch self {
+        case .queued: return "flash_queued"
         case .started: return "flash_started"
         case .progress: return "flash_progress"
         case .completed: return "flash_completed"
@@ -31,10 +33,12 @@ extension FlashEvent {
         }
     }
 
-    /// False for `.deviceMessage`, which clients of PROTOCOL.md do not know.
+    /// False for `.deviceMessage` and `.queued`, which clients of PROTOCOL.md do not know.
     public var isProtocolMessage: Bool {
-        if case .deviceMessage = self { return false }
-        return true
+        switch self {
+        case .deviceMessage, .queued: return false
+        default: return true
+        }
     }
 
     /// The message as one line of JSON (no trailing newline). Every event has a JSON form today, so
@@ -46,6 +50,8 @@ extension FlashEvent {
         json.add("deviceId", string: job.deviceId)
         let timestamp: Int64
         switch self {
+        case .queued(_, let time):
+            timestamp = time
         case .started(_, let stage, let totalBytes, let time):
             json.add("stage", string: stage)
             json.add("totalBytes", int: totalBytes)

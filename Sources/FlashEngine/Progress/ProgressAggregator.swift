@@ -80,6 +80,11 @@ public final class ProgressAggregator: Sendable {
 
     // MARK: Feeding
 
+    /// Emits `.queued` for a job that waits for its device or a slot; ignored once it has started.
+    public func queued() {
+        perform { state, _, epoch in state.queued(epoch: epoch) }
+    }
+
     /// Emits `.started`. A second call is ignored.
     public func start(stage: String) {
         perform { $0.start(stage: stage, now: $1, epoch: $2) }
@@ -201,7 +206,7 @@ private struct ReplayState {
         case .paused: paused = event
         case .resumed: paused = nil
         case .completed, .failed: ended = true; paused = nil
-        case .deviceMessage: break
+        case .deviceMessage, .queued: break
         }
     }
 }
@@ -261,6 +266,10 @@ private struct AggregatorState {
     }
 
     // MARK: Lifecycle
+
+    func queued(epoch: Int64) -> [FlashEvent] {
+        startedAt == nil && !isFinished ? [.queued(job, timestamp: epoch)] : []
+    }
 
     mutating func start(stage: String, now: UInt64, epoch: Int64) -> [FlashEvent] {
         guard startedAt == nil, !isFinished else { return [] }
