@@ -1229,6 +1229,61 @@ class UeventSender:
 
 
 # ---------------------------------------------------------------------------------------------
+# Disks: a real block device on this machine (a loop device) shown to COMMAND as a disk in a USB
+# card reader's slot. Only its sysfs entry is emulated (with the real device's size and number,
+# so /sys/dev/block/MAJ:MIN leads to it); no node is made in the test bed, so COMMAND opens the
+# real /dev node and writes the real device.
+
+class Disk:
+    READER = "/devices/pci0000:00/0000:00:14.0/usb2/2-%d/2-%d:1.0/host%d/target%d:0:0/%d:0:0:0/block/%s"
+
+    def __init__(self, bed, text, slot):
+        devnode, _, rest = text.partition(",")
+        if not devnode.startswith("/dev/") or not os.path.exists(devnode):
+            raise ValueError("no block device %s on this machine" % devnode)
+        st = os.stat(devnode)
+        if not stat.S_ISBLK(st.st_mode):
+            raise ValueError("%s is not a block device" % devnode)
+        self.devnode, self.name = devnode, os.path.basename(devnode)
+        # Its size from the device itself: this process's /sys is the test bed's.
+        fd = os.open(devnode, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            sectors = str(os.lseek(fd, 0, os.SEEK_END) // 512)
+        finally:
+            os.close(fd)
+        self.props = collections.OrderedDict([
+            ("DEVNAME", devnode), ("DEVTYPE", "disk"), ("SUBSYSTEM", "block"),
+            ("MAJOR", str(os.major(st.st_rdev))), ("MINOR", str(os.minor(st.st_rdev))),
+            ("ID_BUS", "usb"), ("ID_MODEL", "Card_Reader"), ("ID_SERIAL_SHORT", "SD-" + self.name)])
+        for item in filter(None, rest.split(",")):
+            key, sep, value = item.partition("=")
+            if key == "slot" and value.isdigit() and 1 <= int(value) <= 99:
+                slot = int(value)
+                continue
+            if key == "serial" and value and not any(c.isspace() for c in value):
+                self.props["ID_SERIAL_SHORT"] = value
+                continue
+            if not sep or not key.startswith("prop.") or not PROPERTY_NAME.match(key[5:]) or not value:
+                raise ValueError("expected slot=N, serial=S or prop.NAME=VALUE, got %r" % item)
+            if key[5:] in RESERVED_PROPERTIES:
+                raise ValueError("property %s is set by the test bed" % key[5:])
+            self.props[key[5:]] = value
+        self.props["ID_PATH"] = "pci-0000:00:14.0-usb-0:%d:1.0-scsi-0:0:0:0" % slot
+        self.syspath = "/sys" + self.READER % (slot, slot, slot, slot, slot, self.name)
+        record = "P: %s\n" % self.syspath[4:]
+        for name, value in self.props.items():
+            record += "E: %s=%s\n" % (name, value)
+        record += attr_lines([
+            ("dev", "%d:%d" % (os.major(st.st_rdev), os.minor(st.st_rdev))), ("size", sectors),
+            ("removable", "1"), ("ro", "0"), ("queue/logical_block_size", "512")])
+        record += "\n"
+        bed.testbed.add_from_string(record)
+
+    def describe(self):
+        return "%s syspath=%s ID_PATH=%s" % (self.devnode, self.syspath, self.props["ID_PATH"])
+
+
+# ---------------------------------------------------------------------------------------------
 # The devices of a run: plugged in at the start (--device), added, removed and replugged while
 # COMMAND runs (--control).
 
@@ -1244,6 +1299,8 @@ class Bed:
         self.last_devnum = {}  # bus -> the last device number given out (never reused)
         self.nspecs = 0        # SPECs plugged in so far (--device, add): SPEC N defaults to EMU000N, 1-N
         self.ctx = None        # the ioctl worker thread's GMainContext: control commands run there
+        self.disks = []        # Disks shown now
+        self.disk_slots = 0    # slots given out (never reused, like device numbers)
 
     def plug(self, spec):
         """Add the device: sysfs entries and node, then the "add" uevents (device, interface)."""
@@ -1306,6 +1363,29 @@ class Bed:
         """Run one control command (on the ioctl worker thread); return its reply line."""
         verb, rest = (line.split(None, 1) + [""])[:2]
         try:
+            if verb == "add-disk":
+                if any(d.devnode == rest.partition(",")[0] for d in self.disks):
+                    raise ValueError("%s is shown already" % rest.partition(",")[0])
+                self.disk_slots += 1
+                disk = Disk(self, rest, self.disk_slots)
+                self.disks.append(disk)
+                if not self.umockdev_sends_add:
+                    self.sender.send(disk.syspath, "add")
+                log("%s: shown as a disk at %s" % (disk.devnode, disk.props["ID_PATH"]))
+                return "ok add-disk %s" % disk.describe()
+            if verb == "remove-disk":
+                disk = next((d for d in self.disks if d.devnode == rest.strip()), None)
+                if disk is None:
+                    raise ValueError("no disk %s is shown" % rest.strip())
+                self.sender.send(disk.syspath, "remove")
+                self.testbed.remove_device(disk.syspath)
+                # umockdev 0.17 leaves the block links behind, and asserts when they are made again.
+                for link in ("/sys/block/" + disk.name, "/sys/class/block/" + disk.name,
+                             "/sys/dev/block/%s:%s" % (disk.props["MAJOR"], disk.props["MINOR"])):
+                    if os.path.islink(self.root + link):
+                        os.unlink(self.root + link)
+                self.disks.remove(disk)
+                return "ok remove-disk %s" % disk.describe()
             if verb == "add":
                 if not rest:
                     raise ValueError("add needs a SPEC")
@@ -1332,7 +1412,7 @@ class Bed:
                 new = self.plug(spec)
                 log("%s: plugged in again at %s as %s" % (new.spec.serial, new.spec.portpath, new.devnode))
                 return "ok replug %s %s olddevnum=%d" % (new.spec.serial, self.describe(new), old.devnum)
-            raise ValueError("unknown command (add SPEC | remove SERIAL|PORT | replug SERIAL|PORT [KEY=VALUE,...])")
+            raise ValueError("unknown command (add SPEC | remove SERIAL|PORT | replug SERIAL|PORT [KEY=VALUE,...] | add-disk /dev/NODE[,prop.NAME=VALUE...] | remove-disk /dev/NODE)")
         except (ValueError, OSError, GLib.Error) as e:
             return "error %s: %s" % (line, e)
 

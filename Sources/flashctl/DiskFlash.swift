@@ -11,9 +11,10 @@ struct DiskFlash {
     let command: FlashCommand
 
     func run() throws {
-        let request = DiskFlashRequest(
+        var request = DiskFlashRequest(
             imagePath: command.image, targets: command.device, bmapPath: command.bmap, noBmap: command.noBmap,
             entry: command.entry, force: command.force, verify: !command.noVerify)
+        request.offersForce = true
         let batch = try DiskBatch.prepare(request)
         try confirm(batch)
         let json = ProgressRenderer.wantsJSON(flag: command.json)

@@ -120,6 +120,55 @@ final class AutoFlashTests: XCTestCase {
         XCTAssertEqual(results, ["EMU0001 completed", "EMU0002 completed", "EMU0003 completed", "EMU0003 failed"])
     }
 
+    /// A card duplicator: a card put into an allow-listed slot of a card reader is written and
+    /// read back, once; a card in a slot no rule names is left alone.
+    func testACardInAnAllowListedSlotIsWrittenVerifiedAndNotWrittenTwice() throws {
+        let image = DiskImages.withHoles(6 << 20 + 4096)
+        let card = try LoopDevice(size: 8 << 20, fill: 0xAB)
+        defer { card.detach() }
+        let other = try LoopDevice(size: 8 << 20, fill: 0xAB)
+        defer { other.detach() }
+        let bench = try AutoFlashBench(profiles: """
+            profiles:
+              cards:
+                target: disk
+                image: os.img
+            """, images: ["os.img": image])
+        defer { bench.stop() }
+        XCTAssertTrue(bench.server.output.contains("watching udev for USB devices and disks"), bench.server.output)
+        let dashboard = try DashboardSocket(serverURL: bench.url)
+
+        try bench.plug("add-disk \(other.path),slot=2")
+        try bench.plug("add-disk \(card.path),slot=1,prop.FLASHCTL_PROFILE=cards")
+        let end = try XCTUnwrap(dashboard.end(of: card.path, timeout: 60), "no end of the job; got \(dashboard.messages.types)\n\(bench.server.output)")
+        XCTAssertEqual(end["type"] as? String, "flash_completed", "\(end)")
+        XCTAssertEqual(end["verified"] as? Bool, true)
+        XCTAssertEqual(end["target"] as? String, "disk")
+        XCTAssertEqual(try card.contents().prefix(image.count), image)
+        XCTAssertEqual(try other.contents(), Data(repeating: 0xAB, count: 8 << 20), "a disk without the property is not written")
+        XCTAssertTrue(bench.server.output.contains("disk \(other.path) (serial SD-\((other.path as NSString).lastPathComponent)) at pci-0000:00:14.0-usb-0:2:1.0-scsi-0:0:0:0 has no FLASHCTL_PROFILE"), bench.server.output)
+        XCTAssertTrue(bench.server.output.contains("writing disk \(card.path)"), bench.server.output)
+
+        // A mounted card in an allow-listed slot is never written.
+        let mounted = try LoopDevice(size: 8 << 20)
+        defer { mounted.detach() }
+        try DiskImages.tool("mkfs.ext4 -q -E lazy_itable_init=0,lazy_journal_init=0 \(mounted.path) && mkdir -p mnt && mount \(mounted.path) mnt && sync", in: bench.base)
+        defer { _ = try? ProcessRunner.run("/bin/umount", [bench.base + "/mnt"]) }
+        let before = try mounted.contents()
+        try bench.plug("add-disk \(mounted.path),slot=3,prop.FLASHCTL_PROFILE=cards")
+        XCTAssertTrue(bench.server.waitFor("not writing disk \(mounted.path)", timeout: 10), bench.server.output)
+        XCTAssertTrue(bench.server.output.contains("\(mounted.path) is mounted at \(bench.base)/mnt: unmount it first. Nothing was written."), bench.server.output)
+        XCTAssertEqual(try mounted.contents(), before)
+
+        // The same card taken out and put back: it holds what it was given, and is left alone.
+        try bench.plug("remove-disk \(card.path)")
+        try bench.plug("add-disk \(card.path),slot=1,prop.FLASHCTL_PROFILE=cards")
+        XCTAssertTrue(bench.server.waitFor("holds a medium already written", timeout: 10), bench.server.output)
+        let jobs = try bench.jobs()
+        XCTAssertEqual(jobs.count, 1, "\(jobs)")
+        XCTAssertEqual(jobs.first?["target"] as? String, "disk")
+    }
+
     func testABrokenProfilesFileStopsTheServerAtStartWithTheLine() throws {
         let base = FileManager.default.temporaryDirectory.appendingPathComponent("flashctl-autoflash-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: base) }

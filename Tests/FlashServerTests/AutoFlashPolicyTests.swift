@@ -24,6 +24,37 @@ import Testing
         }
     }
 
+    private let cards = AutoFlashProfile(name: "cards", target: .disk, disk: .init(imagePath: "/i/os.img", verify: true, oncePerMedium: true))
+
+    private func insert(_ serial: String?, profile: String? = "cards") -> (HotplugEvent, DiskInfo) {
+        let event = HotplugEvent(action: .add, kind: .disk, portPath: "pci-0000:00:14.0-usb-0:1.2.1:1.0-scsi-0:0:0:0", serial: serial, vidPid: nil,
+                                 devnode: "/dev/sdb", properties: profile.map { ["FLASHCTL_PROFILE": $0] } ?? [:])
+        let disk = DiskInfo(path: "/dev/sdb", name: "sdb", deviceNumber: "8:16", size: 1 << 30, model: "Reader", vendor: nil, serial: serial,
+                            transport: "usb", removableFlag: true, readOnly: false, mountPoints: [], holdsSystem: false, backingFile: nil,
+                            logicalBlockSize: 512, partitionOf: nil)
+        return (event, disk)
+    }
+
+    private func decideDisk(_ inserted: (HotplugEvent, DiskInfo), last: AutoFlashPolicy.PortJob? = nil, written: Set<String> = []) -> AutoFlashPolicy.Decision {
+        AutoFlashPolicy.decideDisk(inserted.0, disk: inserted.1, profiles: profiles.merging(["cards": cards]) { $1 }, lastJob: last) { written.contains($0) }
+    }
+
+    @Test func aCardInAMarkedSlotIsWrittenOnceByItsSerialAndSize() {
+        #expect(decideDisk(insert("CARD1")) == .flash(cards))
+        #expect(reason(decideDisk(insert("CARD1"), written: ["CARD1/1073741824"])) == "disk /dev/sdb (serial CARD1) at pci-0000:00:14.0-usb-0:1.2.1:1.0-scsi-0:0:0:0 holds a medium already written (serial and size CARD1/1073741824), and profile 'cards' writes each medium once")
+        #expect(decideDisk(insert("CARD2"), written: ["CARD1/1073741824"]) == .flash(cards))
+        #expect(reason(decideDisk(insert(nil))).contains("reports no serial number"))
+        #expect(reason(decideDisk(insert("CARD1"), last: .init(jobId: "job_1", serial: "CARD1", state: .running))).contains("already being written by job_1"))
+    }
+
+    @Test func aDiskAndAFastbootProfileDoNotMix() {
+        #expect(reason(decideDisk(insert("CARD1", profile: "bench"))).contains("profile 'bench' flashes fastboot devices (add target: disk)"))
+        let usb = HotplugEvent(action: .add, portPath: "1-3", serial: "A", vidPid: "18d1:4ee0", properties: ["FLASHCTL_PROFILE": "cards"])
+        let decision = AutoFlashPolicy.decide(usb, profiles: ["cards": cards], lastJob: nil) { _ in false }
+        #expect(reason(decision).contains("profile 'cards' writes disks (target: disk)"))
+        #expect(reason(decideDisk(insert("CARD1", profile: nil))).contains("has no FLASHCTL_PROFILE"))
+    }
+
     @Test func aMarkedDeviceIsFlashedWithItsProfile() {
         #expect(decide(plug("A")) == .flash(bench))
     }

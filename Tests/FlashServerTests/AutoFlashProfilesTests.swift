@@ -12,7 +12,7 @@ import Testing
     init() throws {
         directory = NSTemporaryDirectory() + "flashctl-profiles-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory + "/images", withIntermediateDirectories: true)
-        for name in ["boot.img", "system.img.zst"] {
+        for name in ["boot.img", "system.img.zst", "raspios-lite.img.xz"] {
             _ = FileManager.default.createFile(atPath: directory + "/images/" + name, contents: Data(repeating: 1, count: 4096))
         }
         images = try ImageDirectory(path: directory + "/images")
@@ -46,6 +46,23 @@ import Testing
         #expect(pixel.flash.map { ($0.imagePath as NSString).lastPathComponent } == ["boot.img", "system.img.zst"])
         #expect(pixel.reboot)
         #expect(pixel.oncePerSerial)
+        #expect(pixel.target == .fastboot)
+        let cards = try #require(profiles.profiles["sd-cards"])
+        #expect(cards.target == .disk)
+        #expect(cards.disk.map { ($0.imagePath as NSString).lastPathComponent } == "raspios-lite.img.xz")
+        #expect(cards.disk?.verify == true)
+        #expect(cards.disk?.oncePerMedium == true)
+    }
+
+    @Test func aDiskProfileTakesOnlyItsOwnKeysAndDefaultsToVerifyingOnce() throws {
+        let plain = try load("profiles:\n  cards:\n    target: disk\n    image: boot.img\n")
+        #expect(plain.profiles["cards"]?.disk?.verify == true)
+        #expect(plain.profiles["cards"]?.disk?.oncePerMedium == true)
+        let every = try load("profiles:\n  cards:\n    target: disk\n    image: boot.img\n    verify: false\n    once-per-medium: false\n")
+        #expect(every.profiles["cards"]?.disk == .init(imagePath: images.path + "/boot.img", verify: false, oncePerMedium: false))
+        #expect(failure("profiles:\n  cards:\n    target: disk\n    image: boot.img\n    flash: []\n").contains("line 5: profile 'cards' (target: disk) has an unknown key 'flash'"))
+        #expect(failure("profiles:\n  cards:\n    target: disk\n").contains("profile 'cards' (target: disk) has no 'image'"))
+        #expect(failure("profiles:\n  cards:\n    target: floppy\n    image: boot.img\n").contains("line 3: profile 'cards': target must be fastboot or disk, not 'floppy'"))
     }
 
     @Test func mistakesNameTheLine() {

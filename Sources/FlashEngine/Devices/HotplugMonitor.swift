@@ -4,46 +4,62 @@ import Foundation
 import Glibc
 #endif
 
-/// A USB device appearing or going away, as udev reports it.
+/// A USB device or a disk appearing or going away, as udev reports it.
 public struct HotplugEvent: Sendable, Equatable {
     public enum Action: String, Sendable {
         case add
         case remove
     }
 
+    public enum Kind: String, Sendable {
+        /// A USB device (`usb_device`): a fastboot device, a hub, a card reader...
+        case usb
+        /// A whole disk (`block`/`disk`): a USB drive, an SD card in a reader's slot.
+        case disk
+    }
+
     public var action: Action
-    /// The device's sysfs name, which is its USB port path ("1-1.2"): what follows a device that
-    /// re-enumerates (reboots into its bootloader) on the same port.
+    public var kind: Kind
+    /// Where the device is plugged in, what follows it across re-enumerations: for USB its sysfs
+    /// name, which is its port path ("1-1.2"); for a disk udev's `ID_PATH` (the reader's slot),
+    /// or its kernel name when udev has none.
     public var portPath: String
     public var serial: String?
-    /// "18d1:4ee0".
+    /// "18d1:4ee0" (USB devices).
     public var vidPid: String?
+    /// The device node ("/dev/sdb"), for disks.
+    public var devnode: String?
     /// The udev properties asked for (FLASHCTL_PROFILE, ...), when the device has them.
     public var properties: [String: String]
 
-    public init(action: Action, portPath: String, serial: String?, vidPid: String?, properties: [String: String]) {
+    public init(action: Action, kind: Kind = .usb, portPath: String, serial: String?, vidPid: String?, devnode: String? = nil, properties: [String: String]) {
         self.action = action
+        self.kind = kind
         self.portPath = portPath
         self.serial = serial
         self.vidPid = vidPid
+        self.devnode = devnode
         self.properties = properties
     }
 }
 
-/// Watches udev for USB devices (`usb_device`) coming and going, through a libudev monitor on a
-/// thread of its own; `devices()` lists the ones already there.
+/// Watches udev for USB devices (`usb_device`), and disks when asked, coming and going, through a
+/// libudev monitor on a thread of its own; `devices()` lists the ones already there.
 public final class HotplugMonitor: @unchecked Sendable {
     private let properties: [String]
+    private let watchesDisks: Bool
     private let udev: OpaquePointer
     private var thread: Thread?
     private var wake: [Int32] = [-1, -1]
     private let lock = NSLock()
 
-    /// `properties`: the udev properties each event should carry, when set.
-    public init(properties: [String]) throws {
+    /// `properties`: the udev properties each event should carry, when set. `disks`: whole
+    /// disks (`block`/`disk`) too.
+    public init(properties: [String], disks: Bool = false) throws {
         guard let udev = udev_new() else { throw FlashError(.io, "libudev could not start (udev_new failed)") }
         self.udev = udev
         self.properties = properties
+        watchesDisks = disks
     }
 
     deinit {
@@ -51,12 +67,16 @@ public final class HotplugMonitor: @unchecked Sendable {
         udev_unref(udev)
     }
 
-    /// USB devices present now, as `add` events.
+    /// USB devices (and disks, when watched) present now, as `add` events.
     public func devices() -> [HotplugEvent] {
+        list(subsystem: "usb", devtype: "usb_device") + (watchesDisks ? list(subsystem: "block", devtype: "disk") : [])
+    }
+
+    private func list(subsystem: String, devtype: String) -> [HotplugEvent] {
         guard let enumerate = udev_enumerate_new(udev) else { return [] }
         defer { udev_enumerate_unref(enumerate) }
-        udev_enumerate_add_match_subsystem(enumerate, "usb")
-        udev_enumerate_add_match_property(enumerate, "DEVTYPE", "usb_device")
+        udev_enumerate_add_match_subsystem(enumerate, subsystem)
+        udev_enumerate_add_match_property(enumerate, "DEVTYPE", devtype)
         udev_enumerate_scan_devices(enumerate)
         var events: [HotplugEvent] = []
         var entry = udev_enumerate_get_list_entry(enumerate)
@@ -76,6 +96,7 @@ public final class HotplugMonitor: @unchecked Sendable {
             throw FlashError(.io, "cannot watch udev events (udev_monitor_new_from_netlink failed): is this a system with udev?")
         }
         udev_monitor_filter_add_match_subsystem_devtype(monitor, "usb", "usb_device")
+        if watchesDisks { udev_monitor_filter_add_match_subsystem_devtype(monitor, "block", "disk") }
         guard udev_monitor_enable_receiving(monitor) >= 0 else {
             udev_monitor_unref(monitor)
             throw FlashError(.io, "cannot watch udev events: \(errnoText(errno))")
@@ -122,6 +143,14 @@ public final class HotplugMonitor: @unchecked Sendable {
         }
         var values: [String: String] = [:]
         for key in properties { values[key] = property(key) }
+        if property("SUBSYSTEM") == "block" {
+            guard property("DEVTYPE") == "disk" else { return nil }
+            return HotplugEvent(
+                action: action, kind: .disk, portPath: property("ID_PATH") ?? name,
+                serial: property("ID_SERIAL_SHORT") ?? property("ID_SERIAL"), vidPid: nil,
+                devnode: property("DEVNAME").map { $0.hasPrefix("/") ? $0 : "/dev/" + $0 } ?? "/dev/" + name,
+                properties: values)
+        }
         let vendor = property("ID_VENDOR_ID") ?? (action == .add ? attribute("idVendor") : nil)
         let product = property("ID_MODEL_ID") ?? (action == .add ? attribute("idProduct") : nil)
         return HotplugEvent(

@@ -41,8 +41,8 @@ public final class DiskBatch: @unchecked Sendable {
             resolved.append(target)
         }
         if !problems.isEmpty {
-            // Only the CLI has --force; a face that confirms disks (the API) has none.
-            let overridable = problems.count > resolved.compactMap(\.hardRefusal).count && request.confirmations == nil
+            // Only the CLI has --force; the API and auto-flash have none.
+            let overridable = problems.count > resolved.compactMap(\.hardRefusal).count && request.offersForce
             throw FlashError(.unsafeTarget, problems.joined(separator: "; ") + (overridable ? ". Nothing was written. --force writes anyway." : ". Nothing was written."))
         }
         // After the refusals: a disk that may not be written at all says why, whatever its token.
@@ -70,17 +70,14 @@ public final class DiskBatch: @unchecked Sendable {
     /// the order of `jobs`: for a face that runs the batch itself (the CLI).
     public func runAll(progress: (DiskFlashJob) -> ProgressAggregator) -> [JobOutcome] {
         let outcomes = Mutex([JobOutcome?](repeating: nil, count: jobs.count))
-        let done = DispatchGroup()
-        for (index, job) in jobs.enumerated() {
+        let threads = jobs.enumerated().map { index, job in
             let reporter = progress(job)
-            done.enter()
-            WorkerThread.start(name: job.jobId) {
+            return WorkerThread.start(name: job.jobId) {
                 let outcome = job.run(progress: reporter, limits: [])
                 outcomes.withLock { $0[index] = outcome }
-                done.leave()
             }
         }
-        done.wait()
+        threads.forEach { $0.join() }
         return outcomes.withLock { $0.map { $0 ?? JobOutcome(state: .failed, error: "not run", bytesSent: 0) } }
     }
 
@@ -182,8 +179,10 @@ public final class DiskFlashJob: FlashJob, @unchecked Sendable {
     }
 
     public var info: JobInfo {
-        JobInfo(jobId: jobId, deviceId: target.path, deviceName: target.disk?.description, image: request.imagePath,
-                target: .disk, batchId: batchId)
+        var info = JobInfo(jobId: jobId, deviceId: target.path, deviceName: target.disk?.description, image: request.imagePath,
+                           target: .disk, batchId: batchId)
+        info.medium = target.disk?.medium
+        return info
     }
 
     /// The image's bytes to write (mapped bytes with a block map), 0 when unknown beforehand.

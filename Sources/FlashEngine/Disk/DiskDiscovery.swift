@@ -1,7 +1,8 @@
 import Foundation
 
 /// Finds block devices through sysfs, `/proc/self/mountinfo` and `/proc/swaps` (the same
-/// sources lsblk reads), and udev's database for serial numbers when it has one.
+/// sources lsblk reads), and udev's properties (serial number, `ID_PATH`) as libudev reads them:
+/// the device's sysfs `uevent` file, then udev's database over it.
 public struct DiskDiscovery: Sendable {
     public var sysRoot: String
     public var mountInfoPath: String
@@ -58,7 +59,7 @@ public struct DiskDiscovery: Sendable {
         else { transport = "other" }
         let related = relatedDevices(sysPath)
         let points = related.flatMap { mounts.mountPoints(of: $0) }
-        let udev = udevProperties(number)
+        let udev = udevProperties(number, sysPath: diskPath)
         return DiskInfo(
             path: "/dev/" + name, name: name, deviceNumber: number, size: sectors * 512,
             model: read(diskPath + "/device/model") ?? read(diskPath + "/device/name") ?? udev["ID_MODEL"],
@@ -97,12 +98,19 @@ public struct DiskDiscovery: Sendable {
         return numbers
     }
 
-    private func udevProperties(_ number: String) -> [String: String] {
-        guard let text = try? String(contentsOfFile: udevDataRoot + "/b" + number, encoding: .utf8) else { return [:] }
+    private func udevProperties(_ number: String, sysPath: String) -> [String: String] {
         var properties: [String: String] = [:]
-        for line in text.split(separator: "\n") where line.hasPrefix("E:") {
-            let pair = line.dropFirst(2).split(separator: "=", maxSplits: 1)
-            if pair.count == 2 { properties[String(pair[0])] = String(pair[1]) }
+        if let uevent = try? String(contentsOfFile: sysPath + "/uevent", encoding: .utf8) {
+            for line in uevent.split(separator: "\n") {
+                let pair = line.split(separator: "=", maxSplits: 1)
+                if pair.count == 2 { properties[String(pair[0])] = String(pair[1]) }
+            }
+        }
+        if let database = try? String(contentsOfFile: udevDataRoot + "/b" + number, encoding: .utf8) {
+            for line in database.split(separator: "\n") where line.hasPrefix("E:") {
+                let pair = line.dropFirst(2).split(separator: "=", maxSplits: 1)
+                if pair.count == 2 { properties[String(pair[0])] = String(pair[1]) }
+            }
         }
         return properties
     }

@@ -19,6 +19,8 @@ public struct DiskFlashRequest: Sendable {
     /// ask for it); every target must then be a disk that still has that token. nil: not asked
     /// for (the CLI asks the person at the terminal instead).
     public var confirmations: [String: String]?
+    /// Whether a refusal may tell the person that `--force` writes anyway (the CLI).
+    public var offersForce: Bool = false
 
     public init(imagePath: String, targets: [String], bmapPath: String? = nil, noBmap: Bool = false, entry: String? = nil, force: Bool = false, verify: Bool = true,
                 confirmations: [String: String]? = nil) {

@@ -29,6 +29,27 @@ public struct DiskInfo: Sendable, Equatable {
     /// insertions, e.g. `pci-0000:00:14.0-usb-0:1.2:1.0-scsi-0:0:0:0`.
     public var portPath: String? = nil
 
+    public init(path: String, name: String, deviceNumber: String, size: Int64, model: String?, vendor: String?, serial: String?, transport: String,
+                removableFlag: Bool, readOnly: Bool, mountPoints: [String], holdsSystem: Bool, backingFile: String?, logicalBlockSize: Int,
+                partitionOf: String?, portPath: String? = nil) {
+        self.path = path
+        self.name = name
+        self.deviceNumber = deviceNumber
+        self.size = size
+        self.model = model
+        self.vendor = vendor
+        self.serial = serial
+        self.transport = transport
+        self.removableFlag = removableFlag
+        self.readOnly = readOnly
+        self.mountPoints = mountPoints
+        self.holdsSystem = holdsSystem
+        self.backingFile = backingFile
+        self.logicalBlockSize = logicalBlockSize
+        self.partitionOf = partitionOf
+        self.portPath = portPath
+    }
+
     /// Removable media as a person means it: the kernel's flag, USB and SD/MMC disks, and loop
     /// devices (backed by a file, never a disk the system runs from).
     public var isRemovable: Bool {
@@ -36,6 +57,13 @@ public struct DiskInfo: Sendable, Equatable {
     }
 
     public var isMounted: Bool { !mountPoints.isEmpty }
+
+    /// The medium as its serial and size ("4C530001230905117012/31914983424"); nil without a
+    /// serial. A card reader may report its own serial for every card, so two cards of one size
+    /// in one reader look alike.
+    public var medium: String? {
+        serial.map { "\($0)/\(size)" }
+    }
 
     /// "SanDisk Ultra" or the transport when the device has no model.
     public var description: String {

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// The bytes of an image that can only be read in order (a decompressor, or a file checked
 /// against its block map), produced by a background thread a few MiB ahead of the device, and
@@ -14,10 +15,8 @@ final class StreamedImageSource: @unchecked Sendable {
     private let makeReader: () throws -> ImageExtentReader
     private let pool: BufferPool
     private let queue: BoundedQueue<Item>
-    private let lock = NSLock()
-    private var started = false
-    private var stopped = false
-    private let finished = DispatchSemaphore(value: 0)
+    /// The producing thread once started, and whether `close()` was called.
+    private let state = Mutex((producer: WorkerThread?.none, stopped: false))
     // Consumer state: the piece being handed out.
     private var current: (offset: Int64, count: Int, buffer: UnsafeMutableRawBufferPointer)?
     private var ended = false
@@ -67,40 +66,32 @@ final class StreamedImageSource: @unchecked Sendable {
 
     /// Stops the background reader and waits for it to end.
     func close() {
-        lock.lock()
-        let wasRunning = started && !stopped
-        stopped = true
-        lock.unlock()
-        guard wasRunning else { return }
+        let running = state.withLock { state -> WorkerThread? in
+            defer { state.stopped = true }
+            return state.stopped ? nil : state.producer
+        }
+        guard let running else { return }
         queue.close()
         // Hand buffers back so a reader waiting for one can see that it must stop.
         if let piece = current { pool.give(piece.buffer); current = nil }
         while let item = queue.take() {
             if case .piece(_, _, let buffer) = item { pool.give(buffer) }
         }
-        finished.wait()
+        running.join()
     }
 
     private var isStopped: Bool {
-        lock.lock()
-        defer { lock.unlock() }
-        return stopped
+        state.withLock { $0.stopped }
     }
 
     private func startIfNeeded() {
-        lock.lock()
-        defer { lock.unlock() }
-        guard !started, !stopped else { return }
-        started = true
-        let thread = Thread { [self] in
-            Thread.current.name = "image reader"
-            produce()
+        state.withLock { state in
+            guard state.producer == nil, !state.stopped else { return }
+            state.producer = WorkerThread.start(name: "image reader") { [self] in produce() }
         }
-        thread.start()
     }
 
     private func produce() {
-        defer { finished.signal() }
         do {
             let reader = try makeReader()
             while !isStopped {

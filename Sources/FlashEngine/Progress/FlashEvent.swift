@@ -47,6 +47,9 @@ public struct JobInfo: Equatable, Sendable {
     public var target: JobTarget
     /// Set on the jobs of one disk batch (one read of the image feeding several disks).
     public var batchId: String?
+    /// For disks: the medium written (serial and size), how auto-flash knows a card it has
+    /// written before. Not sent in messages.
+    public var medium: String?
 
     public init(jobId: String, deviceId: String, deviceName: String? = nil, image: String? = nil, partition: String? = nil,
                 target: JobTarget = .fastboot, batchId: String? = nil) {

@@ -35,6 +35,9 @@ enum AutoFlashPolicy {
             let known = profiles.keys.sorted().joined(separator: ", ")
             return .refuse("\(device) has \(AutoFlashService.profileProperty)=\(name), but the profiles file has no profile '\(name)' (known: \(known)): not auto-flashed")
         }
+        guard profile.target == .fastboot else {
+            return .refuse("\(device) is a USB device, and profile '\(name)' writes disks (target: disk): not auto-flashed")
+        }
         if let lastJob {
             let state = lastJob.state ?? .completed
             if !state.isFinished {
@@ -55,8 +58,45 @@ enum AutoFlashPolicy {
         return .flash(profile)
     }
 
-    /// "EMU0001 at usb:1-3".
+    /// The same for a disk udev reported (`disk`: what the system says of it now, nil if nothing).
+    /// What may not be written at all (mounted, system, not removable, read-only) is the job's
+    /// own refusal, made where the CLI and the API make it.
+    static func decideDisk(
+        _ event: HotplugEvent, disk: DiskInfo?, profiles: [String: AutoFlashProfile], lastJob: PortJob?, writtenBefore: (String) -> Bool
+    ) -> Decision {
+        let device = describe(event)
+        guard let name = event.properties[AutoFlashService.profileProperty] else {
+            return .ignore("\(device) has no \(AutoFlashService.profileProperty) (no allow-list rule matched it): not auto-flashed")
+        }
+        guard let profile = profiles[name] else {
+            let known = profiles.keys.sorted().joined(separator: ", ")
+            return .refuse("\(device) has \(AutoFlashService.profileProperty)=\(name), but the profiles file has no profile '\(name)' (known: \(known)): not auto-flashed")
+        }
+        guard let write = profile.disk else {
+            return .refuse("\(device) is a disk, and profile '\(name)' flashes fastboot devices (add target: disk): not auto-flashed")
+        }
+        guard let disk else {
+            return .ignore("\(device): the system does not describe it (no /sys entry): not auto-flashed")
+        }
+        if let lastJob, !(lastJob.state ?? .completed).isFinished {
+            return .ignore("\(device) is already being written by \(lastJob.jobId)")
+        }
+        if write.oncePerMedium {
+            guard let medium = disk.medium else {
+                return .ignore("\(device) reports no serial number, and profile '\(name)' writes each medium only once (once-per-medium: false writes every card): not auto-flashed")
+            }
+            if writtenBefore(medium) {
+                return .ignore("\(device) holds a medium already written (serial and size \(medium)), and profile '\(name)' writes each medium once")
+            }
+        }
+        return .flash(profile)
+    }
+
+    /// "EMU0001 at usb:1-3", "disk /dev/sdb (serial X) at pci-...-usb-0:1.2:1.0-scsi-0:0:0:0".
     static func describe(_ event: HotplugEvent) -> String {
-        "\(event.serial.map { "device \($0)" } ?? "a device without serial") at usb:\(event.portPath)"
+        if event.kind == .disk {
+            return "disk \(event.devnode ?? "?")\(event.serial.map { " (serial \($0))" } ?? "") at \(event.portPath)"
+        }
+        return "\(event.serial.map { "device \($0)" } ?? "a device without serial") at usb:\(event.portPath)"
     }
 }

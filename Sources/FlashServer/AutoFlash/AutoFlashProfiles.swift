@@ -2,8 +2,10 @@ import FlashEngine
 import Foundation
 import Yams
 
-/// What to do with a device that udev gave `FLASHCTL_PROFILE=NAME`: erase steps, images per
-/// partition, a reboot at the end, and whether a serial is flashed only once.
+/// What to do with a device that udev gave `FLASHCTL_PROFILE=NAME`. For a fastboot device: erase
+/// steps, images per partition, a reboot at the end, and whether a serial is flashed only once.
+/// For a disk (`target: disk`): the image, whether to read it back, and whether one medium is
+/// written only once.
 public struct AutoFlashProfile: Sendable, Equatable {
     public struct FlashStep: Sendable, Equatable {
         public var partition: String
@@ -11,11 +13,22 @@ public struct AutoFlashProfile: Sendable, Equatable {
         public var imagePath: String
     }
 
+    public struct DiskWrite: Sendable, Equatable {
+        /// The image's path inside the image directory.
+        public var imagePath: String
+        public var verify: Bool
+        /// A medium (serial and size) once written is not written again when inserted again.
+        public var oncePerMedium: Bool
+    }
+
     public var name: String
-    public var erase: [String]
-    public var flash: [FlashStep]
-    public var reboot: Bool
-    public var oncePerSerial: Bool
+    public var target: JobTarget = .fastboot
+    public var erase: [String] = []
+    public var flash: [FlashStep] = []
+    public var reboot: Bool = false
+    public var oncePerSerial: Bool = false
+    /// Set for `target: disk`.
+    public var disk: DiskWrite? = nil
 }
 
 /// The profiles file (YAML), checked completely at start: an error names the file and line, and
@@ -69,7 +82,13 @@ private struct ProfileFileParser {
     private func profile(_ name: String, _ node: Node) throws -> AutoFlashProfile {
         let what = "profile '\(name)'"
         let fields = try mapping(node, what)
-        try allowOnly(["erase", "flash", "reboot", "once-per-serial"], in: fields, of: what)
+        let target = try fields["target"].map { node -> JobTarget in
+            let text = try scalar(node, "a target")
+            guard let target = JobTarget(rawValue: text) else { throw error(node, "\(what): target must be fastboot or disk, not '\(text)'") }
+            return target
+        } ?? .fastboot
+        if target == .disk { return try diskProfile(name, node, fields) }
+        try allowOnly(["target", "erase", "flash", "reboot", "once-per-serial"], in: fields, of: what)
         let erase = try (fields["erase"].map { try sequence($0, "\(what): 'erase'") } ?? []).map { node in
             try partition(node, "\(what): an 'erase' entry")
         }
@@ -100,9 +119,28 @@ private struct ProfileFileParser {
             return AutoFlashProfile.FlashStep(partition: partitionName, imagePath: resolved)
         }
         return AutoFlashProfile(
-            name: name, erase: erase, flash: steps,
+            name: name, target: .fastboot, erase: erase, flash: steps,
             reboot: try fields["reboot"].map { try bool($0, "\(what): 'reboot'") } ?? false,
             oncePerSerial: try fields["once-per-serial"].map { try bool($0, "\(what): 'once-per-serial'") } ?? false)
+    }
+
+    private func diskProfile(_ name: String, _ node: Node, _ fields: [(Node, Node)]) throws -> AutoFlashProfile {
+        let what = "profile '\(name)'"
+        try allowOnly(["target", "image", "verify", "once-per-medium"], in: fields, of: "\(what) (target: disk)")
+        guard let imageNode = fields["image"] else { throw error(node, "\(what) (target: disk) has no 'image'") }
+        let image = try scalar(imageNode, "an image name")
+        let resolved: String
+        do {
+            resolved = try resolveImage(image)
+        } catch let flash as FlashError {
+            throw error(imageNode, "\(what): image '\(image)': \(flash.message)")
+        }
+        return AutoFlashProfile(
+            name: name, target: .disk,
+            disk: .init(
+                imagePath: resolved,
+                verify: try fields["verify"].map { try bool($0, "\(what): 'verify'") } ?? true,
+                oncePerMedium: try fields["once-per-medium"].map { try bool($0, "\(what): 'once-per-medium'") } ?? true))
     }
 
     // MARK: nodes

@@ -3,9 +3,10 @@ import Foundation
 import Logging
 
 /// `flashctl serve --auto-flash`: watches udev and starts a job, through the scheduler like any
-/// other, for each fastboot device that an allow-list rule gave `FLASHCTL_PROFILE` (see
-/// `AutoFlashPolicy` for what is flashed and what is left alone). Devices already plugged in when
-/// it starts count as plugged in then.
+/// other, for each fastboot device or disk that an allow-list rule gave `FLASHCTL_PROFILE` (see
+/// `AutoFlashPolicy` for what is flashed and what is left alone): a card duplicator for the
+/// slots of a card-reader hub as well as a fastboot bench. Devices already plugged in when it
+/// starts count as plugged in then.
 final class AutoFlashService: @unchecked Sendable {
     static let profileProperty = "FLASHCTL_PROFILE"
 
@@ -23,7 +24,7 @@ final class AutoFlashService: @unchecked Sendable {
         self.scheduler = scheduler
         self.history = history
         self.logger = logger
-        monitor = try HotplugMonitor(properties: [Self.profileProperty])
+        monitor = try HotplugMonitor(properties: [Self.profileProperty], disks: profiles.profiles.values.contains { $0.target == .disk })
     }
 
     /// Starts watching; devices already there are handled at once (those without the property,
@@ -37,12 +38,14 @@ final class AutoFlashService: @unchecked Sendable {
         if !unmarked.isEmpty {
             logger.info("auto-flash: \(unmarked.count) USB device(s) already plugged in have no \(Self.profileProperty): not auto-flashed")
         }
-        logger.info("auto-flash: watching udev for USB devices with \(Self.profileProperty) (profiles: \(profiles.profiles.keys.sorted().joined(separator: ", ")) from \(profiles.path))")
+        logger.info("auto-flash: watching udev for USB devices\(monitorWatchesDisks ? " and disks" : "") with \(Self.profileProperty) (profiles: \(profiles.profiles.keys.sorted().joined(separator: ", ")) from \(profiles.path))")
     }
 
     func stop() {
         monitor.stop()
     }
+
+    private var monitorWatchesDisks: Bool { profiles.profiles.values.contains { $0.target == .disk } }
 
     func handle(_ event: HotplugEvent) {
         lock.lock()
@@ -54,6 +57,10 @@ final class AutoFlashService: @unchecked Sendable {
     }
 
     private func plugged(_ event: HotplugEvent) {
+        if event.kind == .disk {
+            pluggedDisk(event)
+            return
+        }
         let decision = AutoFlashPolicy.decide(event, profiles: profiles.profiles, lastJob: lastJob(at: event.portPath)) { [scheduler, history] serial in
             scheduler.jobs().contains { $0.info.deviceId == serial && $0.state == .completed }
                 || ((try? history.hasCompleted(deviceId: serial)) ?? false)
@@ -82,6 +89,33 @@ final class AutoFlashService: @unchecked Sendable {
             logger.error("auto-flash: cannot flash \(device) with profile '\(profile.name)': \(error.message)")
         } catch {
             logger.error("auto-flash: cannot flash \(device) with profile '\(profile.name)': \(error)")
+        }
+    }
+
+    private func pluggedDisk(_ event: HotplugEvent) {
+        let disk = event.devnode.flatMap { DiskDiscovery().disk(atPath: $0) }
+        let decision = AutoFlashPolicy.decideDisk(event, disk: disk, profiles: profiles.profiles, lastJob: lastJob(at: event.portPath)) { [scheduler, history] medium in
+            scheduler.jobs().contains { $0.info.medium == medium && $0.state == .completed }
+                || ((try? history.hasCompleted(medium: medium)) ?? false)
+        }
+        switch decision {
+        case .ignore(let why):
+            logger.info("auto-flash: \(why)")
+        case .refuse(let why):
+            logger.warning("auto-flash: \(why)")
+        case .flash(let profile):
+            guard let write = profile.disk, let devnode = event.devnode else { return }
+            let device = AutoFlashPolicy.describe(event)
+            do {
+                let batch = try DiskBatch.prepare(DiskFlashRequest(imagePath: write.imagePath, targets: [devnode], verify: write.verify))
+                let status = try scheduler.submit(batch.jobs[0])
+                ports[event.portPath] = (status.info.jobId, event.serial)
+                logger.info("auto-flash: writing \(device) with profile '\(profile.name)' as \(status.info.jobId) (\(status.state.rawValue))")
+            } catch let error as FlashError {
+                logger.error("auto-flash: not writing \(device) with profile '\(profile.name)': \(error.message)")
+            } catch {
+                logger.error("auto-flash: not writing \(device) with profile '\(profile.name)': \(error)")
+            }
         }
     }
 

@@ -16,6 +16,8 @@ public struct HistoryEntry: Codable, Sendable, Equatable, FetchableRecord, Persi
     public var batchId: String?
     /// Disks: whether what was written was read back and found equal.
     public var verified: Bool?
+    /// Disks: the medium written (serial and size).
+    public var medium: String?
     /// Bytes the job expected to send.
     public var totalBytes: Int64
     /// Bytes the device acknowledged.
@@ -43,6 +45,7 @@ public struct HistoryEntry: Codable, Sendable, Equatable, FetchableRecord, Persi
         target = status.info.target.rawValue
         batchId = status.info.batchId
         verified = status.verified
+        medium = status.info.medium
         totalBytes = status.totalBytes
         bytesTransferred = status.bytesTransferred
         sha256 = status.sha256

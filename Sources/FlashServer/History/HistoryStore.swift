@@ -76,6 +76,14 @@ public final class HistoryStore: Sendable {
         }
     }
 
+    /// True if the medium (a disk's serial and size) was ever written to completion (auto-flash's
+    /// "once per medium").
+    public func hasCompleted(medium: String) throws -> Bool {
+        try database.read { db in
+            try HistoryEntry.filter(Column("medium") == medium && Column("result") == JobState.completed.rawValue).fetchCount(db) > 0
+        }
+    }
+
     private static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1") { db in
@@ -102,6 +110,7 @@ public final class HistoryStore: Sendable {
                 table.add(column: "target", .text)
                 table.add(column: "batchId", .text)
                 table.add(column: "verified", .boolean)
+                table.add(column: "medium", .text).indexed()
             }
         }
         return migrator
