@@ -38,36 +38,19 @@ public final class FastbootImage: @unchecked Sendable {
     /// `bmapPath` nil: a block map beside the image is used if there is one (as bmaptool looks);
     /// `noBmap` ignores it. `entry` names a file inside a zip.
     public static func open(path: String, bmapPath: String? = nil, noBmap: Bool = false, entry: String? = nil) throws -> FastbootImage {
-        let checked = try ImageFile.open(path: path)
-        let format = ImageFormat.detect(try ImageDescriptor.open(path: path).readBytesAvailable(6))
-        if entry != nil, format != .zip {
-            throw FlashError(.image, "--entry names a file inside a zip, and \(path) is \(format.rawValue), not a zip")
+        let image = try OpenedImage.open(path: path, bmapPath: bmapPath, noBmap: noBmap, entry: entry)
+        let content: Content
+        switch image.content {
+        case .sparseFile(let file), .rawFile(let file, map: .none):
+            content = .file(file)
+        case .rawFile(let file, let map):
+            content = .rawStream(size: file.size, map: map) { try FileStream(path: path) }
+        case .compressedRaw(let size, let map, let open):
+            content = .rawStream(size: map?.imageSize ?? size, map: map, open: open)
+        case .compressedSparse(let open):
+            content = .sparseStream(open: open)
         }
-        let mapPath = noBmap ? nil : (bmapPath ?? DiskImage.findBlockMap(beside: path))
-        let map = try mapPath.map { try BlockMap.load(path: $0) }
-
-        switch format {
-        case .androidSparse:
-            if let mapPath, bmapPath != nil { throw DiskImage.sparseWithMapError(path, mapPath) }
-            return FastbootImage(path: path, format: format, blockMap: nil, entry: nil, content: .file(checked))
-        case .raw:
-            guard let map else { return FastbootImage(path: path, format: format, blockMap: nil, entry: nil, content: .file(checked)) }
-            try DiskImage.check(map, against: checked.size, path: path)
-            return FastbootImage(path: path, format: format, blockMap: map, entry: nil, content: .rawStream(size: checked.size, map: map) { try FileStream(path: path) })
-        default:
-            let probe = try DecompressedStream(path: path, format: format, entry: entry)
-            let chosen = probe.entryName
-            let open: @Sendable () throws -> SkippableStream = { try DecompressedStream(path: path, format: format, entry: chosen) }
-            var head = [UInt8](repeating: 0, count: 4)
-            let got = try head.withUnsafeMutableBytes { try probe.read(into: $0) }
-            if got == 4, ImageBytes.le32(head, 0) == SparseFormat.magic {
-                if let mapPath, bmapPath != nil { throw DiskImage.sparseWithMapError(path, mapPath) }
-                return FastbootImage(path: path, format: format, blockMap: nil, entry: chosen, content: .sparseStream(open: open))
-            }
-            let size = probe.knownSize
-            if let map, let size { try DiskImage.check(map, against: size, path: path) }
-            return FastbootImage(path: path, format: format, blockMap: map, entry: chosen, content: .rawStream(size: map?.imageSize ?? size, map: map, open: open))
-        }
+        return FastbootImage(path: path, format: image.format, blockMap: image.blockMap, entry: image.entry, content: content)
     }
 
     /// Bytes the job will send, as far as is known before planning (for early progress).
