@@ -1,5 +1,6 @@
 import CLibUDev
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -49,9 +50,8 @@ public final class HotplugMonitor: @unchecked Sendable {
     private let properties: [String]
     private let watchesDisks: Bool
     private let udev: OpaquePointer
-    private var thread: Thread?
-    private var wake: [Int32] = [-1, -1]
-    private let lock = NSLock()
+    /// The pipe that stops the monitor thread, while it runs.
+    private let wake = Mutex<[Int32]>([-1, -1])
 
     /// `properties`: the udev properties each event should carry, when set. `disks`: whole
     /// disks (`block`/`disk`) too.
@@ -106,25 +106,20 @@ public final class HotplugMonitor: @unchecked Sendable {
             udev_monitor_unref(monitor)
             throw FlashError(.io, "cannot create a pipe: \(errnoText(errno))")
         }
-        lock.lock()
-        wake = fds
-        lock.unlock()
+        wake.withLock { $0 = fds }
         let loop = MonitorLoop(monitor: monitor, wakeFD: fds[0])
-        let thread = Thread { [self] in
-            Thread.current.name = "hotplug monitor"
+        WorkerThread.start(name: "hotplug monitor") { [self] in
             loop.run { device, action in
                 if let event = self.event(device, action: action) { handler(event) }
             }
         }
-        self.thread = thread
-        thread.start()
     }
 
     public func stop() {
-        lock.lock()
-        let fds = wake
-        wake = [-1, -1]
-        lock.unlock()
+        let fds = wake.withLock { wake in
+            defer { wake = [-1, -1] }
+            return wake
+        }
         guard fds[1] >= 0 else { return }
         var byte: UInt8 = 1
         _ = write(fds[1], &byte, 1)

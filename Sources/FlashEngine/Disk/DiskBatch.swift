@@ -98,9 +98,8 @@ final class DiskBatchReader: @unchecked Sendable {
     private let controls: [JobControl]
     /// The image's bytes to write, when known beforehand.
     var totalBytes: Int64? { image.totalBytes }
-    private let gate = NSCondition()
-    private var arrived: [Int: DiskTargetWriter] = [:]
-    private var started = false
+    /// The members that have arrived, by index, and whether reading has started.
+    private let gate = Mutex((arrived: [Int: DiskTargetWriter](), started: false))
 
     init(image: DiskImage, controls: [JobControl]) {
         self.image = image
@@ -113,23 +112,18 @@ final class DiskBatchReader: @unchecked Sendable {
 
     /// Called by each member on its own thread once its disk is open.
     func arrive(_ writer: DiskTargetWriter, member: Int) {
-        gate.lock()
-        arrived[member] = writer
-        gate.unlock()
+        gate.withLock { $0.arrived[member] = writer }
         startIfAllArrived()
     }
 
     private func startIfAllArrived() {
-        gate.lock()
-        let waiting = controls.indices.filter { arrived[$0] == nil && !controls[$0].isCancelled }
-        guard waiting.isEmpty, !started else {
-            gate.unlock()
-            return
+        let writers = gate.withLock { gate -> [DiskTargetWriter]? in
+            let waiting = controls.indices.filter { gate.arrived[$0] == nil && !controls[$0].isCancelled }
+            guard waiting.isEmpty, !gate.started else { return nil }
+            gate.started = true
+            return controls.indices.compactMap { gate.arrived[$0] }
         }
-        started = true
-        let writers = controls.indices.compactMap { arrived[$0] }
-        gate.unlock()
-        guard !writers.isEmpty else { return }
+        guard let writers, !writers.isEmpty else { return }
         WorkerThread.start(name: "image reader") { [self] in feed(writers) }
     }
 

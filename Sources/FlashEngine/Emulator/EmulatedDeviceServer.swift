@@ -1,24 +1,29 @@
 import Foundation
+import Synchronization
 
 /// Serves an emulated fastboot device over fastboot-over-TCP: one thread per connection, any
 /// number of connections one after another (AOSP fastboot opens one per invocation) or at once.
 public final class EmulatedDeviceServer: @unchecked Sendable {
     /// Read by every new connection; change it before `start()` (or between connections).
     public var config: EmulatedDeviceConfig {
-        get { lock.withLock { storedConfig } }
-        set { lock.withLock { storedConfig = newValue } }
+        get { state.withLock { $0.config } }
+        set { state.withLock { $0.config = newValue } }
     }
     public let host: String
     /// The port actually listened on (the one the kernel picked when asked for port 0).
     public let port: UInt16
-    private var storedConfig: EmulatedDeviceConfig
     private let listener: POSIXSocket
-    private let lock = PthreadLock()
-    private var connections: [Int: POSIXSocket] = [:]
-    private var nextConnectionID = 0
-    private var started = false
-    private var stopped = false
-    private let running = DispatchGroup()
+    private let state: Mutex<State>
+
+    private struct State {
+        var config: EmulatedDeviceConfig
+        var connections: [Int: POSIXSocket] = [:]
+        var nextConnectionID = 0
+        var stopped = false
+        var acceptThread: WorkerThread?
+        /// The threads of the connections being served, by connection.
+        var connectionThreads: [Int: WorkerThread] = [:]
+    }
 
     /// Creates the partition folder if missing and listens (host default 127.0.0.1, port
     /// default 5554; port 0 picks a free one). Connections are accepted after `start()`.
@@ -28,7 +33,7 @@ public final class EmulatedDeviceServer: @unchecked Sendable {
         } catch {
             throw FlashError(.io, "cannot create the partition folder \(config.directory): \(error.localizedDescription)")
         }
-        storedConfig = config
+        state = Mutex(State(config: config))
         self.host = host
         listener = try POSIXSocket.listen(host: host, port: port)
         self.port = listener.localPort
@@ -42,45 +47,38 @@ public final class EmulatedDeviceServer: @unchecked Sendable {
     public var address: String { "tcp:\(host):\(port)" }
 
     /// Number of connections being served right now.
-    public var activeConnections: Int { lock.withLock { connections.count } }
+    public var activeConnections: Int { state.withLock { $0.connections.count } }
 
     public func start() {
-        let go: Bool = lock.withLock {
-            guard !started, !stopped else { return false }
-            started = true
-            return true
-        }
-        guard go else { return }
-        running.enter()
-        Thread.detachNewThread { [self] in
-            Thread.current.name = threadName("accept")
+        state.withLock { state in
+            guard state.acceptThread == nil, !state.stopped else { return }
             // A real device answers on a processor of its own; an emulated one should not wait
             // behind the host's other threads for a core each time a command arrives.
-            ThreadTimeSlice.request(ThreadTimeSlice.responsive)
-            defer {
-                listener.close()
-                running.leave()
+            state.acceptThread = WorkerThread.start(name: threadName(state.config, "accept"), responsive: true) { [self] in
+                defer { listener.close() }
+                acceptLoop()
             }
-            acceptLoop()
         }
     }
 
     /// Stops listening, drops every connection and waits for their threads to end. Safe to call
     /// more than once.
     public func stop() {
-        let (open, wasStarted): ([POSIXSocket], Bool) = lock.withLock {
-            stopped = true
-            return (Array(connections.values), started)
+        let (open, wasStarted): ([POSIXSocket], Bool) = state.withLock { state in
+            state.stopped = true
+            return (Array(state.connections.values), state.acceptThread != nil)
         }
         // Shut down, not close: each socket is closed by the thread that reads it, so no thread
         // ever reads a descriptor number that was closed and reused.
         if wasStarted { listener.shutdown() } else { listener.close() }
         for connection in open { connection.shutdown() }
-        running.wait()
+        // No connection is added once stopped: after the accept thread, the list is complete.
+        state.withLock { $0.acceptThread }?.join()
+        state.withLock { Array($0.connectionThreads.values) }.forEach { $0.join() }
     }
 
     /// "EMU1 device": what `top -H` and `perf` show; Linux keeps the first 15 bytes.
-    private func threadName(_ role: String) -> String {
+    private func threadName(_ config: EmulatedDeviceConfig, _ role: String) -> String {
         String("\(config.serial) \(role)".utf8.prefix(15)) ?? role
     }
 
@@ -91,30 +89,30 @@ public final class EmulatedDeviceServer: @unchecked Sendable {
                 socket = try listener.accept()
             } catch {
                 // Stopped, or out of descriptors or memory for a moment: retry unless stopped.
-                if lock.withLock({ stopped }) { return }
+                if state.withLock({ $0.stopped }) { return }
                 usleep(50_000)
                 continue
             }
-            let id: Int? = lock.withLock {
-                guard !stopped else { return nil }
-                nextConnectionID += 1
-                connections[nextConnectionID] = socket
-                return nextConnectionID
+            let accepted: Bool = state.withLock { state in
+                guard !state.stopped else { return false }
+                state.nextConnectionID += 1
+                let id = state.nextConnectionID
+                state.connections[id] = socket
+                state.connectionThreads[id] = WorkerThread.start(name: threadName(state.config, "device"), responsive: true) { [self] in
+                    defer {
+                        socket.close()
+                        self.state.withLock { state in
+                            state.connections.removeValue(forKey: id)
+                            state.connectionThreads.removeValue(forKey: id)
+                        }
+                    }
+                    serve(socket)
+                }
+                return true
             }
-            guard let id else {
+            guard accepted else {
                 socket.close()
                 return
-            }
-            running.enter()
-            Thread.detachNewThread { [self] in
-                Thread.current.name = threadName("device")
-                ThreadTimeSlice.request(ThreadTimeSlice.responsive)
-                defer {
-                    lock.withLock { _ = connections.removeValue(forKey: id) }
-                    socket.close()
-                    running.leave()
-                }
-                serve(socket)
             }
         }
     }

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Synchronization
 
 /// A TCP socket with a deadline on every wait, for fastboot over TCP (client and emulated device).
 ///
@@ -11,8 +12,8 @@ public final class POSIXSocket: @unchecked Sendable {
     /// A pipe that `interrupt()` writes a byte to and nobody reads: its read end, polled beside
     /// `fd` in every wait, then stays readable for good.
     private let wakeFDs: (read: Int32, write: Int32)
-    private let closeLock = PthreadLock()
-    private var isClosed = false
+    /// Whether `fd` was closed: set once, under the lock, so no call uses a number reused since.
+    private let closed = Mutex(false)
     /// "host:port" of the peer (or of the listening address), for messages.
     public let peer: String
 
@@ -208,15 +209,15 @@ public final class POSIXSocket: @unchecked Sendable {
 
     /// Wakes a reader blocked on this socket; the connection then reads as closed.
     public func shutdown() {
-        closeLock.withLock {
-            if !isClosed { _ = Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
+        closed.withLock { closed in
+            if !closed { _ = Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
         }
     }
 
     public func close() {
-        closeLock.withLock {
-            guard !isClosed else { return }
-            isClosed = true
+        closed.withLock { closed in
+            guard !closed else { return }
+            closed = true
             _ = Glibc.shutdown(fd, Int32(SHUT_RDWR))
             Glibc.close(fd)
         }
@@ -225,9 +226,9 @@ public final class POSIXSocket: @unchecked Sendable {
     /// Closes the connection abruptly: the peer gets a reset (ECONNRESET), not an orderly end of
     /// stream, the way a device that loses power or is unplugged looks from the host.
     public func abort() {
-        closeLock.withLock {
-            guard !isClosed else { return }
-            isClosed = true
+        closed.withLock { closed in
+            guard !closed else { return }
+            closed = true
             var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
             setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
             Glibc.close(fd)
@@ -300,24 +301,5 @@ public final class POSIXSocket: @unchecked Sendable {
             cursor = entry.pointee.ai_next
         }
         return addresses
-    }
-}
-
-/// A plain pthread mutex, for the few places that guard C resources.
-final class PthreadLock: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-
-    init() {
-        pthread_mutex_init(&mutex, nil)
-    }
-
-    deinit {
-        pthread_mutex_destroy(&mutex)
-    }
-
-    func withLock<T>(_ body: () throws -> T) rethrows -> T {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        return try body()
     }
 }
