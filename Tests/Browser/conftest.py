@@ -1,5 +1,6 @@
 import os
 import shutil
+import subprocess
 import tempfile
 
 import pytest
@@ -54,3 +55,44 @@ def page(browser):
     page.console = ConsoleLog(page)
     yield page
     context.close()
+
+
+class LoopDevice:
+    """A loop device (`path`, /dev/loopN) over a file (`backing`): a disk the server lists."""
+
+    def __init__(self, path, backing):
+        self.path = path
+        self.backing = backing
+
+
+class LoopDevices:
+    """Attaches loop devices over files in a test's folder; `detach_all` undoes every one."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        self.attached = []
+
+    def attach(self, size, read_only=False):
+        backing = os.path.join(self.directory, f"disk{len(self.attached)}.img")
+        with open(backing, "wb") as f:
+            f.truncate(size)
+        command = ["losetup", "--find", "--show"] + (["--read-only"] if read_only else []) + [backing]
+        path = subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
+        device = LoopDevice(path, backing)
+        self.attached.append(device)
+        return device
+
+    def detach_all(self):
+        for device in self.attached:
+            subprocess.run(["losetup", "--detach", device.path], check=False)
+        self.attached = []
+
+
+@pytest.fixture
+def loop_devices(workdir):
+    if os.geteuid() != 0 or not shutil.which("losetup"):
+        pytest.skip("loop devices need root and losetup")
+    directory = tempfile.mkdtemp(prefix="loop-", dir=workdir)
+    devices = LoopDevices(directory)
+    yield devices
+    devices.detach_all()

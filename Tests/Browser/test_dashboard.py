@@ -1,6 +1,8 @@
 """The dashboard in a real browser (Debian's Chromium, driven by Playwright) against a real
-`flashctl serve` with emulated fastboot devices."""
+`flashctl serve` with emulated fastboot devices, and loop devices as disks."""
+import os
 import re
+import subprocess
 import time
 
 from playwright.sync_api import expect
@@ -10,12 +12,30 @@ from flashctl_server import FailingDevice, Server, make_image
 MiB = 1 << 20
 
 
+def tile(page, device_id):
+    """A device's tile, whichever job it shows."""
+    return page.locator(f'article.tile[data-device-id="{device_id}"]')
+
+
 def card(page, job_id):
-    return page.locator(f'article.job[data-job-id="{job_id}"]')
+    """The tile that shows this job now (its device's current or last job)."""
+    return page.locator(f'article.tile[data-job-id="{job_id}"]')
 
 
 def field(locator, role):
     return locator.locator(f'[data-role="{role}"]')
+
+
+def disk_row(page, device_path):
+    return page.locator(f'#disks li[data-device-id="{device_path}"]')
+
+
+def tile_order(page):
+    return page.locator("#jobs article.tile").evaluate_all("tiles => tiles.map(t => t.dataset.deviceId)")
+
+
+def listed_device(server, device_id):
+    return next(d for d in server.get("/api/devices")["devices"] if d["deviceId"] == device_id)
 
 
 def open_dashboard(page, server):
@@ -32,7 +52,10 @@ def test_page_loads_with_no_console_errors_and_shows_devices_and_images(page, se
     for serial in ("EMU1", "EMU2", "EMU3"):
         expect(page.locator(f'#devices li[data-device-id="{serial}"]')).to_contain_text("fastboot")
     expect(page.locator("#start-image option")).to_have_text(["boot.img (1.0 MiB)", "system.img (2.0 MiB)"])
+    expect(page.locator("#disk-image option")).to_have_text(["boot.img (1.0 MiB)", "system.img (2.0 MiB)"])
     expect(page.locator("#jobs-empty")).to_be_visible()
+    expect(page.locator("#summary-done")).to_have_text("0")
+    expect(page.locator("#summary-failed")).to_have_text("0")
     page.wait_for_timeout(500)
     assert page.console.problems() == []
 
@@ -43,7 +66,10 @@ def test_job_started_through_the_api_appears_within_a_second_and_completes(page,
     job_id = server.start_job("EMU2", "boot.img", "boot")
     job = card(page, job_id)
     expect(job).to_be_visible(timeout=1_000)
-    expect(job).to_contain_text("EMU2")
+    # The device's tile, titled with its serial and where it is plugged in (an emulated device: its address).
+    expect(job).to_have_attribute("data-device-id", "EMU2")
+    expect(field(job, "serial")).to_have_text("EMU2")
+    expect(field(job, "port")).to_have_text(listed_device(server, "EMU2")["address"])
     expect(job).to_contain_text("boot.img → boot")
     # While it runs, the summary counts it and its speed.
     expect(page.locator("#summary-running")).to_have_text("1")
@@ -60,6 +86,13 @@ def test_job_started_through_the_api_appears_within_a_second_and_completes(page,
     expect(row).to_be_visible(timeout=5_000)
     expect(row).to_contain_text("completed")
     expect(page.locator("#summary-running")).to_have_text("0")
+    expect(page.locator("#summary-done")).to_have_text("1")
+    expect(page.locator("#summary-failed")).to_have_text("0")
+    # Clearing finished work takes the idle tile away; the tally keeps counting what was seen.
+    page.click("#clear-finished")
+    expect(tile(page, "EMU2")).to_have_count(0)
+    expect(page.locator("#jobs-empty")).to_be_visible()
+    expect(page.locator("#summary-done")).to_have_text("1")
     assert page.console.problems() == []
 
 
@@ -137,9 +170,12 @@ def test_a_failed_job_shows_the_devices_error(page, server, workdir):
         error = server.job(job_id)["error"]
         assert "partition is locked" in error
         expect(field(job, "error")).to_have_text(error)
+        expect(field(job, "outcome")).to_be_hidden()
         expect(job.get_by_role("button")).to_have_count(0)
         row = page.locator(f'#history tr[data-job-id="{job_id}"]')
         expect(row).to_contain_text("failed", timeout=5_000)
+        expect(page.locator("#summary-failed")).to_have_text("1")
+        expect(page.locator("#summary-done")).to_have_text("0")
     finally:
         device.stop()
 
@@ -178,12 +214,22 @@ def test_a_job_for_a_busy_device_shows_as_queued_then_runs(page, server):
     expect(page.locator("#start-result")).to_contain_text("Queued job_")
     second = page.locator("#start-result").inner_text().split()[1]
     assert server.job(second)["state"] == "queued"
-    expect(field(card(page, second), "status")).to_have_text("Queued")
+    # One tile for the device: it goes on showing the running job, with the queued one below it.
+    device = tile(page, "EMU1")
+    expect(device).to_have_count(1)
+    expect(device).to_have_attribute("data-job-id", first)
+    expect(field(device, "status")).to_have_text("Running")
+    expect(field(device, "queue").locator(f'li[data-job-id="{second}"]')).to_contain_text("Queued")
     expect(page.locator("#summary-running")).to_have_text("1")
     expect(page.locator("#summary-running + .label")).to_have_text("jobs running (1 queued)")
     server.request("POST", f"/api/jobs/{first}/cancel")
-    expect(field(card(page, first), "status")).to_have_text("Cancelled", timeout=10_000)
-    expect(field(card(page, second), "status")).to_have_text("Completed", timeout=30_000)
+    # The queued job runs next, on the same tile, and the cancelled one is in the history.
+    expect(device).to_have_attribute("data-job-id", second, timeout=10_000)
+    expect(field(device, "status")).to_have_text("Completed", timeout=30_000)
+    expect(field(device, "queue").locator("li")).to_have_count(0)
+    assert server.job(first)["state"] == "cancelled"
+    expect(page.locator(f'#history tr[data-job-id="{first}"]')).to_contain_text("cancelled", timeout=5_000)
+    expect(page.locator("#jobs article.tile")).to_have_count(1)
 
 
 def test_reconnects_after_the_server_restarts(page, workdir):
@@ -251,3 +297,216 @@ def test_phone_sized_screen_has_no_sideways_scrolling(browser, server):
         server.request("POST", f"/api/jobs/{job_id}/cancel")
     finally:
         context.close()
+
+
+def test_an_image_written_to_two_loop_devices_from_the_disks_panel_is_verified_on_both(page, server, loop_devices):
+    disks = [loop_devices.attach(8 * MiB), loop_devices.attach(8 * MiB)]
+    image = make_image(server.images, "os.img", 3 * MiB)
+    open_dashboard(page, server)
+    page.select_option("#disk-image", "os.img")
+    for disk in disks:
+        row = disk_row(page, disk.path)
+        expect(row).to_contain_text(f"loop device on {disk.backing}")
+        expect(row).to_contain_text("8.0 MiB")
+        row.get_by_role("checkbox").check()
+    expect(page.locator("#disk-flash-button")).to_have_text("Flash 2 disks")
+    page.click("#disk-flash-button")
+
+    # The dialog names each disk exactly and says what will be lost; nothing is written yet.
+    dialog = page.locator("#disk-dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog).to_contain_text("Everything on these 2 disks will be lost")
+    expect(dialog.locator("li")).to_have_count(2)
+    for disk in disks:
+        item = dialog.locator(f'li[data-device-id="{disk.path}"]')
+        expect(item).to_have_text(f"{disk.path}: loop device on {disk.backing}, 8.0 MiB (8,388,608 bytes), no serial")
+    assert server.get("/api/jobs")["jobs"] == []
+    page.click("#disk-confirm-button")
+    expect(dialog).to_be_hidden()
+
+    for disk in disks:
+        device = tile(page, disk.path)
+        expect(field(device, "outcome")).to_have_text("Verified - safe to remove", timeout=30_000)
+        expect(field(device, "status")).to_have_text("Completed")
+        expect(field(device, "serial")).to_have_text(disk.path)  # a loop device has no serial: its path
+        expect(field(device, "error")).to_be_hidden()
+    with open(image, "rb") as f:
+        written = f.read()
+    for disk in disks:
+        with open(disk.path, "rb") as f:
+            assert f.read(len(written)) == written, f"{disk.path} does not hold the image"
+    jobs = server.get("/api/jobs")["jobs"]
+    assert sorted(job["deviceId"] for job in jobs) == sorted(disk.path for disk in disks)
+    assert all(job["verified"] is True and job["batchId"] == jobs[0]["batchId"] for job in jobs)
+    expect(page.locator("#summary-done")).to_have_text("2")
+    expect(page.locator("#disk-result")).to_contain_text(f"on {disks[0].path}")
+    assert page.console.problems() == []
+
+
+def test_a_disk_changed_after_the_dialog_opened_is_refused_and_the_page_says_what_the_server_said(page, server, loop_devices):
+    disk = loop_devices.attach(8 * MiB)
+    make_image(server.images, "os.img", 1 * MiB)
+    open_dashboard(page, server)
+    page.select_option("#disk-image", "os.img")
+    disk_row(page, disk.path).get_by_role("checkbox").check()
+    confirmed_token = listed_device(server, disk.path)["confirm"]
+    page.click("#disk-flash-button")
+    expect(page.locator("#disk-dialog")).to_be_visible()
+
+    # Another card in the same slot while the dialog is open: same path, another size.
+    os.truncate(disk.backing, 16 * MiB)
+    subprocess.run(["losetup", "--set-capacity", disk.path], check=True)
+    page.click("#disk-confirm-button")
+
+    status, answer = server.request("POST", "/api/flash/start", {"deviceIds": [disk.path], "image": "os.img", "confirm": {disk.path: confirmed_token}})
+    assert status == 409 and "16.0 MiB" in answer["error"]
+    expect(page.locator("#disk-result")).to_have_text(answer["error"])
+    expect(page.locator("#disk-result")).to_have_class(re.compile(r"\berror\b"))
+    assert server.get("/api/jobs")["jobs"] == []
+    expect(page.locator("#jobs article.tile")).to_have_count(0)
+
+
+def test_disks_that_may_not_be_written_are_listed_with_the_reason_and_cannot_be_ticked(page, server, loop_devices):
+    writable = loop_devices.attach(8 * MiB)
+    read_only = loop_devices.attach(8 * MiB, read_only=True)
+    make_image(server.images, "os.img", 1 * MiB)
+    make_image(server.images, "large.img", 12 * MiB)
+    open_dashboard(page, server)
+    page.select_option("#disk-image", "os.img")
+
+    row = disk_row(page, read_only.path)
+    expect(row).to_contain_text("8.0 MiB")
+    expect(row).to_contain_text("removable · not mounted · not a system disk · read-only")
+    expect(field(row, "reason")).to_have_text("Cannot be written: read-only (write-protect switch?).")
+    expect(row.get_by_role("checkbox")).to_be_disabled()
+    # The server refuses it too, for the same reason.
+    token = listed_device(server, read_only.path)["confirm"]
+    status, answer = server.request("POST", "/api/flash/start", {"deviceIds": [read_only.path], "image": "os.img", "confirm": {read_only.path: token}})
+    assert status == 422 and "read-only" in answer["error"]
+
+    row = disk_row(page, writable.path)
+    expect(field(row, "reason")).to_be_hidden()
+    checkbox = row.get_by_role("checkbox")
+    checkbox.check()
+    expect(page.locator("#disk-flash-button")).to_have_text("Flash 1 disk")
+    # An image larger than the disk: the tick goes, and the row says why.
+    page.select_option("#disk-image", "large.img")
+    expect(field(row, "reason")).to_have_text("Cannot be written: smaller (8.0 MiB) than large.img (12.0 MiB).")
+    expect(checkbox).to_be_disabled()
+    expect(checkbox).not_to_be_checked()
+    expect(page.locator("#disk-flash-button")).to_have_text("Flash")
+    assert page.console.problems() == []
+
+
+def test_a_job_queued_through_the_api_shows_on_its_device_tile_at_once(page, server):
+    make_image(server.images, "system.img", 24 * MiB)
+    make_image(server.images, "boot.img", 1 * MiB)
+    open_dashboard(page, server)
+    first = server.start_job("EMU1", "system.img")
+    device = tile(page, "EMU1")
+    expect(field(device, "status")).to_have_text("Running", timeout=5_000)
+
+    second = server.start_job("EMU1", "boot.img", "boot")
+    assert server.job(second)["state"] == "queued"
+    queued = field(device, "queue").locator(f'li[data-job-id="{second}"]')
+    expect(queued).to_be_visible(timeout=1_000)
+    expect(queued).to_contain_text("Queued")
+    expect(queued).to_contain_text("boot.img → boot")
+    expect(device).to_have_attribute("data-job-id", first)
+    expect(page.locator("#summary-running + .label")).to_have_text("jobs running (1 queued)")
+
+    # Cancelled from the tile before it ran: it leaves the queue, the running job goes on.
+    queued.get_by_role("button", name=f"Cancel queued {second}").click()
+    server.wait_for_job(second, lambda j: j["state"] == "cancelled", timeout=10)
+    expect(queued).to_have_count(0)
+    expect(field(device, "status")).to_have_text("Running")
+    assert server.job(first)["state"] == "running"
+    server.request("POST", f"/api/jobs/{first}/cancel")
+    assert page.console.problems() == []
+
+
+def test_device_tiles_stay_in_place_when_later_jobs_start(page, server):
+    make_image(server.images, "boot.img", 1 * MiB)
+    make_image(server.images, "system.img", 24 * MiB)
+    open_dashboard(page, server)
+    done = server.start_job("EMU1", "boot.img", "boot")
+    expect(field(tile(page, "EMU1"), "status")).to_have_text("Completed", timeout=30_000)
+    running = server.start_job("EMU2", "system.img")
+    expect(field(tile(page, "EMU2"), "status")).to_have_text("Running", timeout=5_000)
+    first_two = tile_order(page)
+    assert sorted(first_two) == ["EMU1", "EMU2"]
+    before = {device: tile(page, device).bounding_box() for device in first_two}
+
+    # A job on a third device, then another job on the first one.
+    third = server.start_job("EMU3", "boot.img", "boot")
+    expect(field(tile(page, "EMU3"), "status")).to_have_text("Completed", timeout=30_000)
+    again = server.start_job("EMU1", "boot.img", "boot")
+    expect(tile(page, "EMU1")).to_have_attribute("data-job-id", again, timeout=5_000)
+    expect(field(tile(page, "EMU1"), "status")).to_have_text("Completed", timeout=30_000)
+
+    expect(page.locator("#jobs article.tile")).to_have_count(3)  # one per device, not one per job
+    assert tile_order(page) == first_two + ["EMU3"]
+    expect(card(page, done)).to_have_count(0)
+    for device, box in before.items():
+        now = tile(page, device).bounding_box()
+        assert (now["x"], now["y"]) == (box["x"], box["y"]), f"the {device} tile moved from {box} to {now}"
+    expect(page.locator("#summary-done")).to_have_text("3")
+    server.request("POST", f"/api/jobs/{running}/cancel")
+    assert third
+
+
+def test_history_sorts_by_the_column_whose_header_is_clicked(page, server):
+    for name, size, device in (("b.img", 4 * MiB, "EMU1"), ("a.img", 1 * MiB, "EMU2"), ("c.img", 8 * MiB, "EMU3")):
+        make_image(server.images, name, size)
+        job_id = server.start_job(device, name, "boot")
+        server.wait_for_job(job_id, lambda j: j["state"] == "completed")
+    open_dashboard(page, server)
+    rows = page.locator("#history tbody tr")
+    expect(rows).to_have_count(3)
+    images = page.locator("#history tbody td:nth-child(3)")
+    ended = page.locator('#history th[data-sort="ended"]')
+    image = page.locator('#history th[data-sort="image"]')
+    duration = page.locator('#history th[data-sort="duration"]')
+    # Newest first until sorted.
+    expect(ended).to_have_attribute("aria-sort", "descending")
+    expect(images).to_have_text([re.compile(r"^c\.img"), re.compile(r"^a\.img"), re.compile(r"^b\.img")])
+
+    image.get_by_role("button").click()
+    expect(image).to_have_attribute("aria-sort", "ascending")
+    expect(images).to_have_text([re.compile(r"^a\.img"), re.compile(r"^b\.img"), re.compile(r"^c\.img")])
+    assert ended.get_attribute("aria-sort") is None
+    image.get_by_role("button").click()
+    expect(image).to_have_attribute("aria-sort", "descending")
+    expect(images).to_have_text([re.compile(r"^c\.img"), re.compile(r"^b\.img"), re.compile(r"^a\.img")])
+
+    # Durations sort by the time each job took (the server's durationMs).
+    duration.get_by_role("button").click()
+    expect(duration).to_have_attribute("aria-sort", "ascending")
+    assert image.get_attribute("aria-sort") is None
+    by_duration = [entry["jobId"] for entry in sorted(server.get("/api/history")["jobs"], key=lambda entry: entry["durationMs"])]
+    expect(rows).to_have_count(3)
+    assert rows.evaluate_all("rows => rows.map(r => r.dataset.jobId)") == by_duration
+
+
+def test_history_fits_the_page_at_1280_px_with_long_values(page, server, workdir):
+    long_name = "raspios-bookworm-arm64-lite-" + "with-a-long-suffix-" * 5 + "2024-11-19.img"
+    make_image(server.images, long_name, 1 * MiB)
+    device = FailingDevice(workdir, fail_on="flash:boot=partition is locked " + "and the bootloader refuses to say more " * 4)
+    try:
+        failed = server.start_job(device.selector, long_name, "boot")
+        server.wait_for_job(failed, lambda j: j["state"] == "failed")
+        done = server.start_job("EMU1", long_name, "boot")
+        server.wait_for_job(done, lambda j: j["state"] == "completed")
+        open_dashboard(page, server)
+        expect(page.locator("#history tbody tr")).to_have_count(2)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+        table, box = page.evaluate("[document.getElementById('history').scrollWidth, document.getElementById('history').parentElement.clientWidth]")
+        assert table <= box, f"the history table is {table} px wide in a {box} px panel"
+        # A value cut to its column keeps it whole in its title.
+        image_cell = page.locator(f'#history tr[data-job-id="{done}"] td:nth-child(3)')
+        assert image_cell.evaluate("cell => cell.scrollWidth > cell.clientWidth"), "the long image name was expected to be cut"
+        expect(image_cell).to_have_attribute("title", re.compile(re.escape(long_name) + " → boot$"))
+        device_cell = page.locator(f'#history tr[data-job-id="{failed}"] td:nth-child(2)')
+        expect(device_cell).to_have_attribute("title", re.compile("^" + re.escape(device.selector)))
+    finally:
+        device.stop()

@@ -73,10 +73,16 @@ export class Api {
     return this.asking;
   }
 
-  webSocketURL(path) {
+  /** `include` names extra message types to ask for, added to any the path already asks for. */
+  webSocketURL(path, include = []) {
     const url = new URL(path, window.location.href);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
     if (this.token) url.searchParams.set("token", this.token);
+    const asked = url.searchParams.getAll("include").flatMap((value) => value.split(",")).filter(Boolean);
+    const types = [...new Set([...asked, ...include])];
+    // The server reads one include parameter, as a comma-separated list.
+    url.searchParams.delete("include");
+    if (types.length > 0) url.searchParams.set("include", types.join(","));
     return url.href;
   }
 }

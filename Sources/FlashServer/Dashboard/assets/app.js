@@ -2,18 +2,22 @@
 
 import { Api } from "./api.js";
 import { ProgressConnection } from "./connection.js";
+import { DeviceTile } from "./device-tile.js";
 import { DevicesPanel } from "./devices-panel.js";
+import { DisksPanel } from "./disks-panel.js";
 import { formatDuration, formatSpeed } from "./format.js";
 import { HistoryTable } from "./history-table.js";
-import { JobCard } from "./job-card.js";
 import { ACTIVE_STATES, JobStore } from "./jobs.js";
+import { JobTally } from "./tally.js";
 
 const DEVICES_REFRESH_MS = 5_000;
 const NOTICE_MS = 8_000;
 const TERMINAL = new Set(["flash_completed", "flash_failed"]);
 
 const store = new JobStore();
-const cards = new Map();
+const tally = new JobTally();
+const tiles = new Map(); // deviceId -> DeviceTile, in the order they appeared: they never move
+const listedDevices = new Map(); // deviceId -> the device as GET /api/devices last listed it
 const jobsElement = document.getElementById("jobs");
 const connectionElement = document.getElementById("connection");
 let clockOffset = 0; // server clock minus ours, from the pong to our first ping
@@ -31,9 +35,22 @@ const devices = new DevicesPanel(async (request) => {
   refreshDevices();
   return answer;
 });
+const disks = new DisksPanel(async (request) => {
+  const answer = await api.post("/api/flash/start", request);
+  // One disk is answered like a fastboot job: {jobId, status}.
+  const jobs = answer.jobs ?? [{ jobId: answer.jobId, deviceId: request.deviceIds[0], status: answer.status }];
+  for (const entry of jobs) {
+    if (entry.status !== "queued") continue;
+    const job = store.addQueued(entry.jobId, { deviceId: entry.deviceId, image: request.image, target: "disk", batchId: answer.batchId }, serverNow());
+    if (job) render(job);
+  }
+  refreshDevices();
+  return { batchId: answer.batchId ?? null, jobs };
+});
 
 const connection = new ProgressConnection({
-  url: () => api.webSocketURL("/flash-progress"),
+  // flash_queued is not a protocol message: the server sends it to pages that ask.
+  url: () => api.webSocketURL("/flash-progress", ["flash_queued"]),
   prepare: catchUp,
   onMessage: receive,
   onStatus: showConnection,
@@ -41,17 +58,19 @@ const connection = new ProgressConnection({
 
 document.getElementById("clear-finished").addEventListener("click", () => {
   for (const job of store.all()) {
-    if (ACTIVE_STATES.has(job.state)) continue;
-    store.remove(job.jobId);
-    cards.get(job.jobId)?.element.remove();
-    cards.delete(job.jobId);
+    if (!ACTIVE_STATES.has(job.state)) store.remove(job.jobId);
+  }
+  for (const [deviceId, tile] of tiles) {
+    if (!tile.isIdle()) continue;
+    tile.element.remove();
+    tiles.delete(deviceId);
   }
   updateSummary();
 });
 
 setInterval(() => {
   const now = serverNow();
-  for (const job of store.active()) cards.get(job.jobId)?.tick(now);
+  for (const tile of tiles.values()) tile.tick(now);
 }, 1_000);
 setInterval(() => {
   if (connectionElement.dataset.state === "connected") refreshDevices();
@@ -82,14 +101,16 @@ function receive(message) {
 }
 
 function render(job) {
-  let card = cards.get(job.jobId);
-  if (!card) {
-    card = new JobCard(job, sendCommand);
-    cards.set(job.jobId, card);
-    jobsElement.prepend(card.element);
-  } else {
-    card.update(job, serverNow());
+  let tile = tiles.get(job.deviceId);
+  if (!tile) {
+    tile = new DeviceTile(job.deviceId, sendCommand);
+    tile.showDevice(listedDevices.get(job.deviceId));
+    tiles.set(job.deviceId, tile);
+    // New tiles go last, so the ones already on the page stay where they are.
+    jobsElement.append(tile.element);
   }
+  tile.showJob(job, serverNow());
+  tally.count(job);
   updateSummary();
 }
 
@@ -142,10 +163,13 @@ function refreshHistorySoon() {
 async function refreshDevices() {
   try {
     const answer = await api.get("/api/devices");
-    // Disks are listed too; this panel flashes fastboot devices.
     const fastboot = answer.devices.filter((device) => device.kind !== "disk");
     deviceCount = fastboot.length;
     devices.showDevices(fastboot);
+    disks.showDisks(answer.devices.filter((device) => device.kind === "disk"));
+    listedDevices.clear();
+    for (const device of answer.devices) listedDevices.set(device.deviceId, device);
+    for (const [deviceId, tile] of tiles) tile.showDevice(listedDevices.get(deviceId));
     updateSummary();
   } catch (error) {
     if (error.status) notice(`Devices: ${error.message}`);
@@ -154,7 +178,9 @@ async function refreshDevices() {
 
 async function refreshImages() {
   try {
-    devices.showImages(await api.get("/api/images"));
+    const listing = await api.get("/api/images");
+    devices.showImages(listing);
+    disks.showImages(listing);
   } catch (error) {
     if (error.status) notice(`Images: ${error.message}`);
   }
@@ -172,7 +198,9 @@ function updateSummary() {
   runningElement.nextElementSibling.textContent = extra ? `jobs running (${extra})` : "jobs running";
   const throughput = running.reduce((sum, job) => sum + (job.transferSpeed || 0), 0);
   document.getElementById("summary-throughput").textContent = formatSpeed(throughput);
-  document.getElementById("jobs-empty").hidden = store.all().length > 0;
+  document.getElementById("summary-done").textContent = String(tally.done);
+  document.getElementById("summary-failed").textContent = String(tally.failed);
+  document.getElementById("jobs-empty").hidden = tiles.size > 0;
 }
 
 function showConnection(status) {

@@ -45,3 +45,9 @@ export function formatTime(epochMs) {
   if (date.toDateString() === new Date().toDateString()) return time;
   return `${date.toLocaleDateString()} ${time}`;
 }
+
+/** Every byte, for when a person must tell two disks apart: "8,388,608 bytes". */
+export function formatExactBytes(bytes) {
+  if (!Number.isFinite(bytes) || bytes < 0) return "size unknown";
+  return `${bytes.toLocaleString("en-US")} bytes`;
+}

@@ -1,9 +1,12 @@
 // The jobs the page knows, built from PROTOCOL.md's messages (and the API when catching up).
 //
-// As the protocol asks, a job is only tracked from its flash_started on; progress for an unknown
-// job is ignored. Each job keeps a short series of speed samples for its chart.
+// As the protocol asks, a job is only tracked from its flash_started on (or its flash_queued, which
+// the page asks for); progress for an unknown job is ignored. Each job keeps a short series of
+// speed samples for its chart.
 
 const MAX_SAMPLES = 240;
+
+const QUEUED_STAGE = "Waiting for the device";
 
 export const ACTIVE_STATES = new Set(["queued", "running", "paused"]);
 
@@ -28,6 +31,12 @@ export class JobStore {
   apply(message) {
     const { type, jobId, deviceId } = message;
     if (typeof jobId !== "string" || typeof deviceId !== "string") return null;
+    if (type === "flash_queued") {
+      if (this.jobs.has(jobId)) return null;
+      const job = this.create(jobId, deviceId, message.timestamp);
+      Object.assign(job, describe(message), { state: "queued", stage: QUEUED_STAGE });
+      return job;
+    }
     if (type === "flash_started") {
       const job = this.jobs.get(jobId) ?? this.create(jobId, deviceId, message.timestamp);
       Object.assign(job, describe(message));
@@ -72,6 +81,8 @@ export class JobStore {
         job.endedAt = message.timestamp;
         job.averageSpeed = message.averageSpeed ?? null;
         if (Number.isFinite(message.durationMs)) job.durationMs = message.durationMs;
+        if (typeof message.verified === "boolean") job.verified = message.verified;
+        if (typeof message.sha256 === "string") job.sha256 = message.sha256;
         return job;
       case "flash_failed":
         job.state = message.reason === "cancelled" ? "cancelled" : "failed";
@@ -88,7 +99,7 @@ export class JobStore {
   addQueued(jobId, request, now) {
     if (this.jobs.has(jobId)) return null;
     const job = this.create(jobId, request.deviceId, now);
-    Object.assign(job, { image: request.image, partition: request.partition || null, state: "queued", stage: "Waiting for the device" });
+    Object.assign(job, describe(request), { state: "queued", stage: QUEUED_STAGE });
     return job;
   }
 
@@ -105,6 +116,7 @@ export class JobStore {
     if (Number.isFinite(record.endedAt)) job.endedAt = record.endedAt;
     if (Number.isFinite(record.durationMs)) job.durationMs = record.durationMs;
     if (Number.isFinite(record.averageSpeed)) job.averageSpeed = record.averageSpeed;
+    if (typeof record.verified === "boolean") job.verified = record.verified;
     if (state === "completed") job.progress = 100;
     if (!ACTIVE_STATES.has(state)) job.transferSpeed = 0;
     return job;
@@ -131,6 +143,10 @@ export class JobStore {
       deviceName: null,
       image: null,
       partition: null,
+      target: "fastboot",
+      batchId: null,
+      verified: null,
+      sha256: null,
       state: "running",
       stage: "",
       progress: 0,
@@ -153,7 +169,7 @@ export class JobStore {
 
 function describe(message) {
   const known = {};
-  for (const key of ["deviceName", "image", "partition"]) {
+  for (const key of ["deviceName", "image", "partition", "target", "batchId"]) {
     if (typeof message[key] === "string") known[key] = message[key];
   }
   return known;

@@ -22,6 +22,11 @@ export class SpeedChart {
     this.drawn = -1;
   }
 
+  /** Another job's samples follow: draw them even when there are as many as before. */
+  restart() {
+    this.drawn = -1;
+  }
+
   /** Redraws when there are new samples. */
   update(samples) {
     if (samples.length === this.drawn) return;

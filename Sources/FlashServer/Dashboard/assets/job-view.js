@@ -1,9 +1,10 @@
-// One job's card: who, what, how far, how fast, and the controls that fit its state.
+// The job a device tile shows: what, how far, how fast, how it ended, and the controls that fit
+// its state. One view per tile; it is handed the tile's next job when that one starts.
 
 import { formatBytes, formatDuration, formatPercent, formatSpeed } from "./format.js";
 import { SpeedChart } from "./speed-chart.js";
 
-const BADGES = {
+export const BADGES = {
   queued: "Queued",
   running: "Running",
   paused: "Paused",
@@ -13,28 +14,15 @@ const BADGES = {
   interrupted: "Interrupted",
 };
 
-export class JobCard {
+export class JobView {
   /** onAction(job, action) sends pause/resume/cancel; it returns false when it could not. */
-  constructor(job, onAction) {
-    this.jobId = job.jobId;
+  constructor(onAction) {
     this.onAction = onAction;
+    this.job = null;
     this.pending = null;
-    this.element = element("article", "job");
-    this.element.dataset.jobId = job.jobId;
-    this.element.setAttribute("aria-labelledby", `job-${job.jobId}-title`);
-
-    const head = element("header", "job-head");
-    const title = element("h3", "job-title");
-    title.id = `job-${job.jobId}-title`;
-    this.name = element("span", "job-name");
-    this.deviceId = element("span", "device-id");
-    this.deviceId.dataset.role = "device-id";
-    title.append(this.name, " ", this.deviceId);
-    this.badge = element("span", "badge");
-    this.badge.dataset.role = "status";
-    head.append(title, this.badge);
 
     this.ids = element("p", "job-ids");
+    this.ids.dataset.role = "job";
     this.stage = element("p", "job-stage");
     this.stage.dataset.role = "stage";
 
@@ -53,24 +41,26 @@ export class JobCard {
     this.elapsed = stat(stats, "Elapsed", "elapsed");
 
     this.chart = new SpeedChart();
+    this.outcome = element("p", "job-outcome");
+    this.outcome.dataset.role = "outcome";
+    this.outcome.hidden = true;
     this.error = element("p", "job-error");
     this.error.dataset.role = "error";
     this.error.hidden = true;
 
     const actions = element("div", "actions");
     this.buttons = {};
-    for (const [action, label] of [["pause", "Pause"], ["resume", "Resume"], ["cancel", "Cancel"]]) {
+    for (const action of ["pause", "resume", "cancel"]) {
       const button = element("button", `action-${action}`);
       button.type = "button";
-      button.textContent = label;
+      button.textContent = capitalise(action);
       button.dataset.action = action;
       button.addEventListener("click", () => this.act(action));
       this.buttons[action] = button;
       actions.append(button);
     }
 
-    this.element.append(head, this.ids, this.stage, this.bar, stats, this.chart.element, this.error, actions);
-    this.update(job, Date.now());
+    this.parts = [this.ids, this.stage, this.bar, stats, this.chart.element, this.outcome, this.error, actions];
   }
 
   act(action) {
@@ -82,24 +72,25 @@ export class JobCard {
     }
   }
 
-  update(job, serverNow) {
+  /** `label` names the device for the progress bar. */
+  show(job, serverNow, label) {
+    if (this.job?.jobId !== job.jobId) {
+      this.pending = null;
+      this.chart.restart();
+    }
     this.job = job;
     if (this.pending && this.pending.state !== job.state) this.pending = null;
-    const title = job.deviceName || job.deviceId;
-    this.name.textContent = title;
-    this.deviceId.textContent = job.deviceName ? job.deviceId : "";
     const image = job.image ? job.image.split("/").pop() : null;
     this.ids.textContent = [image && job.partition ? `${image} → ${job.partition}` : image, job.jobId].filter(Boolean).join(" · ");
     this.ids.title = job.image || "";
-    this.element.dataset.state = job.state;
-    this.badge.dataset.state = job.state;
-    this.badge.textContent = BADGES[job.state] ?? job.state;
-    this.stage.textContent = job.stage || "";
+    // A completed job's last stage ("Verifying") would read as if it were still at it.
+    this.stage.textContent = job.state === "completed" ? "" : job.stage || "";
+    this.stage.hidden = !this.stage.textContent;
 
     const percent = Math.max(0, Math.min(100, job.progress || 0));
     this.fill.style.width = `${percent}%`;
     this.bar.setAttribute("aria-valuenow", String(Math.round(percent * 10) / 10));
-    this.bar.setAttribute("aria-label", `Progress of ${title}`);
+    this.bar.setAttribute("aria-label", `Progress of ${label}`);
     this.percent.textContent = formatPercent(percent);
     this.bytes.textContent = `${formatBytes(job.bytesTransferred)} / ${formatBytes(job.totalBytes)}`;
     const running = job.state === "running";
@@ -107,6 +98,10 @@ export class JobCard {
     this.eta.textContent = running && job.eta > 0 ? formatDuration(job.eta) : job.state === "completed" ? "done" : "–";
     this.tick(serverNow);
 
+    const outcome = describeOutcome(job);
+    this.outcome.hidden = !outcome;
+    this.outcome.textContent = outcome ?? "";
+    this.outcome.dataset.verified = String(job.verified === true);
     this.error.hidden = !job.error;
     this.error.textContent = job.error || "";
     this.chart.update(job.samples);
@@ -116,6 +111,7 @@ export class JobCard {
   /** Elapsed time moves on every second while the job runs. */
   tick(serverNow) {
     const job = this.job;
+    if (!job) return;
     let ms;
     if (Number.isFinite(job.durationMs) && job.durationMs !== null && job.endedAt) ms = job.durationMs;
     else if (job.endedAt) ms = job.endedAt - job.startedAt;
@@ -144,6 +140,14 @@ export class JobCard {
       next?.focus();
     }
   }
+}
+
+/** What a person may do with a disk once its job completed (written, flushed, maybe read back). */
+function describeOutcome(job) {
+  if (job.state !== "completed" || job.target !== "disk") return null;
+  if (job.verified === true) return "Verified - safe to remove";
+  if (job.verified === false) return "Written, not verified - safe to remove";
+  return "Written - safe to remove";
 }
 
 function element(tag, className) {
