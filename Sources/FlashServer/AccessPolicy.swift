@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import HTTPTypes
 import Hummingbird
 
@@ -110,14 +111,13 @@ struct AccessMiddleware<Context: RequestContext>: RouterMiddleware {
 }
 
 /// The port the server really listens on (known once it is bound, when 0 was asked for).
-final class BoundPort: @unchecked Sendable {
-    private let lock = NSLock()
-    private var port: Int
+final class BoundPort: Sendable {
+    private let port: Mutex<Int>
 
-    init(_ port: Int) { self.port = port }
+    init(_ port: Int) { self.port = Mutex(port) }
 
     var value: Int {
-        get { lock.lock(); defer { lock.unlock() }; return port }
-        set { lock.lock(); port = newValue; lock.unlock() }
+        get { port.withLock { $0 } }
+        set { port.withLock { $0 = newValue } }
     }
 }

@@ -65,9 +65,7 @@ struct EmulateCommand: ParsableCommand {
             faults: EmulatedFaults(failures: failures, stallPrefixes: stallOn, disconnectAfterBytes: disconnectAfterBytes?.value, stopReadingAfterBytes: stopReadingAfterBytes?.value)
         )
         // Signals are caught before the announcement, so a stop request never kills us uncleanly.
-        let done = DispatchSemaphore(value: 0)
-        let interrupt = InterruptHandler { done.signal() }
-        defer { interrupt.cancel() }
+        let stop = StopRequest()
         let server = try EmulatedDeviceServer(config: config, host: host, port: tcp)
         if serial == nil {
             server.config.serial = "EMU\(server.port)"
@@ -78,7 +76,7 @@ struct EmulateCommand: ParsableCommand {
         let line = "emulated fastboot device \(server.config.serial) on \(server.address), partitions in \(dir)\n"
         FileHandle.standardOutput.write(Data(line.utf8))
 
-        done.wait()
+        stop.wait()
         server.stop()
         if let registration { EmulatorRegistry.unregister(registration) }
     }

@@ -12,15 +12,13 @@ struct HotplugWatch {
 
     func run() throws {
         let monitor = try HotplugMonitor(properties: [Self.profileProperty])
-        let done = DispatchSemaphore(value: 0)
-        let interrupt = InterruptHandler { done.signal() }
-        defer { interrupt.cancel() }
+        let stop = StopRequest()
         try monitor.start { event in
             let line = json ? Self.json(event) : Self.text(event)
             ProgressRenderer.writeAll(line + "\n", to: STDOUT_FILENO)
         }
         ProgressRenderer.writeAll("watching udev for USB devices (Ctrl-C stops)\n", to: STDERR_FILENO)
-        done.wait()
+        stop.wait()
         monitor.stop()
     }
 

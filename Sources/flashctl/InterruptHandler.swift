@@ -19,3 +19,39 @@ final class InterruptHandler {
         for source in sources { source.cancel() }
     }
 }
+
+/// For a command that runs until it is told to stop: catches Ctrl-C and SIGTERM from creation
+/// (so a stop request never kills it uncleanly), and `wait()` returns once one came.
+final class StopRequest {
+    private let state = StopState()
+    private let handler: InterruptHandler
+
+    init() {
+        let state = self.state
+        handler = InterruptHandler { state.request() }
+    }
+
+    func wait() {
+        state.wait()
+        handler.cancel()
+    }
+}
+
+private final class StopState: @unchecked Sendable {
+    private let condition = NSCondition()
+    /// Guarded by `condition`.
+    private var requested = false
+
+    func request() {
+        condition.lock()
+        requested = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    func wait() {
+        condition.lock()
+        while !requested { condition.wait() }
+        condition.unlock()
+    }
+}

@@ -1,5 +1,6 @@
 import FlashEngine
 import Foundation
+import Synchronization
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
@@ -84,12 +85,11 @@ struct ServerClient {
     }
 }
 
-private final class TerminalBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var event: FlashEvent?
+private final class TerminalBox: Sendable {
+    private let event = Mutex<FlashEvent?>(nil)
 
     var value: FlashEvent? {
-        get { lock.lock(); defer { lock.unlock() }; return event }
-        set { lock.lock(); event = newValue; lock.unlock() }
+        get { event.withLock { $0 } }
+        set { event.withLock { $0 = newValue } }
     }
 }

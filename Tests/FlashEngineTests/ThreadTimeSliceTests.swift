@@ -25,13 +25,13 @@ import Testing
             let granted = ThreadTimeSlice.request(ThreadTimeSlice.responsive) && ThreadTimeSlice.current == ThreadTimeSlice.responsive
                 && own != ThreadTimeSlice.responsive
             ThreadTimeSlice.request(0)
-            let started = Thread {
+            let started = WorkerThread.start(name: "responsive", responsive: true) {
                 let slice = ThreadTimeSlice.current
                 seen.withLock { $0.startedThreadSlice = slice }
                 ran.signal()
             }
-            ThreadTimeSlice.startResponsive(started)
             ran.wait()
+            started.join()
             let after = ThreadTimeSlice.current
             seen.withLock {
                 $0.ownSlice = own

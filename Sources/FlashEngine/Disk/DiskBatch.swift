@@ -134,7 +134,7 @@ final class DiskBatchReader: @unchecked Sendable {
             while true {
                 let alive = writers.filter { $0.isAlive }
                 if alive.isEmpty { break }
-                let buffer = pool.take()
+                guard let buffer = pool.take() else { break }
                 guard let piece = try reader.next(into: buffer) else {
                     pool.give(buffer)
                     break

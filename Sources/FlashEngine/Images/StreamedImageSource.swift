@@ -71,12 +71,8 @@ final class StreamedImageSource: @unchecked Sendable {
             return state.stopped ? nil : state.producer
         }
         guard let running else { return }
+        pool.close()
         queue.close()
-        // Hand buffers back so a reader waiting for one can see that it must stop.
-        if let piece = current { pool.give(piece.buffer); current = nil }
-        while let item = queue.take() {
-            if case .piece(_, _, let buffer) = item { pool.give(buffer) }
-        }
         running.join()
     }
 
@@ -95,7 +91,7 @@ final class StreamedImageSource: @unchecked Sendable {
         do {
             let reader = try makeReader()
             while !isStopped {
-                let buffer = pool.take()
+                guard let buffer = pool.take() else { break }
                 guard !isStopped, let (offset, count) = try reader.next(into: buffer) else {
                     pool.give(buffer)
                     break

@@ -36,14 +36,16 @@ public final class JobScheduler: @unchecked Sendable {
     public let finder: FastbootDeviceFinder
     private let clock: any FlashClock
     private let totalBucket: TokenBucket?
-    private let lock = NSLock()
+    /// Guards everything below; also waited on for the job threads to end.
+    private let lock = NSCondition()
     private var entries: [String: JobEntry] = [:]
     private var order: [String] = []
     private var queue: [String] = []
     private var busyDevices: Set<String> = []
     private var runningCount = 0
     private var acceptingJobs = true
-    private let threadsDone = DispatchGroup()
+    /// Job threads not yet ended.
+    private var liveThreads = 0
     private var ticker: DispatchSourceTimer?
 
     public init(configuration: Configuration = Configuration(), finder: FastbootDeviceFinder = FastbootDeviceFinder(), broadcaster: EventBroadcaster = EventBroadcaster(), clock: any FlashClock = SystemClock()) {
@@ -193,7 +195,11 @@ public final class JobScheduler: @unchecked Sendable {
         let ids = order.filter { entries[$0].map { !$0.state.isFinished } ?? false }
         lock.unlock()
         for id in ids { _ = try? cancel(id) }
-        let stopped = threadsDone.wait(timeout: .now() + timeout) == .success
+        let deadline = Date(timeIntervalSinceNow: timeout)
+        lock.lock()
+        while liveThreads > 0, lock.wait(until: deadline) {}
+        let stopped = liveThreads == 0
+        lock.unlock()
         ticker?.cancel()
         return stopped
     }
@@ -242,9 +248,16 @@ public final class JobScheduler: @unchecked Sendable {
     }
 
     private func launch(_ entry: JobEntry) {
-        threadsDone.enter()
+        lock.lock()
+        liveThreads += 1
+        lock.unlock()
         WorkerThread.start(name: entry.jobId, responsive: true) { [self] in
-            defer { threadsDone.leave() }
+            defer {
+                lock.lock()
+                liveThreads -= 1
+                lock.broadcast()
+                lock.unlock()
+            }
             notify(entry.statusLocked(lock))
             var limits: [TokenBucket] = []
             if let limit = entry.bandwidthLimit { limits.append(TokenBucket(bytesPerSecond: limit, clock: clock)) }
@@ -321,7 +334,7 @@ private final class JobEntry: @unchecked Sendable {
         endedAt = time
     }
 
-    func statusLocked(_ lock: NSLock) -> JobStatus {
+    func statusLocked(_ lock: NSCondition) -> JobStatus {
         lock.lock()
         defer { lock.unlock() }
         return status

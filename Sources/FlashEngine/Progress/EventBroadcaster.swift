@@ -41,8 +41,9 @@ public final class EventBroadcaster: @unchecked Sendable {
         case background
     }
 
-    /// Wakes the delivery thread (`.background` only), once per `draining` turned true.
-    private let deliveryWake: DispatchSemaphore?
+    /// Wakes the delivery thread (`.background` only), once per `draining` turned true; closed
+    /// when the broadcaster goes, which ends the thread.
+    private let deliveryWake: BoundedQueue<Void>?
     /// Published, not yet recorded or handed over (`.background` only).
     private var pending: [PublishedEvent] = []
     private var draining = false
@@ -53,23 +54,20 @@ public final class EventBroadcaster: @unchecked Sendable {
         case .onPublishingThread:
             deliveryWake = nil
         case .background:
-            let wake = DispatchSemaphore(value: 0)
+            let wake = BoundedQueue<Void>(capacity: 1)
             deliveryWake = wake
-            let thread = Thread { [weak self] in
-                Thread.current.name = "event-delivery"
-                while true {
-                    wake.wait()
+            // It wakes at the busiest moments (jobs starting and ending) with work that others wait for.
+            WorkerThread.start(name: "event-delivery", responsive: true) { [weak self] in
+                while wake.take() != nil {
                     guard let self else { return }
                     self.drain()
                 }
             }
-            // It wakes at the busiest moments (jobs starting and ending) with work that others wait for.
-            ThreadTimeSlice.startResponsive(thread)
         }
     }
 
     deinit {
-        deliveryWake?.signal()
+        deliveryWake?.close()
     }
 
     public func publish(_ event: FlashEvent) {
@@ -125,7 +123,7 @@ public final class EventBroadcaster: @unchecked Sendable {
         let wake = !draining
         draining = true
         lock.unlock()
-        if wake { deliveryWake.signal() }
+        if wake { deliveryWake.put(()) }
     }
 
     /// The delivery thread: hands over everything pending, then what came meanwhile, until none is left.

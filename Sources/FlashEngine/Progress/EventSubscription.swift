@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// One subscriber's queue of events, bounded so that a slow reader never holds up a job or the
 /// other subscribers.
@@ -7,65 +8,77 @@ import Foundation
 ///   it stays behind the lifecycle events queued before it).
 /// - Lifecycle events are never dropped or reordered; if `limit` events are queued, the
 ///   subscriber cannot keep up and is closed (`didOverflow`), and `onOverflow` runs once.
-public final class EventSubscription: @unchecked Sendable {
+public final class EventSubscription: Sendable {
     public let filter: EventFilter
     private let limit: Int
-    private let lock = NSLock()
-    private var queue: [PublishedEvent?] = []
-    private var queuedCount = 0
-    private var progressSlot: [String: Int] = [:]
-    private var waiter: CheckedContinuation<[PublishedEvent]?, Never>?
-    private var closed = false
-    private var overflowed = false
-    private var readyHandler: (@Sendable () -> Void)?
-    private var coalesced = 0
-    private var dropped = 0
-    var onClose: (@Sendable (EventSubscription) -> Void)?
+    private let state = Mutex(State())
+
+    private struct State {
+        var queue: [PublishedEvent?] = []
+        var queuedCount = 0
+        var progressSlot: [String: Int] = [:]
+        var waiter: CheckedContinuation<[PublishedEvent]?, Never>?
+        var closed = false
+        var overflowed = false
+        var readyHandler: (@Sendable () -> Void)?
+        var onClose: (@Sendable (EventSubscription) -> Void)?
+        var coalesced = 0
+        var dropped = 0
+
+        mutating func takeAll() -> [PublishedEvent]? {
+            guard queuedCount > 0 else { return nil }
+            let batch = queue.compactMap { $0 }
+            queue.removeAll(keepingCapacity: true)
+            queuedCount = 0
+            progressSlot.removeAll(keepingCapacity: true)
+            return batch
+        }
+    }
+
+    /// What a change under the lock leaves to do once it is released.
+    private struct Wake {
+        var waiter: CheckedContinuation<[PublishedEvent]?, Never>?
+        var batch: [PublishedEvent]?
+        var ready: (@Sendable () -> Void)?
+        var onClose: (@Sendable (EventSubscription) -> Void)?
+    }
 
     init(filter: EventFilter, limit: Int) {
         self.filter = filter
         self.limit = max(2, limit)
     }
 
-    /// True once the subscriber was closed for falling too far behind.
-    public var didOverflow: Bool {
-        lock.lock()
-        defer { lock.unlock() }
-        return overflowed
+    /// Told when the subscription closes (the broadcaster forgets it then).
+    var onClose: (@Sendable (EventSubscription) -> Void)? {
+        get { state.withLock { $0.onClose } }
+        set { state.withLock { $0.onClose = newValue } }
     }
+
+    /// True once the subscriber was closed for falling too far behind.
+    public var didOverflow: Bool { state.withLock { $0.overflowed } }
 
     /// Progress messages replaced by newer ones before this subscriber read them.
-    public var coalescedCount: Int {
-        lock.lock()
-        defer { lock.unlock() }
-        return coalesced
-    }
+    public var coalescedCount: Int { state.withLock { $0.coalesced } }
 
     /// Messages discarded unsent when the subscriber was closed for falling behind.
-    public var droppedCount: Int {
-        lock.lock()
-        defer { lock.unlock() }
-        return dropped
-    }
+    public var droppedCount: Int { state.withLock { $0.dropped } }
 
     /// For a consumer driven by pushes instead of awaiting `nextMessages` (a socket writer on its
     /// event loop): `handler` runs on the delivering thread (see `EventBroadcaster.Delivery`) when
     /// events arrive in an empty queue and when the subscription closes; the consumer then calls
     /// `takeQueued()`. It must be quick.
     public func setReadyHandler(_ handler: @escaping @Sendable () -> Void) {
-        lock.lock()
-        readyHandler = handler
-        let fireNow = queuedCount > 0 || closed
-        lock.unlock()
+        let fireNow = state.withLock { state in
+            state.readyHandler = handler
+            return state.queuedCount > 0 || state.closed
+        }
         if fireNow { handler() }
     }
 
     /// Everything queued (possibly nothing), and whether the subscription has closed: once it
     /// has and the queue is empty, nothing more will come.
     public func takeQueued() -> (messages: [PublishedEvent], isClosed: Bool) {
-        lock.lock()
-        defer { lock.unlock() }
-        return (takeAllLocked() ?? [], closed)
+        state.withLock { ($0.takeAll() ?? [], $0.closed) }
     }
 
     /// Everything queued, waiting until there is something; nil once closed (after an overflow
@@ -78,17 +91,13 @@ public final class EventSubscription: @unchecked Sendable {
     public func nextMessages() async -> [PublishedEvent]? {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<[PublishedEvent]?, Never>) in
-                lock.lock()
-                if let batch = takeAllLocked() {
-                    lock.unlock()
-                    continuation.resume(returning: batch)
-                } else if closed {
-                    lock.unlock()
-                    continuation.resume(returning: nil)
-                } else {
-                    waiter = continuation
-                    lock.unlock()
+                let answer: [PublishedEvent]?? = state.withLock { state in
+                    if let batch = state.takeAll() { return .some(batch) }
+                    if state.closed { return .some(nil) }
+                    state.waiter = continuation
+                    return .none
                 }
+                if let answer { continuation.resume(returning: answer) }
             }
         } onCancel: {
             close()
@@ -97,19 +106,18 @@ public final class EventSubscription: @unchecked Sendable {
 
     /// Stops the subscription; a waiting `nextBatch` returns what is left, then nil.
     public func close() {
-        lock.lock()
-        guard !closed else { lock.unlock(); return }
-        closed = true
-        let waiting = waiter
-        waiter = nil
-        // What is queued stays for the reader's next take unless a reader is waiting now.
-        let batch = waiting == nil ? nil : takeAllLocked()
-        let onClose = self.onClose
-        let ready = readyHandler
-        lock.unlock()
-        waiting?.resume(returning: batch)
-        ready?()
-        onClose?(self)
+        let wake = state.withLock { state -> Wake? in
+            guard !state.closed else { return nil }
+            state.closed = true
+            let waiting = state.waiter
+            state.waiter = nil
+            // What is queued stays for the reader's next take unless a reader is waiting now.
+            return Wake(waiter: waiting, batch: waiting == nil ? nil : state.takeAll(), ready: state.readyHandler, onClose: state.onClose)
+        }
+        guard let wake else { return }
+        wake.waiter?.resume(returning: wake.batch)
+        wake.ready?()
+        wake.onClose?(self)
     }
 
     func push(_ published: PublishedEvent) {
@@ -119,66 +127,50 @@ public final class EventSubscription: @unchecked Sendable {
     /// Queues several events with one wake-up of the reader, so that events published together
     /// (every job's progress of one tick) reach a socket in one write.
     func push<Events: Collection<PublishedEvent>>(contentsOf events: Events) {
-        lock.lock()
-        guard !closed else { lock.unlock(); return }
-        let wasEmpty = queuedCount == 0
-        var added = false
-        for published in events where filter.matches(published.event) {
-            if case .progress(let job, _, _) = published.event, let slot = progressSlot[job.jobId] {
-                queue[slot] = nil
-                queuedCount -= 1
-                coalesced += 1
+        let wake = state.withLock { state -> Wake? in
+            guard !state.closed else { return nil }
+            let wasEmpty = state.queuedCount == 0
+            var added = false
+            for published in events where filter.matches(published.event) {
+                if case .progress(let job, _, _) = published.event, let slot = state.progressSlot[job.jobId] {
+                    state.queue[slot] = nil
+                    state.queuedCount -= 1
+                    state.coalesced += 1
+                }
+                if state.queuedCount >= limit {
+                    return overflow(&state)
+                }
+                if case .progress(let job, _, _) = published.event {
+                    state.progressSlot[job.jobId] = state.queue.count
+                }
+                state.queue.append(published)
+                state.queuedCount += 1
+                added = true
             }
-            if queuedCount >= limit {
-                overflowLocked()
-                return
+            guard added else { return nil }
+            if let waiting = state.waiter {
+                state.waiter = nil
+                return Wake(waiter: waiting, batch: state.takeAll())
             }
-            if case .progress(let job, _, _) = published.event {
-                progressSlot[job.jobId] = queue.count
-            }
-            queue.append(published)
-            queuedCount += 1
-            added = true
+            return wasEmpty ? Wake(ready: state.readyHandler) : nil
         }
-        guard added else { lock.unlock(); return }
-        if let waiting = waiter {
-            waiter = nil
-            let batch = takeAllLocked()
-            lock.unlock()
-            waiting.resume(returning: batch)
-        } else if wasEmpty, let ready = readyHandler {
-            lock.unlock()
-            ready()
-        } else {
-            lock.unlock()
-        }
+        guard let wake else { return }
+        wake.waiter?.resume(returning: wake.batch)
+        wake.ready?()
+        wake.onClose?(self)
     }
 
-    /// Called with `lock` held; releases it.
-    private func overflowLocked() {
-        overflowed = true
-        closed = true
-        dropped = queuedCount + 1
-        queue.removeAll()
-        queuedCount = 0
-        progressSlot.removeAll()
-        let waiting = waiter
-        waiter = nil
-        let onClose = self.onClose
-        let ready = readyHandler
-        lock.unlock()
-        waiting?.resume(returning: nil)
-        ready?()
-        onClose?(self)
-    }
-
-    private func takeAllLocked() -> [PublishedEvent]? {
-        guard queuedCount > 0 else { return nil }
-        let batch = queue.compactMap { $0 }
-        queue.removeAll(keepingCapacity: true)
-        queuedCount = 0
-        progressSlot.removeAll(keepingCapacity: true)
-        return batch
+    /// Closes the subscription for falling behind: what was queued is dropped.
+    private func overflow(_ state: inout State) -> Wake {
+        state.overflowed = true
+        state.closed = true
+        state.dropped = state.queuedCount + 1
+        state.queue.removeAll()
+        state.queuedCount = 0
+        state.progressSlot.removeAll()
+        let waiting = state.waiter
+        state.waiter = nil
+        return Wake(waiter: waiting, batch: nil, ready: state.readyHandler, onClose: state.onClose)
     }
 }
 

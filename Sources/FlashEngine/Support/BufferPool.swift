@@ -7,6 +7,7 @@ final class BufferPool: @unchecked Sendable {
     private var free: [UnsafeMutableRawBufferPointer]
     private let all: [UnsafeMutableRawBufferPointer]
     private let condition = NSCondition()
+    private var closed = false
 
     init(count: Int, bufferSize: Int) {
         self.bufferSize = bufferSize
@@ -18,11 +19,20 @@ final class BufferPool: @unchecked Sendable {
         all.forEach { $0.deallocate() }
     }
 
-    func take() -> UnsafeMutableRawBufferPointer {
+    /// A free buffer, waiting while all are in use; nil once the pool is closed.
+    func take() -> UnsafeMutableRawBufferPointer? {
         condition.lock()
         defer { condition.unlock() }
-        while free.isEmpty { condition.wait() }
-        return free.removeLast()
+        while free.isEmpty, !closed { condition.wait() }
+        return closed ? nil : free.removeLast()
+    }
+
+    /// Wakes a taker waiting for a buffer, and every later one, with nil: for a producer that must stop.
+    func close() {
+        condition.lock()
+        closed = true
+        condition.broadcast()
+        condition.unlock()
     }
 
     func give(_ buffer: UnsafeMutableRawBufferPointer) {

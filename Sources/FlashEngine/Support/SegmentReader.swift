@@ -20,7 +20,7 @@ public final class SegmentReader: ByteStream, @unchecked Sendable {
     private let queue: ReadAheadQueue
     private let closed = Atomic<Bool>(false)
     // Consumer state, touched only by the one thread calling `read(into:)`.
-    private var current: Int?
+    private var current: (buffer: UnsafeMutableRawBufferPointer, count: Int)?
     private var currentOffset = 0
 
     public init(path: String, segments: [ByteSegment], bufferSize: Int = 1 << 20, readAhead: Int = 4) {
@@ -48,175 +48,90 @@ public final class SegmentReader: ByteStream, @unchecked Sendable {
         guard let destination = buffer.baseAddress else { return 0 }
         var written = 0
         while written < buffer.count {
-            if let index = current, currentOffset < queue.filledCount[index] {
-                let source = queue.buffers[index]
-                let n = min(buffer.count - written, queue.filledCount[index] - currentOffset)
-                (destination + written).copyMemory(from: source.baseAddress! + currentOffset, byteCount: n)
+            if let piece = current, currentOffset < piece.count {
+                let n = min(buffer.count - written, piece.count - currentOffset)
+                (destination + written).copyMemory(from: piece.buffer.baseAddress! + currentOffset, byteCount: n)
                 written += n
                 currentOffset += n
                 continue
             }
-            let previous = current
+            let previous = current?.buffer
             current = nil
             currentOffset = 0
-            switch try queue.next(returning: previous) {
-            case .buffer(let index):
-                current = index
-            case .end:
-                return written
-            }
+            guard let next = try queue.next(returning: previous) else { return written }
+            current = next
         }
         return written
     }
 }
 
-/// The buffers and their hand-over between the reading thread and the consumer.
+/// The read-ahead: a thread that fills buffers from a pool and queues them, bounded by the pool.
 private final class ReadAheadQueue: @unchecked Sendable {
-    enum Next {
-        case buffer(Int)
-        case end
+    private enum Item {
+        case filled(UnsafeMutableRawBufferPointer, count: Int)
+        case failed(FlashError)
     }
 
     let path: String
     let segments: [ByteSegment]
     let bufferSize: Int
-    /// Fixed buffers; which side owns one is decided under the mutex, by the lists below.
-    let buffers: [UnsafeMutableRawBufferPointer]
-    /// Valid bytes of each buffer: written by the producer before it queues the buffer, read
-    /// by the consumer after it takes it (the mutex orders the two).
-    let filledCount: UnsafeMutableBufferPointer<Int>
-
-    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private let dataReady = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    private let spaceReady = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    // Guarded by `mutex`.
-    private var free: [Int]
-    private var filled: [Int] = []
-    private var filledHead = 0
-    private var finished = false
+    private let pool: BufferPool
+    private let filled: BoundedQueue<Item>
+    private let stopping = Atomic<Bool>(false)
+    private let producer = Mutex<WorkerThread?>(nil)
+    /// The producer's failure once the consumer has met it: every later read throws it too.
     private var failure: FlashError?
-    private var stopping = false
-    private var thread: pthread_t?
 
     init(path: String, segments: [ByteSegment], bufferSize: Int, bufferCount: Int) {
         self.path = path
         self.segments = segments
         self.bufferSize = bufferSize
-        buffers = (0..<bufferCount).map { _ in
-            UnsafeMutableRawBufferPointer.allocate(byteCount: bufferSize, alignment: 4096)
-        }
-        filledCount = .allocate(capacity: bufferCount)
-        filledCount.initialize(repeating: 0)
-        free = Array(0..<bufferCount)
-        pthread_mutex_init(mutex, nil)
-        pthread_cond_init(dataReady, nil)
-        pthread_cond_init(spaceReady, nil)
-    }
-
-    deinit {
-        for buffer in buffers { buffer.deallocate() }
-        filledCount.deallocate()
-        pthread_cond_destroy(spaceReady)
-        pthread_cond_destroy(dataReady)
-        pthread_mutex_destroy(mutex)
-        spaceReady.deallocate()
-        dataReady.deallocate()
-        mutex.deallocate()
-    }
-
-    private func locked<T>(_ body: () throws -> T) rethrows -> T {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        return try body()
+        pool = BufferPool(count: bufferCount, bufferSize: bufferSize)
+        filled = BoundedQueue(capacity: bufferCount)
     }
 
     func start() {
-        var handle = pthread_t()
-        let context = Unmanaged.passRetained(self).toOpaque()
-        let result = pthread_create(&handle, nil, { context in
-            let queue = Unmanaged<ReadAheadQueue>.fromOpaque(context!).takeRetainedValue()
-            queue.produce()
-            return nil
-        }, context)
-        if result != 0 {
-            Unmanaged<ReadAheadQueue>.fromOpaque(context).release()
-            locked { failure = FlashError(.io, "cannot start a reader thread for image \(path): \(errnoText(result))") }
-        } else {
-            locked { thread = handle }
+        producer.withLock { producer in
+            producer = WorkerThread.start(name: "image read-ahead") { [self] in
+                produce()
+                filled.close()
+            }
         }
     }
 
-    /// Tells the producer to stop, wakes everyone, and joins the producer thread.
+    /// Tells the producer to stop, wakes everyone, and waits for the producer to end.
     func stop() {
-        let joinable: pthread_t? = locked {
-            stopping = true
-            pthread_cond_broadcast(dataReady)
-            pthread_cond_broadcast(spaceReady)
-            defer { thread = nil }
-            return thread
-        }
-        if let joinable {
-            pthread_join(joinable, nil)
-        }
+        stopping.store(true, ordering: .releasing)
+        pool.close()
+        filled.close()
+        producer.withLock { $0 }?.join()
     }
 
     // MARK: Consumer side
 
-    /// Gives back the buffer the consumer finished (if any) and waits for the next full one.
-    func next(returning used: Int?) throws -> Next {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        if let used {
-            free.append(used)
-            pthread_cond_signal(spaceReady)
+    /// Gives back the buffer the consumer finished (if any) and waits for the next full one;
+    /// nil at the end of the segments.
+    func next(returning used: UnsafeMutableRawBufferPointer?) throws -> (buffer: UnsafeMutableRawBufferPointer, count: Int)? {
+        if let used { pool.give(used) }
+        if let failure { throw failure }
+        let item = filled.take()
+        if stopping.load(ordering: .acquiring) {
+            throw FlashError(.io, "reading image \(path) was stopped")
         }
-        while true {
-            if stopping {
-                throw FlashError(.io, "reading image \(path) was stopped")
-            }
-            if filledHead < filled.count {
-                let index = filled[filledHead]
-                filledHead += 1
-                if filledHead == filled.count {
-                    filled.removeAll(keepingCapacity: true)
-                    filledHead = 0
-                }
-                return .buffer(index)
-            }
-            if let failure { throw failure }
-            if finished { return .end }
-            pthread_cond_wait(dataReady, mutex)
+        switch item {
+        case .filled(let buffer, let count): return (buffer, count)
+        case .failed(let error):
+            failure = error
+            throw error
+        case nil: return nil
         }
     }
 
     // MARK: Producer side
 
-    private func takeFreeBuffer() -> Int? {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        while free.isEmpty && !stopping {
-            pthread_cond_wait(spaceReady, mutex)
-        }
-        if stopping { return nil }
-        return free.removeLast()
-    }
-
-    private func deliver(_ index: Int?, finished isLast: Bool) {
-        locked {
-            if let index { filled.append(index) }
-            if isLast { finished = true }
-            pthread_cond_signal(dataReady)
-        }
-    }
-
     private func fail(_ error: FlashError) {
-        locked {
-            failure = error
-            pthread_cond_signal(dataReady)
-        }
+        filled.put(.failed(error))
     }
-
-    private var isStopping: Bool { locked { stopping } }
 
     private func produce() {
         var file: ImageDescriptor?
@@ -247,12 +162,8 @@ private final class ReadAheadQueue: @unchecked Sendable {
             while segmentIndex < segments.count, segments[segmentIndex].length == 0 {
                 segmentIndex += 1
             }
-            if segmentIndex == segments.count {
-                deliver(nil, finished: true)
-                return
-            }
-            guard let index = takeFreeBuffer() else { return }
-            let buffer = buffers[index]
+            if segmentIndex == segments.count { return }
+            guard let buffer = pool.take() else { return }
             var filledBytes = 0
             do {
                 while filledBytes < bufferSize, segmentIndex < segments.count {
@@ -287,9 +198,8 @@ private final class ReadAheadQueue: @unchecked Sendable {
                 fail(FlashError(.io, "cannot read image \(path): \(error)"))
                 return
             }
-            filledCount[index] = filledBytes
-            if isStopping { return }
-            deliver(index, finished: segmentIndex == segments.count)
+            if stopping.load(ordering: .acquiring) { return }
+            filled.put(.filled(buffer, count: filledBytes))
             if segmentIndex == segments.count { return }
         }
     }

@@ -27,15 +27,6 @@ public enum ThreadTimeSlice {
         return slice < 0 ? nil : UInt64(slice)
     }
 
-    /// Starts `thread` with the `responsive` slice from its first wake-up: Linux gives a new
-    /// thread the slice of the one that creates it, so the caller holds that slice while it does.
-    /// For a caller on the default slice (an event loop answering a request), which it gets back.
-    public static func startResponsive(_ thread: Thread) {
-        let borrowed = current != responsive && request(responsive)
-        thread.start()
-        if borrowed { request(0) }
-    }
-
     /// For a thread that asked for `responsive`: runs `body` with the kernel's default slice,
     /// then asks for `responsive` again. Other threads run `body` as they are. For bulk work that
     /// is buffered ahead of the device and needs no quick wake-ups: with the short slice it would

@@ -28,13 +28,12 @@ enum AutoFlashPolicy {
         _ event: HotplugEvent, profiles: [String: AutoFlashProfile], lastJob: PortJob?, completedBefore: (String) -> Bool
     ) -> Decision {
         let device = describe(event)
-        guard let name = event.properties[AutoFlashService.profileProperty] else {
-            return .ignore("\(device) has no \(AutoFlashService.profileProperty) (no allow-list rule matched it): not auto-flashed")
+        let profile: AutoFlashProfile
+        switch markedProfile(event, profiles: profiles) {
+        case .success(let marked): profile = marked
+        case .failure(let unmarked): return unmarked.decision
         }
-        guard let profile = profiles[name] else {
-            let known = profiles.keys.sorted().joined(separator: ", ")
-            return .refuse("\(device) has \(AutoFlashService.profileProperty)=\(name), but the profiles file has no profile '\(name)' (known: \(known)): not auto-flashed")
-        }
+        let name = profile.name
         guard profile.target == .fastboot else {
             return .refuse("\(device) is a USB device, and profile '\(name)' writes disks (target: disk): not auto-flashed")
         }
@@ -65,13 +64,12 @@ enum AutoFlashPolicy {
         _ event: HotplugEvent, disk: DiskInfo?, profiles: [String: AutoFlashProfile], lastJob: PortJob?, writtenBefore: (String) -> Bool
     ) -> Decision {
         let device = describe(event)
-        guard let name = event.properties[AutoFlashService.profileProperty] else {
-            return .ignore("\(device) has no \(AutoFlashService.profileProperty) (no allow-list rule matched it): not auto-flashed")
+        let profile: AutoFlashProfile
+        switch markedProfile(event, profiles: profiles) {
+        case .success(let marked): profile = marked
+        case .failure(let unmarked): return unmarked.decision
         }
-        guard let profile = profiles[name] else {
-            let known = profiles.keys.sorted().joined(separator: ", ")
-            return .refuse("\(device) has \(AutoFlashService.profileProperty)=\(name), but the profiles file has no profile '\(name)' (known: \(known)): not auto-flashed")
-        }
+        let name = profile.name
         guard let write = profile.disk else {
             return .refuse("\(device) is a disk, and profile '\(name)' flashes fastboot devices (add target: disk): not auto-flashed")
         }
@@ -90,6 +88,24 @@ enum AutoFlashPolicy {
             }
         }
         return .flash(profile)
+    }
+
+    /// Why a device is not auto-flashed before its kind is looked at.
+    struct Unmarked: Error {
+        var decision: Decision
+    }
+
+    /// The profile an allow-list rule gave the device, or why it has none.
+    private static func markedProfile(_ event: HotplugEvent, profiles: [String: AutoFlashProfile]) -> Result<AutoFlashProfile, Unmarked> {
+        let device = describe(event)
+        guard let name = event.properties[AutoFlashService.profileProperty] else {
+            return .failure(Unmarked(decision: .ignore("\(device) has no \(AutoFlashService.profileProperty) (no allow-list rule matched it): not auto-flashed")))
+        }
+        guard let profile = profiles[name] else {
+            let known = profiles.keys.sorted().joined(separator: ", ")
+            return .failure(Unmarked(decision: .refuse("\(device) has \(AutoFlashService.profileProperty)=\(name), but the profiles file has no profile '\(name)' (known: \(known)): not auto-flashed")))
+        }
+        return .success(profile)
     }
 
     /// "EMU0001 at usb:1-3", "disk /dev/sdb (serial X) at pci-...-usb-0:1.2:1.0-scsi-0:0:0:0".

@@ -1,6 +1,7 @@
 import FlashEngine
 import Foundation
 import Logging
+import Synchronization
 
 /// `flashctl serve --auto-flash`: watches udev and starts a job, through the scheduler like any
 /// other, for each fastboot device or disk that an allow-list rule gave `FLASHCTL_PROFILE` (see
@@ -15,9 +16,9 @@ final class AutoFlashService: @unchecked Sendable {
     private let history: HistoryStore
     private let logger: Logger
     private let monitor: HotplugMonitor
-    /// Guards `ports` and serialises decisions (the monitor thread and the start-up listing).
-    private let lock = NSLock()
-    private var ports: [String: (jobId: String, serial: String?)] = [:]
+    /// The last job started at each port (USB port path or disk ID_PATH); held while a decision is
+    /// made, which serialises them (the monitor thread and the start-up listing).
+    private let ports = Mutex<[String: (jobId: String, serial: String?)]>([:])
 
     init(profiles: AutoFlashProfiles, scheduler: JobScheduler, history: HistoryStore, logger: Logger) throws {
         self.profiles = profiles
@@ -48,74 +49,58 @@ final class AutoFlashService: @unchecked Sendable {
     private var monitorWatchesDisks: Bool { profiles.profiles.values.contains { $0.target == .disk } }
 
     func handle(_ event: HotplugEvent) {
-        lock.lock()
-        defer { lock.unlock() }
-        switch event.action {
-        case .add: plugged(event)
-        case .remove: unplugged(event)
-        }
-    }
-
-    private func plugged(_ event: HotplugEvent) {
-        if event.kind == .disk {
-            pluggedDisk(event)
-            return
-        }
-        let decision = AutoFlashPolicy.decide(event, profiles: profiles.profiles, lastJob: lastJob(at: event.portPath)) { [scheduler, history] serial in
-            scheduler.jobs().contains { $0.info.deviceId == serial && $0.state == .completed }
-                || ((try? history.hasCompleted(deviceId: serial)) ?? false)
-        }
-        switch decision {
-        case .ignore(let why):
-            logger.info("auto-flash: \(why)")
-        case .refuse(let why):
-            logger.warning("auto-flash: \(why)")
-        case .flash(let profile):
-            submit(profile, for: event)
-        }
-    }
-
-    private func submit(_ profile: AutoFlashProfile, for event: HotplugEvent) {
-        let device = AutoFlashPolicy.describe(event)
-        let first = profile.flash[0]
-        let request = FastbootFlashRequest(
-            imagePath: first.imagePath, partition: first.partition, device: .usbPort(event.portPath), reboot: profile.reboot,
-            erase: profile.erase, extraImages: profile.flash.dropFirst().map { .init(imagePath: $0.imagePath, partition: $0.partition) })
-        do {
-            let status = try submitWhenListed(request)
-            ports[event.portPath] = (status.info.jobId, event.serial)
-            logger.info("auto-flash: flashing \(device) with profile '\(profile.name)' as \(status.info.jobId) (\(status.state.rawValue))")
-        } catch let error as FlashError {
-            logger.error("auto-flash: cannot flash \(device) with profile '\(profile.name)': \(error.message)")
-        } catch {
-            logger.error("auto-flash: cannot flash \(device) with profile '\(profile.name)': \(error)")
-        }
-    }
-
-    private func pluggedDisk(_ event: HotplugEvent) {
-        let disk = event.devnode.flatMap { DiskDiscovery().disk(atPath: $0) }
-        let decision = AutoFlashPolicy.decideDisk(event, disk: disk, profiles: profiles.profiles, lastJob: lastJob(at: event.portPath)) { [scheduler, history] medium in
-            scheduler.jobs().contains { $0.info.medium == medium && $0.state == .completed }
-                || ((try? history.hasCompleted(medium: medium)) ?? false)
-        }
-        switch decision {
-        case .ignore(let why):
-            logger.info("auto-flash: \(why)")
-        case .refuse(let why):
-            logger.warning("auto-flash: \(why)")
-        case .flash(let profile):
-            guard let write = profile.disk, let devnode = event.devnode else { return }
-            let device = AutoFlashPolicy.describe(event)
-            do {
-                let batch = try DiskBatch.prepare(DiskFlashRequest(imagePath: write.imagePath, targets: [devnode], verify: write.verify))
-                let status = try scheduler.submit(batch.jobs[0])
-                ports[event.portPath] = (status.info.jobId, event.serial)
-                logger.info("auto-flash: writing \(device) with profile '\(profile.name)' as \(status.info.jobId) (\(status.state.rawValue))")
-            } catch let error as FlashError {
-                logger.error("auto-flash: not writing \(device) with profile '\(profile.name)': \(error.message)")
-            } catch {
-                logger.error("auto-flash: not writing \(device) with profile '\(profile.name)': \(error)")
+        ports.withLock { ports in
+            switch event.action {
+            case .add: plugged(event, ports: &ports)
+            case .remove: unplugged(event, ports: ports)
             }
+        }
+    }
+
+    private func plugged(_ event: HotplugEvent, ports: inout [String: (jobId: String, serial: String?)]) {
+        let decision: AutoFlashPolicy.Decision
+        if event.kind == .disk {
+            let disk = event.devnode.flatMap { DiskDiscovery().disk(atPath: $0) }
+            decision = AutoFlashPolicy.decideDisk(event, disk: disk, profiles: profiles.profiles, lastJob: lastJob(at: event.portPath, ports: ports)) { [scheduler, history] medium in
+                scheduler.jobs().contains { $0.info.medium == medium && $0.state == .completed }
+                    || ((try? history.hasCompleted(medium: medium)) ?? false)
+            }
+        } else {
+            decision = AutoFlashPolicy.decide(event, profiles: profiles.profiles, lastJob: lastJob(at: event.portPath, ports: ports)) { [scheduler, history] serial in
+                scheduler.jobs().contains { $0.info.deviceId == serial && $0.state == .completed }
+                    || ((try? history.hasCompleted(deviceId: serial)) ?? false)
+            }
+        }
+        switch decision {
+        case .ignore(let why):
+            logger.info("auto-flash: \(why)")
+        case .refuse(let why):
+            logger.warning("auto-flash: \(why)")
+        case .flash(let profile):
+            start(profile, for: event, ports: &ports)
+        }
+    }
+
+    /// Submits the profile's job for the device, like any other job of the server.
+    private func start(_ profile: AutoFlashProfile, for event: HotplugEvent, ports: inout [String: (jobId: String, serial: String?)]) {
+        let device = AutoFlashPolicy.describe(event)
+        let verb = event.kind == .disk ? "writing" : "flashing"
+        do {
+            let status: JobStatus
+            if let write = profile.disk, let devnode = event.devnode {
+                let batch = try DiskBatch.prepare(DiskFlashRequest(imagePath: write.imagePath, targets: [devnode], verify: write.verify))
+                status = try scheduler.submit(batch.jobs[0])
+            } else {
+                let first = profile.flash[0]
+                status = try submitWhenListed(FastbootFlashRequest(
+                    imagePath: first.imagePath, partition: first.partition, device: .usbPort(event.portPath), reboot: profile.reboot,
+                    erase: profile.erase, extraImages: profile.flash.dropFirst().map { .init(imagePath: $0.imagePath, partition: $0.partition) }))
+            }
+            ports[event.portPath] = (status.info.jobId, event.serial)
+            logger.info("auto-flash: \(verb) \(device) with profile '\(profile.name)' as \(status.info.jobId) (\(status.state.rawValue))")
+        } catch {
+            let message = (error as? FlashError)?.message ?? "\(error)"
+            logger.error("auto-flash: not \(verb) \(device) with profile '\(profile.name)': \(message)")
         }
     }
 
@@ -133,13 +118,13 @@ final class AutoFlashService: @unchecked Sendable {
         }
     }
 
-    private func unplugged(_ event: HotplugEvent) {
-        guard let last = lastJob(at: event.portPath) else { return }
+    private func unplugged(_ event: HotplugEvent, ports: [String: (jobId: String, serial: String?)]) {
+        guard let last = lastJob(at: event.portPath, ports: ports) else { return }
         let state = last.state?.rawValue ?? "forgotten"
         logger.info("auto-flash: \(AutoFlashPolicy.describe(event)) was unplugged (its job \(last.jobId): \(state))")
     }
 
-    private func lastJob(at port: String) -> AutoFlashPolicy.PortJob? {
+    private func lastJob(at port: String, ports: [String: (jobId: String, serial: String?)]) -> AutoFlashPolicy.PortJob? {
         guard let last = ports[port] else { return nil }
         let state = scheduler.job(last.jobId)?.state ?? (try? history.entry(jobId: last.jobId)).flatMap { $0.flatMap { JobState(rawValue: $0.result) } }
         return AutoFlashPolicy.PortJob(jobId: last.jobId, serial: last.serial, state: state)
