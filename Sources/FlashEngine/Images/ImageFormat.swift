@@ -24,7 +24,9 @@ public enum ImageFormat: String, Sendable, Equatable {
         if starts([0xFD, 0x37, 0x7A, 0x58, 0x5A, 0x00]) { return .xz }
         if starts([0x28, 0xB5, 0x2F, 0xFD]) { return .zstd }
         if starts([0x42, 0x5A, 0x68]) { return .bzip2 }
-        if starts([0x50, 0x4B, 0x03, 0x04]) { return .zip }
+        // A zip starts with a file's local header; one with no file at all is only its end record
+        // (PK 05 06), which must be refused as an empty archive, never written as 22 raw bytes.
+        if starts([0x50, 0x4B, 0x03, 0x04]) || starts([0x50, 0x4B, 0x05, 0x06]) || starts([0x50, 0x4B, 0x07, 0x08]) { return .zip }
         return .raw
     }
 }
