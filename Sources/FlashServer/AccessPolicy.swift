@@ -24,8 +24,22 @@ struct AccessPolicy: Sendable {
         self.allowedOrigins = Set(allowedOrigins.map { Self.normalize($0) })
     }
 
+    /// Decided by the parsed address, never by how a name begins: `127.0.0.2` and `::1` are
+    /// loopback, a name such as `127.example.com` is not (it resolves to whatever its DNS says).
     static func isLoopback(_ host: String) -> Bool {
-        host == "localhost" || host == "::1" || host == "[::1]" || host.hasPrefix("127.")
+        if host == "localhost" { return true }
+        var v4 = in_addr()
+        if inet_pton(AF_INET, host, &v4) == 1 {
+            return UInt32(bigEndian: v4.s_addr) >> 24 == 127
+        }
+        var v6 = in6_addr()
+        let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
+        if inet_pton(AF_INET6, bare, &v6) == 1 {
+            var loopback = in6_addr()
+            _ = inet_pton(AF_INET6, "::1", &loopback)
+            return withUnsafeBytes(of: &v6) { Array($0) } == withUnsafeBytes(of: &loopback) { Array($0) }
+        }
+        return false
     }
 
     /// nil when the request may go on, else the refusal. `needsToken` is false for the

@@ -14,22 +14,18 @@ struct ImageDirectory: Sendable {
     }
 
     /// The real path of `name` if it is a regular file inside the directory. Absolute paths are
-    /// taken only when they lead inside; `..` and symlinks that lead out are refused.
+    /// taken only when they lead inside; `..`, symlinks that lead out and hard links (a file with
+    /// more than one name may be a file outside) are refused. Every refusal is the same answer,
+    /// which says nothing of what exists outside the directory, nor where the directory is.
     func resolve(_ name: String) throws -> String {
+        let refused = FlashError(.image, "no image '\(name)' in the image directory")
         guard !name.isEmpty, !name.contains("\0") else {
             throw FlashError(.image, "no image named")
         }
         let joined = name.hasPrefix("/") ? name : path + "/" + name
-        guard let real = Self.realPath(joined) else {
-            throw FlashError(.image, "no image '\(name)' in \(path)")
-        }
-        guard real.hasPrefix(path + "/") else {
-            throw FlashError(.image, "'\(name)' is outside the image directory \(path); only images inside it can be flashed through the API")
-        }
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: real, isDirectory: &isDirectory), !isDirectory.boolValue else {
-            throw FlashError(.image, "'\(name)' is not an image file")
-        }
+        guard let real = Self.realPath(joined), real.hasPrefix(path + "/") else { throw refused }
+        var status = stat()
+        guard lstat(real, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG, status.st_nlink == 1 else { throw refused }
         return real
     }
 

@@ -9,7 +9,8 @@ struct ServeCommand: AsyncParsableCommand {
         abstract: "Serve live progress (WebSocket /flash-progress), the HTTP job API and the dashboard.",
         discussion: """
             Listens on 127.0.0.1:3001 unless told otherwise; any other address needs an access token \
-            (--token or --token-file), which clients send as 'Authorization: Bearer TOKEN' or ?token=TOKEN.
+            (--token-file, or $FLASHCTL_TOKEN; --token shows in ps), which clients send as \
+            'Authorization: Bearer TOKEN' or ?token=TOKEN.
             Images named in API requests must be inside --images. Jobs are recorded in --history (SQLite).
             --emulate N adds N emulated fastboot devices (EMU1...EMUN), to try everything without hardware.
             --auto-flash PROFILES.yaml flashes each USB device that a udev rule gave FLASHCTL_PROFILE=NAME \
@@ -24,7 +25,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Port to listen on (0: any free port, printed at start).")
     var port = 3001
 
-    @Option(name: .long, help: "Access token clients must send (at least 16 characters).")
+    @Option(name: .long, help: "Access token clients must send (at least 16 characters); other users see it in ps: prefer --token-file or $FLASHCTL_TOKEN.")
     var token: String?
 
     @Option(name: .long, help: "File holding the access token.")
@@ -76,7 +77,10 @@ struct ServeCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        var token = self.token
+        var token = self.token ?? ProcessInfo.processInfo.environment["FLASHCTL_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
+        if self.token != nil {
+            FileHandle.standardError.write(Data("warning: a token given with --token shows in 'ps' to every user of this machine; use --token-file FILE or FLASHCTL_TOKEN\n".utf8))
+        }
         if let tokenFile {
             do {
                 token = try String(contentsOfFile: tokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)

@@ -199,8 +199,33 @@ final class ServeCommandTests: XCTestCase {
     }
 
     func testServeRefusesAnOpenAddressWithoutAToken() throws {
-        let result = try flashctl(["serve", "--host", "0.0.0.0", "--port", "0"], timeout: 20)
-        XCTAssertNotEqual(result.status, 0)
-        XCTAssertTrue(result.stderr.contains("requires an access token"), result.stderr)
+        // A name that begins like a loopback address is not one: it resolves wherever DNS says.
+        for host in ["0.0.0.0", "127.example.com"] {
+            let result = try flashctl(["serve", "--host", host, "--port", "0"], timeout: 20)
+            XCTAssertNotEqual(result.status, 0, host)
+            XCTAssertTrue(result.stderr.contains("listening on \(host) (not loopback) requires an access token"), result.stderr)
+        }
+    }
+
+    func testATokenOnTheCommandLineIsWarnedAboutAndOneFromTheEnvironmentIsUsed() throws {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("flashctl-token-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        let visible = try RunningCommand(ProcessRunner.flashctl, [
+            "serve", "--port", "0", "--images", base + "/images", "--history", base + "/history.sqlite", "--token", "a-token-of-16-chars-or-more",
+        ])
+        XCTAssertTrue(visible.waitFor("listening on"), visible.output)
+        XCTAssertTrue(visible.output.contains("warning: a token given with --token shows in 'ps'"), visible.output)
+        visible.signal(SIGTERM)
+        XCTAssertNotNil(visible.wait(timeout: 15))
+        // FLASHCTL_TOKEN is a token like --token's: an open address then starts.
+        setenv("FLASHCTL_TOKEN", "another-token-of-16-chars", 1)
+        defer { unsetenv("FLASHCTL_TOKEN") }
+        let hidden = try RunningCommand(ProcessRunner.flashctl, [
+            "serve", "--host", "0.0.0.0", "--port", "0", "--images", base + "/images", "--history", base + "/history.sqlite",
+        ])
+        XCTAssertTrue(hidden.waitFor("listening on"), hidden.output)
+        XCTAssertFalse(hidden.output.contains("warning: a token"), hidden.output)
+        hidden.signal(SIGTERM)
+        _ = hidden.wait(timeout: 15)
     }
 }

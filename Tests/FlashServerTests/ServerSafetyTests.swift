@@ -70,14 +70,18 @@ import Testing
         let outside = harness.base + "/secret.img"
         try Data(repeating: 7, count: 4096).write(to: URL(fileURLWithPath: outside))
         try FileManager.default.createSymbolicLink(atPath: harness.images + "/link.img", withDestinationPath: outside)
-        for name in ["../secret.img", outside, "link.img", "/etc/passwd", "sub/../../secret.img"] {
+        // A hard link is the outside file itself under a name inside.
+        #expect(link(outside, harness.images + "/hard.img") == 0)
+        // One answer for all, whether or not the path exists outside: nothing can be probed.
+        for name in ["../secret.img", outside, "link.img", "hard.img", "/etc/passwd", "/etc/nothing-here", "sub/../../secret.img", "missing.img"] {
             let answer = try await harness.http("POST", "/api/flash/start", body: ["deviceId": "EMU1", "image": name])
             #expect(answer.status == 422, "\(name) must be refused, got \(answer.status)")
+            #expect(answer.json["error"] as? String == "no image '\(name)' in the image directory")
             #expect(answer.json["jobId"] == nil)
         }
         let listed = try await harness.http("GET", "/api/images")
         let names = (listed.json["images"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
-        #expect(!names.contains("link.img"))
+        #expect(!names.contains("link.img") && !names.contains("hard.img"))
         #expect((try await harness.http("GET", "/api/jobs").json["jobs"] as? [Any])?.isEmpty == true, "no job was started")
         await harness.stop()
     }
@@ -161,6 +165,17 @@ import Testing
 
     @Test func listeningBeyondLoopbackWithoutATokenIsRefusedAtStart() async throws {
         await #expect(throws: FlashError.self) { _ = try await ServerHarness.start(devices: 0, host: "0.0.0.0") }
+    }
+
+    @Test func loopbackIsTheParsedAddressNotHowANameBegins() {
+        for host in ["127.0.0.1", "127.1.2.3", "localhost", "::1", "[::1]"] {
+            #expect(AccessPolicy.isLoopback(host), "\(host)")
+        }
+        for host in ["127.example.com", "127.0.0.1.nip.io", "0.0.0.0", "::", "192.168.1.20", "::ffff:127.0.0.1x", ""] {
+            #expect(!AccessPolicy.isLoopback(host), "\(host)")
+        }
+        let named = ServerConfiguration(host: "127.example.com", port: 0, token: nil)
+        #expect(throws: FlashError.self) { try named.validate() }
     }
 
     @Test func historyRecordsEveryJobAndSurvivesARestart() async throws {
