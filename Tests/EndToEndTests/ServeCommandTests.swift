@@ -198,6 +198,45 @@ final class ServeCommandTests: XCTestCase {
         }
     }
 
+    func testAJobKilledWithTheServerIsRecordedWithItsLastStateAndBytes() throws {
+        let server = try serve(["--emulate", "1", "--emulate-speed", "2M"])
+        try server.write(image: "boot.img", TestImages.random(16 << 20))
+        let start = try curl(["-X", "POST", "-d", #"{"deviceId":"EMU1","image":"boot.img"}"#, "\(server.url)/api/flash/start"])
+        let jobId = try XCTUnwrap(start.events.first?["jobId"] as? String, start.stdout)
+        let deadline = Date().addingTimeInterval(20)
+        var sent = 0
+        while sent < 2 << 20, Date() < deadline {
+            usleep(100_000)
+            sent = try curl(["\(server.url)/api/jobs/\(jobId)"]).events.first?["bytesTransferred"] as? Int ?? 0
+        }
+        XCTAssertGreaterThanOrEqual(sent, 2 << 20)
+        // Running: a checkpoint a second keeps the row's bytes current.
+        usleep(1_200_000)
+        let running = try historyRow(jobId, server)
+        XCTAssertEqual(running?["result"] as? String, "running")
+        XCTAssertGreaterThanOrEqual(running?["bytesTransferred"] as? Int ?? 0, 2 << 20, "\(String(describing: running))")
+        XCTAssertEqual(try curl(["-X", "POST", "\(server.url)/api/jobs/\(jobId)/pause"]).status, 0)
+        usleep(300_000)
+        _ = server.stop(signal: SIGKILL, timeout: 5)
+        let paused = try historyRow(jobId, server)
+        XCTAssertEqual(paused?["result"] as? String, "paused", "\(String(describing: paused))")
+        let pausedBytes = paused?["bytesTransferred"] as? Int ?? 0
+        XCTAssertGreaterThanOrEqual(pausedBytes, 2 << 20)
+
+        // The next server marks it interrupted and keeps how far it got.
+        let next = try serve(base: server.base, ["--emulate", "1"])
+        let row = try XCTUnwrap(try curl(["\(next.url)/api/history"]).events.first?["jobs"] as? [[String: Any]]).first { $0["jobId"] as? String == jobId }
+        XCTAssertEqual(row?["result"] as? String, "interrupted")
+        XCTAssertEqual(row?["error"] as? String, "the server stopped while this job was paused")
+        XCTAssertEqual(row?["bytesTransferred"] as? Int, pausedBytes)
+    }
+
+    private func historyRow(_ jobId: String, _ server: ServeProcess) throws -> [String: Any]? {
+        let history = try flashctl(["history", "--history", server.history, "--json"])
+        let entries = try JSONSerialization.jsonObject(with: Data(history.stdout.utf8)) as? [[String: Any]]
+        return entries?.first { $0["jobId"] as? String == jobId }
+    }
+
     func testServeRefusesAnOpenAddressWithoutAToken() throws {
         // A name that begins like a loopback address is not one: it resolves wherever DNS says.
         for host in ["0.0.0.0", "127.example.com"] {

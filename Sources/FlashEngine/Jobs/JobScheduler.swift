@@ -28,7 +28,8 @@ public final class JobScheduler: @unchecked Sendable {
 
     public let configuration: Configuration
     public let broadcaster: EventBroadcaster
-    /// Told about a job when it is submitted, when it starts and when it ends (for the history).
+    /// Told about a job when it is submitted, starts, is paused or resumed, ends, and once a
+    /// second while it runs (for the history).
     /// Called on the job's thread or the submitter's; must not call back into the scheduler's
     /// mutating methods synchronously.
     public var onJobChanged: (@Sendable (JobStatus) -> Void)?
@@ -46,6 +47,8 @@ public final class JobScheduler: @unchecked Sendable {
     private var acceptingJobs = true
     /// Job threads not yet ended.
     private var liveThreads = 0
+    /// When the running jobs were last reported as a checkpoint (`clock.monotonicNanos()`).
+    private var lastCheckpoint: UInt64 = 0
     private var ticker: DispatchSourceTimer?
 
     public init(configuration: Configuration = Configuration(), finder: FastbootDeviceFinder = FastbootDeviceFinder(), broadcaster: EventBroadcaster = EventBroadcaster(), clock: any FlashClock = SystemClock()) {
@@ -124,7 +127,7 @@ public final class JobScheduler: @unchecked Sendable {
     /// Holds a running job at its next chunk boundary and sends `flash_paused`.
     @discardableResult
     public func pause(_ jobId: String) throws -> JobStatus {
-        try command(jobId) { entry in
+        let status = try command(jobId) { entry in
             guard entry.state == .running else {
                 throw FlashError(.jobState, "\(jobId) is \(entry.state.rawValue); only a running job can be paused")
             }
@@ -132,11 +135,13 @@ public final class JobScheduler: @unchecked Sendable {
             entry.state = .paused
             entry.progress.paused()
         }
+        notify(status)
+        return status
     }
 
     @discardableResult
     public func resume(_ jobId: String) throws -> JobStatus {
-        try command(jobId) { entry in
+        let status = try command(jobId) { entry in
             guard entry.state == .paused else {
                 throw FlashError(.jobState, "\(jobId) is \(entry.state.rawValue); only a paused job can be resumed")
             }
@@ -144,6 +149,8 @@ public final class JobScheduler: @unchecked Sendable {
             entry.progress.resumed()
             entry.job.control.resume()
         }
+        notify(status)
+        return status
     }
 
     /// Stops a job: a queued one at once, a running or paused one at its next chunk boundary
@@ -290,14 +297,24 @@ public final class JobScheduler: @unchecked Sendable {
     }
 
     private func tickRunningJobs() {
+        let now = clock.monotonicNanos()
         lock.lock()
         let running = order.compactMap { entries[$0] }.filter { $0.state == .running }
+        // Once a second, where every running job is (its bytes) goes to `onJobChanged` too: the
+        // history then shows how far a job got even if the process is killed.
+        let checkpoint = now >= lastCheckpoint + Self.checkpointInterval
+        if checkpoint { lastCheckpoint = now }
+        let statuses = checkpoint ? running.map(\.status) : []
         lock.unlock()
         // All jobs' progress of this tick goes out together: one write per client, not one per job.
         broadcaster.publishTogether {
             for entry in running { entry.progress.tick() }
         }
+        statuses.forEach(notify)
     }
+
+    /// Nanoseconds between two progress checkpoints of the running jobs.
+    static let checkpointInterval: UInt64 = 1_000_000_000
 
     private func notify(_ status: JobStatus) {
         onJobChanged?(status)
