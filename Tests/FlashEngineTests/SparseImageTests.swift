@@ -86,7 +86,7 @@ final class SparseImageTests: XCTestCase {
     private func validImage() -> [UInt8] {
         F.buildSparse(blockSize: 4096, chunks: [
             .dontCare(blocks: 1), .raw([UInt8](repeating: 0x11, count: 8192)), .fill(0x0102_0304, blocks: 3),
-            .crc32(0), .raw([UInt8](repeating: 0x22, count: 4096)),
+            .crcOfData, .raw([UInt8](repeating: 0x22, count: 4096)),
         ]).bytes
     }
 

@@ -148,6 +148,8 @@ enum SparseFixtures {
         case fill(UInt32, blocks: Int)
         case dontCare(blocks: Int)
         case crc32(UInt32)
+        /// A CRC32 chunk holding the right value: libsparse's CRC of the data before it.
+        case crcOfData
     }
 
     /// A sparse image made byte by byte, and the bytes it expands to (DONT_CARE as zeros).
@@ -187,6 +189,11 @@ enum SparseFixtures {
             case .crc32(let value):
                 header(SparseFormat.chunkTypeCRC32, 0, 4)
                 ImageBytes.appendLE32(value, to: &body)
+            case .crcOfData:
+                var crc = SparseCRC()
+                expanded.withUnsafeBytes { crc.add($0) }
+                header(SparseFormat.chunkTypeCRC32, 0, 4)
+                ImageBytes.appendLE32(crc.current, to: &body)
             }
         }
         var file = SparseFormat.fileHeader(blockSize: UInt32(blockSize), totalBlocks: UInt32(expanded.count / blockSize), totalChunks: UInt32(chunks.count))
@@ -204,7 +211,7 @@ enum SparseFixtures {
         for round in 0..<12 {
             chunks.append(.raw(random.bytes(blockSize * random.next(1...40))))
             chunks.append(.fill(UInt32(truncatingIfNeeded: random.next()), blocks: random.next(1...80)))
-            if round % 3 == 0 { chunks.append(.crc32(0x1234_5678)) }
+            if round % 3 == 0 { chunks.append(.crcOfData) }
             chunks.append(.raw(random.bytes(blockSize * random.next(1...5))))
             chunks.append(.dontCare(blocks: random.next(1...80)))
             if round % 4 == 1 { chunks.append(.fill(0, blocks: random.next(1...20))) }
@@ -227,4 +234,53 @@ final class SparseSupportTests: XCTestCase {
             SparseFixtures.assertSame(try SparseFixtures.read(out), built.expanded)
         }
     }
+}
+
+/// CRC32 chunks: what libsparse writes is accepted, a wrong one refused naming the chunk, by the
+/// file check (before anything is written) and by the stream that expands a compressed image.
+final class SparseCRCTests: XCTestCase {
+    private typealias F = SparseFixtures
+
+    private func image(crc: SparseFixtures.Chunk) -> SparseFixtures.Built {
+        F.buildSparse(blockSize: 4096, chunks: [
+            .raw([UInt8](repeating: 0x11, count: 8192)), .dontCare(blocks: 2), .fill(0x0102_0304, blocks: 3), crc,
+            .raw([UInt8](repeating: 0x22, count: 4096)),
+        ])
+    }
+
+    private func expandAll(_ reader: SparseStreamExtentReader) throws {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
+        defer { buffer.deallocate() }
+        while try reader.next(into: buffer) != nil {}
+    }
+
+    func testTheRightCRCPassesAndAWrongOneIsRefusedNamingTheChunk() throws {
+        let dir = try F.temporaryDirectory(self)
+        let good = try F.write(image(crc: .crcOfData).bytes, to: dir.appendingPathComponent("good.simg"))
+        let bad = try F.write(image(crc: .crc32(0x1234_5678)).bytes, to: dir.appendingPathComponent("bad.simg"))
+        // The format's CRC: the 802.3 CRC-32 of the expanded data so far, DONT_CARE counted as zeros.
+        var expected = SparseCRC()
+        let built = image(crc: .crcOfData)
+        built.expanded.prefix(8192 + 2 * 4096 + 3 * 4096).withUnsafeBytes { expected.add($0) }
+        XCTAssertEqual(expected.current, UInt32(crc32Reference(Array(built.expanded.prefix(8192 + 5 * 4096)))))
+
+        XCTAssertNoThrow(try OpenedImage.open(path: good, bmapPath: nil, noBmap: true, entry: nil))
+        XCTAssertThrowsError(try OpenedImage.open(path: bad, bmapPath: nil, noBmap: true, entry: nil)) { error in
+            XCTAssertTrue("\(error)".contains("corrupt sparse image \(bad): chunk 4 (CRC32) says 0x12345678, but the data before it has CRC32 0x"), "\(error)")
+        }
+        XCTAssertNoThrow(try expandAll(SparseStreamExtentReader(stream: FileStream(path: good), path: good)))
+        XCTAssertThrowsError(try expandAll(SparseStreamExtentReader(stream: FileStream(path: bad), path: bad))) { error in
+            XCTAssertTrue("\(error)".contains("chunk 4 (CRC32) says 0x12345678"), "\(error)")
+        }
+    }
+}
+
+/// The textbook bitwise CRC-32 (IEEE 802.3, reflected, 0xEDB88320), to hold zlib's against.
+private func crc32Reference(_ bytes: [UInt8]) -> UInt32 {
+    var crc: UInt32 = 0xFFFF_FFFF
+    for byte in bytes {
+        crc ^= UInt32(byte)
+        for _ in 0..<8 { crc = crc & 1 == 1 ? (crc >> 1) ^ 0xEDB8_8320 : crc >> 1 }
+    }
+    return crc ^ 0xFFFF_FFFF
 }

@@ -89,6 +89,8 @@ public final class FastbootImage: @unchecked Sendable {
             return try SparsePlanner.rawLayout(size: try Self.count(open(), checkCancelled: checkCancelled), path: path)
         case .sparseStream(let open):
             let sparse = try SparseStreamScanner.scan(try open(), path: path, checkCancelled: checkCancelled)
+            // Its CRC32 chunks are checked in a second pass, before anything is sent.
+            if sparse.hasCRCChunks { try SparseCRC.verify(sparse, stream: open()) }
             return SparsePlanner.sparseLayout(sparse, wholeSize: sparse.fileSize)
         }
     }

@@ -49,6 +49,9 @@ struct OpenedImage {
         switch format {
         case .androidSparse:
             try refuseGivenMap()
+            if let sparse = checked.sparse, sparse.hasCRCChunks {
+                try SparseCRC.verify(sparse, stream: FileStream(path: path))
+            }
             return OpenedImage(path: path, format: format, entry: nil, content: .sparseFile(checked))
         case .raw:
             try check(map, against: checked.size, path: path)

@@ -64,6 +64,13 @@ public struct SparseHeader: Equatable, Sendable {
     public var checksum: UInt32
 }
 
+extension SparseImage {
+    /// Whether any chunk is a CRC32 chunk, which must then be checked against the data.
+    var hasCRCChunks: Bool {
+        chunks.contains { if case .crc32 = $0.kind { return true } else { return false } }
+    }
+}
+
 /// One chunk of a sparse image.
 public struct SparseChunk: Equatable, Sendable {
     public enum Kind: Equatable, Sendable {

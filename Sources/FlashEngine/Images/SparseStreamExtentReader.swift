@@ -14,6 +14,8 @@ public final class SparseStreamExtentReader: ImageExtentReader {
     private var chunkStart: Int64 = 0
     private var chunkLength: Int64 = 0
     private var doneInChunk: Int64 = 0
+    /// Every expanded byte so far, for the CRC32 chunks.
+    private var crc = SparseCRC()
 
     /// Reads and checks the file header.
     public init(stream: SkippableStream, path: String) throws {
@@ -56,6 +58,7 @@ public final class SparseStreamExtentReader: ImageExtentReader {
                 } else {
                     try readExactly(part)
                 }
+                crc.add(UnsafeRawBufferPointer(part))
                 let offset = chunkStart + doneInChunk
                 doneInChunk += Int64(n)
                 return (offset, n)
@@ -95,10 +98,14 @@ public final class SparseStreamExtentReader: ImageExtentReader {
         case SparseFormat.chunkTypeDontCare:
             guard dataSize == 0 else { throw corrupt("chunk \(number) (DONT_CARE) has \(dataSize) bytes of data") }
             kind = .dontCare
+            crc.addZeros(blocks * blockSize)
         case SparseFormat.chunkTypeCRC32:
             guard dataSize == 4 else { throw corrupt("chunk \(number) (CRC32) has \(dataSize) bytes of data, not 4") }
-            try skip(to: position + 4)
-            kind = .crc32(0)
+            var value = [UInt8](repeating: 0, count: 4)
+            try value.withUnsafeMutableBytes { try readExactly($0) }
+            // Everything before it has been handed out, in order: check it now.
+            try crc.check(ImageBytes.le32(value, 0), chunk: number, path: path)
+            kind = .crc32(ImageBytes.le32(value, 0))
             covered = 0
         default:
             throw corrupt("chunk \(number) at offset \(position - Int64(header.chunkHeaderSize)) has unknown type 0x\(String(type, radix: 16))")
