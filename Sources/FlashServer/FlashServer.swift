@@ -1,6 +1,7 @@
 import FlashEngine
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import HummingbirdWebSocket
 import Logging
 import NIOCore
@@ -93,12 +94,18 @@ public final class FlashServer: Sendable {
 
         let boundPort = self.boundPort, host = configuration.host
         let loops = MultiThreadedEventLoopGroup(numberOfThreads: configuration.ioThreads)
+        let webSocketResponder = router.buildResponder()
         let app = Application(
             router: router,
-            server: .http1WebSocketUpgrade(
-                webSocketRouter: router,
-                configuration: .init(ws: .init(maxFrameSize: configuration.maxFrameSize, autoPing: .enabled(timePeriod: .seconds(30)), closeTimeout: .seconds(3)))
-            ),
+            server: HummingbirdCore.HTTPServerBuilder { [configuration] responder in
+                RequestHeadDeadline(
+                    inner: HTTP1WebSocketUpgradeChannel(
+                        responder: responder, webSocketResponder: webSocketResponder,
+                        configuration: .init(
+                            http1: .init(idleTimeout: .nanoseconds(Int64(configuration.idleTimeout * 1e9))),
+                            ws: .init(maxFrameSize: configuration.maxFrameSize, autoPing: .enabled(timePeriod: .seconds(30)), closeTimeout: .seconds(3)))),
+                    seconds: configuration.idleTimeout)
+            },
             configuration: .init(address: .hostname(host, port: configuration.port), serverName: "flashctl"),
             onServerRunning: { channel in
                 boundPort.value = channel.localAddress?.port ?? boundPort.value

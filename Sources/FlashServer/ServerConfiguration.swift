@@ -26,6 +26,10 @@ public struct ServerConfiguration: Sendable {
     public var clientQueueLimit: Int
     /// Seconds running jobs get to stop on shutdown.
     public var shutdownGrace: Double
+    /// Seconds an HTTP connection may sit without a request in progress (idle keep-alive, or a
+    /// request whose head has not fully arrived) before it is closed. WebSocket connections,
+    /// once upgraded, are kept alive by their pings instead.
+    public var idleTimeout: Double = 30
     /// Niceness the event loop threads (dashboards, API) ask for, so that messages go out sooner
     /// while flashing keeps every core busy; below 0 needs root or CAP_SYS_NICE and is skipped
     /// without it. 0 (the default) leaves them as they are.
@@ -87,6 +91,9 @@ public struct ServerConfiguration: Sendable {
         }
         guard (-20...19).contains(ioNiceness) else {
             throw FlashError(.jobState, "a niceness is from -20 to 19, not \(ioNiceness)")
+        }
+        if !(idleTimeout > 0 && idleTimeout <= 3600) {
+            throw FlashError(.jobState, "an idle timeout is from 0 to 3600 seconds, not \(idleTimeout)")
         }
         if !(1...256).contains(ioThreads) {
             throw FlashError(.jobState, "event loop threads are from 1 to 256, not \(ioThreads)")

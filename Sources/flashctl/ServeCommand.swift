@@ -58,6 +58,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Progress messages per job per second.")
     var progressRate = 4.0
 
+    @Option(name: .long, help: ArgumentHelp("Seconds an HTTP connection may stay open with no request in progress (idle, or a request whose head never completes) before it is closed.", valueName: "seconds"))
+    var idleTimeout = 30.0
+
     @Option(name: .customLong("io-nice"), parsing: .unconditional, help: ArgumentHelp("Niceness for the threads that serve dashboards and the API: below 0 (e.g. -10; root or CAP_SYS_NICE) progress goes out sooner while flashing keeps every core busy; above 0 (e.g. 10; no privilege needed) flashing gets the CPU first, so many dashboards slow it less, and messages arrive later. Default 0: left as they are.", valueName: "n"))
     var ioNice: Int32 = 0
 
@@ -88,14 +91,16 @@ struct ServeCommand: AsyncParsableCommand {
                 throw ValidationError("cannot read the token file \(tokenFile): \(error.localizedDescription)")
             }
         }
-        let configuration = ServerConfiguration(
+        var configuration = ServerConfiguration(
             host: host, port: port, token: token, allowedOrigins: allowedOrigins,
             imageDirectory: images, historyPath: history,
             scheduler: .init(maxParallelJobs: maxParallel, totalBandwidth: bandwidth?.value, progressInterval: 1 / progressRate),
             emulatedDevices: emulate, emulatedSpeed: emulateSpeed?.value, autoFlashProfiles: autoFlash,
             ioNiceness: ioNice, ioThreads: ioThreads
         )
+        configuration.idleTimeout = idleTimeout
         let server = try FlashServer(configuration: configuration)
+        let configured = configuration
         let interrupt = InterruptHandler {
             Task { await server.shutdown() }
         }
@@ -107,16 +112,16 @@ struct ServeCommand: AsyncParsableCommand {
         let autoFlashPath = autoFlash ?? ""
         try await server.run { url in
             var lines = ["flashctl serve: listening on \(url) (WebSocket \(url.replacingOccurrences(of: "http://", with: "ws://"))/flash-progress)"]
-            lines.append("images from \(configuration.imageDirectory); history in \(configuration.historyPath)")
+            lines.append("images from \(configured.imageDirectory); history in \(configured.historyPath)")
             if !autoFlashProfiles.isEmpty {
                 lines.append("auto-flash: profiles \(autoFlashProfiles.joined(separator: ", ")) from \(autoFlashPath); devices udev marks with FLASHCTL_PROFILE are flashed when plugged in")
             }
             switch server.ioNicenessApplied {
-            case true?: lines.append("dashboard and API threads at niceness \(configuration.ioNiceness)")
-            case false?: lines.append("dashboard and API threads at normal priority (niceness \(configuration.ioNiceness) needs root or CAP_SYS_NICE; --io-nice 0 to not ask)")
+            case true?: lines.append("dashboard and API threads at niceness \(configured.ioNiceness)")
+            case false?: lines.append("dashboard and API threads at normal priority (niceness \(configured.ioNiceness) needs root or CAP_SYS_NICE; --io-nice 0 to not ask)")
             case nil: break
             }
-            let loops = configuration.ioThreads
+            let loops = configured.ioThreads
             lines.append("dashboards and API served by \(loops) thread\(loops == 1 ? "" : "s") (--io-threads)")
             if interrupted > 0 { lines.append("\(interrupted) job(s) left unfinished by the last run are marked interrupted") }
             for device in emulated {

@@ -1,3 +1,4 @@
+import FlashEngine
 import FlashServer
 import Foundation
 import XCTest
@@ -235,6 +236,32 @@ final class ServeCommandTests: XCTestCase {
         let history = try flashctl(["history", "--history", server.history, "--json"])
         let entries = try JSONSerialization.jsonObject(with: Data(history.stdout.utf8)) as? [[String: Any]]
         return entries?.first { $0["jobId"] as? String == jobId }
+    }
+
+    func testConnectionsWithNoRequestInProgressAreClosedWhileDashboardsStay() throws {
+        let server = try serve(["--emulate", "1", "--idle-timeout", "1"])
+        try server.write(image: "boot.img", TestImages.random(1 << 20))
+        let port = try XCTUnwrap(UInt16(server.url.split(separator: ":").last ?? ""))
+        let dashboard = try DashboardSocket(serverURL: server.url)
+        // A request whose head never completes, and a keep-alive connection after its answer.
+        let halfSent = try POSIXSocket.connect(host: "127.0.0.1", port: port, timeoutMs: 2000)
+        try halfSent.writeAll(Array("GET /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n".utf8), timeoutMs: 2000)
+        let idle = try POSIXSocket.connect(host: "127.0.0.1", port: port, timeoutMs: 2000)
+        try idle.writeAll(Array("GET /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".utf8), timeoutMs: 2000)
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        let answered = try buffer.withUnsafeMutableBytes { try idle.read(into: $0, timeoutMs: 5000) }
+        XCTAssertTrue(String(decoding: buffer.prefix(answered), as: UTF8.self).hasPrefix("HTTP/1.1 200"))
+        for (name, socket) in [("half-sent request", halfSent), ("idle keep-alive", idle)] {
+            XCTAssertThrowsError(try buffer.withUnsafeMutableBytes { _ = try socket.read(into: $0, timeoutMs: 10_000) }, name) { error in
+                XCTAssertEqual((error as? FlashError)?.kind, .disconnected, "\(name): \(error)")
+            }
+            socket.close()
+        }
+        // The dashboard's WebSocket outlived the idle timeout: it still hears of a new job.
+        usleep(1_500_000)
+        let start = try curl(["-X", "POST", "-d", #"{"deviceId":"EMU1","image":"boot.img"}"#, "\(server.url)/api/flash/start"])
+        XCTAssertNotNil(start.events.first?["jobId"] as? String, start.stdout)
+        XCTAssertEqual(dashboard.end(of: "EMU1")?["type"] as? String, "flash_completed")
     }
 
     func testServeRefusesAnOpenAddressWithoutAToken() throws {
