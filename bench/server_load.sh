@@ -124,7 +124,7 @@ image_bytes=$((size_mib << 20))
 device_ids=(EMU1 EMU2 EMU3 EMU4)
 emulate_in_server=(--emulate 4 ${device_speed:+--emulate-speed "$device_speed"})
 if [ "$devices" = process ]; then
-  emulate_in_server=()
+  emulate_in_server=(--allow-tcp 127.0.0.1)
   for i in 1 2 3 4; do
     ${DEVICE_NICE:+nice -n "$DEVICE_NICE"} "$flashctl" emulate --tcp 0 --dir "$work/device-$i" --serial "EMU$i" \
       ${device_speed:+--speed-limit "$device_speed"} > "$work/device-$i.log" 2>&1 &

@@ -12,6 +12,8 @@ struct APIRoutes: Sendable {
     let history: HistoryStore
     let devices: DeviceInventory
     let metrics: ServerMetrics
+    /// `--allow-tcp`: "HOST" or "HOST:PORT".
+    let allowedTCPDevices: [String]
 
     func add(to router: Router<ServerRequestContext>) {
         let api = router.group("api")
@@ -83,9 +85,11 @@ struct APIRoutes: Sendable {
             return try await startDisks(disks, image: path, body: body, request: request, context: context)
         }
         guard disks.count == 1 else { throw APIError(.badRequest, "\"deviceIds\" names disks (/dev/...); a fastboot job takes one \"deviceId\"") }
+        let selector = try DeviceSelector.parse(disks[0])
+        if case .tcp(let host, let port) = selector { try checkTCPAllowed(host: host, port: port) }
         let flashRequest = FastbootFlashRequest(
             imagePath: path, partition: body.partition.flatMap { $0.isEmpty ? nil : $0 },
-            device: try DeviceSelector.parse(disks[0]), reboot: body.reboot ?? false)
+            device: selector, reboot: body.reboot ?? false)
         let status = try scheduler.submit(flashRequest, bandwidthLimit: body.bandwidthLimit)
         let answer = JobCommandBody(jobId: status.info.jobId, status: Self.startAnswer(status))
         return try answer.response(from: request, context: context)
@@ -113,6 +117,14 @@ struct APIRoutes: Sendable {
             return try JobCommandBody(jobId: answer.jobs[0].jobId, status: answer.jobs[0].status).response(from: httpRequest, context: context)
         }
         return try answer.response(from: httpRequest, context: context)
+    }
+
+    /// Refuses, before anything connects, a TCP device neither emulated here nor in `--allow-tcp`.
+    private func checkTCPAllowed(host: String, port: UInt16) throws {
+        let emulated = devices.network().contains { $0.address == .tcp(host: host, port: port) }
+        guard emulated || allowedTCPDevices.contains(host) || allowedTCPDevices.contains("\(host):\(port)") else {
+            throw APIError(.forbidden, "tcp:\(host):\(port) is not a device this server may reach; start the server with --allow-tcp \(host):\(port) to allow it")
+        }
     }
 
     private static func startAnswer(_ status: JobStatus) -> String {

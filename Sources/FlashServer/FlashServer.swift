@@ -89,7 +89,8 @@ public final class FlashServer: Sendable {
         }
         APIRoutes(
             scheduler: scheduler, images: images, history: history,
-            devices: DeviceInventory(network: { [emulated] in emulated?.devices ?? [] }), metrics: metrics
+            devices: DeviceInventory(network: { [emulated] in emulated?.devices ?? [] }), metrics: metrics,
+            allowedTCPDevices: configuration.allowedTCPDevices
         ).add(to: router)
 
         let boundPort = self.boundPort, host = configuration.host

@@ -11,6 +11,10 @@ public struct ServerConfiguration: Sendable {
     public var token: String?
     /// Origins besides the server's own that may open the WebSocket or call the API from a page.
     public var allowedOrigins: [String]
+    /// Fastboot-over-TCP devices the API may reach (`--allow-tcp`): "HOST" (any port) or
+    /// "HOST:PORT". The server's own emulated devices are always allowed. Without this, any API
+    /// client could make the server connect anywhere and so probe ports.
+    public var allowedTCPDevices: [String] = []
     /// Images named in API requests must be inside this directory.
     public var imageDirectory: String
     public var historyPath: String

@@ -34,6 +34,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("allow-origin"), help: "A web origin (e.g. http://bench.local:8080) whose pages may use the server; repeatable.")
     var allowedOrigins: [String] = []
 
+    @Option(name: .customLong("allow-tcp"), help: ArgumentHelp("A fastboot-over-TCP device the API may flash (tcp:HOST[:PORT] jobs), as HOST (any port) or HOST:PORT; repeatable. The --emulate devices are always allowed.", valueName: "host[:port]"))
+    var allowedTCPDevices: [String] = []
+
     @Option(name: .long, help: "Directory API requests take images from.")
     var images = ServerConfiguration.defaultImageDirectory()
 
@@ -99,6 +102,7 @@ struct ServeCommand: AsyncParsableCommand {
             ioNiceness: ioNice, ioThreads: ioThreads
         )
         configuration.idleTimeout = idleTimeout
+        configuration.allowedTCPDevices = allowedTCPDevices.map { $0.hasPrefix("tcp:") ? String($0.dropFirst(4)) : $0 }
         let server = try FlashServer(configuration: configuration)
         let configured = configuration
         let interrupt = InterruptHandler {

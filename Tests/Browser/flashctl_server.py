@@ -47,7 +47,9 @@ class Server:
 
     def start(self):
         command = [FLASHCTL, "serve", "--port", str(self.port), "--images", self.images,
-                   "--history", self.history, "--emulate", str(self.devices)]
+                   "--history", self.history, "--emulate", str(self.devices),
+                   # FailingDevice is a separate emulator, reached as tcp:127.0.0.1:PORT.
+                   "--allow-tcp", "127.0.0.1"]
         if self.speed:
             command += ["--emulate-speed", self.speed]
         if self.token:

@@ -45,7 +45,7 @@ final class StalledTCPDeviceTests: XCTestCase {
         let first = try stalledEmulator("TCPSTOPA")
         let second = try stalledEmulator("TCPSTOPB")
         defer { first.stop(); second.stop() }
-        let server = try ServeProcess(arguments: [])
+        let server = try ServeProcess(arguments: ["--allow-tcp", "127.0.0.1"])
         defer { server.removeFiles() }
         try server.write(image: "boot.img", TestImages.random(Self.imageSize))
 

@@ -167,6 +167,25 @@ import Testing
         await #expect(throws: FlashError.self) { _ = try await ServerHarness.start(devices: 0, host: "0.0.0.0") }
     }
 
+    @Test func theAPIReachesOnlyTCPDevicesItIsAllowedTo() async throws {
+        let harness = try await ServerHarness.start(devices: 1)
+        defer { harness.removeFiles() }
+        try Data(repeating: 7, count: 4096).write(to: URL(fileURLWithPath: harness.images + "/boot.img"))
+        // Refused before anything connects: the API cannot be used to probe ports.
+        for selector in ["tcp:127.0.0.1:1", "tcp:192.0.2.1", "tcp:localhost:22"] {
+            let answer = try await harness.http("POST", "/api/flash/start", body: ["deviceId": selector, "image": "boot.img"])
+            #expect(answer.status == 403, "\(selector)")
+            #expect((answer.json["error"] as? String ?? "").contains("is not a device this server may reach; start the server with --allow-tcp"), "\(answer.json)")
+        }
+        #expect((try await harness.http("GET", "/api/jobs").json["jobs"] as? [Any])?.isEmpty == true)
+        // The server's own emulated devices are reachable by their address too.
+        let emulated = try #require(harness.server.emulatedDevices.first)
+        guard case .tcp(let host, let port) = emulated.address else { Issue.record("\(emulated)"); return }
+        let started = try await harness.http("POST", "/api/flash/start", body: ["deviceId": "tcp:\(host):\(port)", "image": "boot.img", "partition": "boot"])
+        #expect(started.status == 200, "\(started.json)")
+        await harness.stop()
+    }
+
     @Test func loopbackIsTheParsedAddressNotHowANameBegins() {
         for host in ["127.0.0.1", "127.1.2.3", "localhost", "::1", "[::1]"] {
             #expect(AccessPolicy.isLoopback(host), "\(host)")
