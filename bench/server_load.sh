@@ -265,7 +265,7 @@ run() {
   # download (a rename). So each run starts with the last run's partitions removed, unless
   # KEEP_PARTITIONS=1.
   if [ "${KEEP_PARTITIONS:-0}" != 1 ]; then
-    rm -f "$work"/tmp/flashctl-serve-*/EMU*/bench.img "$work"/device-*/bench.img
+    rm -f "$work"/tmp/flashctl-*/serve-*/EMU*/bench.img "$work"/device-*/bench.img
   fi
   local cpu_before cpu_after loops_before loops_after
   cpu_before=$(server_cpu_ticks)
@@ -324,7 +324,7 @@ echo "to each; $clients WebSocket clients in $processes $client_name client proc
 python3 "$root/bench/ws_load.py" report --dir "$work" --image-bytes "$image_bytes" --clients "$clients"
 echo "server: peak RSS (VmHWM) $((hwm / 1024)) MiB; clients cut off as too slow: ${slow:-?}; progress messages coalesced: ${coalesced:-?}"
 echo "server: $stop_note"
-for left in "$work"/tmp/flashctl-serve-*; do
+for left in "$work"/tmp/flashctl-*/serve-*; do
   [ -e "$left" ] && echo "server: left its emulated devices' partitions behind in \$TMPDIR: $(basename "$left"), $(du -sm "$left" | cut -f1) MiB (removed by this script with its temp dir)"
 done
 if grep -qiE 'error|warning|critical' "$work/server.log"; then

@@ -10,9 +10,14 @@ final class EmulatedDevices: Sendable {
 
     private static let instances = Atomic<Int>(0)
 
+    /// Partitions go under `$TMPDIR` (they can be large; XDG_RUNTIME_DIR is a small tmpfs), in
+    /// this user's private runtime directory there. Folders left by a server that was killed are
+    /// removed first.
     init(count: Int, speedLimit: Int64?) throws {
         let instance = Self.instances.add(1, ordering: .relaxed).newValue
-        directory = NSTemporaryDirectory() + "flashctl-serve-\(getpid())-\(instance)"
+        let runtime = try RuntimeDirectory.path(under: RuntimeDirectory.base(environment: ProcessInfo.processInfo.environment.filter { $0.key != "XDG_RUNTIME_DIR" }))
+        Self.removeStale(in: runtime)
+        directory = runtime + "/serve-\(getpid())-\(instance)"
         var servers: [EmulatedDeviceServer] = []
         for index in 1...max(1, count) {
             let partitions = directory + "/EMU\(index)"
@@ -23,6 +28,17 @@ final class EmulatedDevices: Sendable {
             servers.append(server)
         }
         self.servers = servers
+    }
+
+    /// `serve-PID-N` folders of servers no longer running.
+    private static func removeStale(in runtime: String) {
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: runtime)) ?? [] where name.hasPrefix("serve-") {
+            let parts = name.split(separator: "-")
+            guard parts.count == 3, let pid = Int32(parts[1]), pid != getpid() else { continue }
+            if kill(pid, 0) != 0, errno == ESRCH {
+                try? FileManager.default.removeItem(atPath: runtime + "/" + name)
+            }
+        }
     }
 
     var devices: [FastbootDeviceInfo] {

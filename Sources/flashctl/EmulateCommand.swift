@@ -71,7 +71,13 @@ struct EmulateCommand: ParsableCommand {
             server.config.serial = "EMU\(server.port)"
         }
         server.start()
-        let registration = EmulatorRegistry.register(host: host, port: server.port, serial: server.config.serial, product: product)
+        var registration: String?
+        do {
+            registration = try EmulatorRegistry.register(host: host, port: server.port, serial: server.config.serial, product: product)
+        } catch {
+            // It still serves; only 'flashctl devices' will not list it.
+            FileHandle.standardError.write(Data("warning: \(error); flashctl devices will not list this emulator\n".utf8))
+        }
         // Unbuffered: whoever started us reads this line to learn the port.
         let line = "emulated fastboot device \(server.config.serial) on \(server.address), partitions in \(dir)\n"
         FileHandle.standardOutput.write(Data(line.utf8))

@@ -264,6 +264,36 @@ final class ServeCommandTests: XCTestCase {
         XCTAssertEqual(dashboard.end(of: "EMU1")?["type"] as? String, "flash_completed")
     }
 
+    func testARuntimeDirectoryPlantedByAnotherUserIsRefusedAndAKilledServersFilesAreRemoved() throws {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("flashctl-runtime-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        let runtime = base + "/tmp/flashctl-\(geteuid())"
+        try FileManager.default.createDirectory(atPath: runtime, withIntermediateDirectories: true)
+        XCTAssertEqual(chown(runtime, 65534, 65534), 0, "the test changes an owner: it runs as root, as CI does")
+        let refused = try ProcessRunner.run("/usr/bin/env", [
+            "-u", "XDG_RUNTIME_DIR", "TMPDIR=\(base)/tmp", ProcessRunner.flashctl, "serve", "--port", "0", "--emulate", "1",
+            "--images", base + "/images", "--history", base + "/history.sqlite",
+        ], timeout: 20)
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue(refused.stderr.contains("\(runtime) belongs to another user (uid 65534): flashctl will not use it"), refused.stderr)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: runtime), [], "nothing was put into it")
+
+        // A killed server's partitions (its PID gone) are removed by the next one.
+        XCTAssertEqual(chown(runtime, geteuid(), getegid()), 0)
+        XCTAssertEqual(chmod(runtime, 0o700), 0)
+        let gone = Process()
+        gone.executableURL = URL(fileURLWithPath: "/bin/true")
+        try gone.run()
+        gone.waitUntilExit()
+        let stale = runtime + "/serve-\(gone.processIdentifier)-1/EMU1"
+        try FileManager.default.createDirectory(atPath: stale, withIntermediateDirectories: true)
+        try Data(count: 4096).write(to: URL(fileURLWithPath: stale + "/boot.img"))
+        let server = try serve(base: base, ["--emulate", "1"])
+        XCTAssertFalse(FileManager.default.fileExists(atPath: runtime + "/serve-\(gone.processIdentifier)-1"), "stale emulator folders are removed at start")
+        let own = try FileManager.default.contentsOfDirectory(atPath: runtime)
+        XCTAssertEqual(own, ["serve-\(server.pid)-1"])
+    }
+
     func testServeRefusesAnOpenAddressWithoutAToken() throws {
         // A name that begins like a loopback address is not one: it resolves wherever DNS says.
         for host in ["0.0.0.0", "127.example.com"] {

@@ -3,14 +3,16 @@ import Foundation
 /// Where running `flashctl emulate` processes announce themselves, so `flashctl devices` can list
 /// them next to USB devices. One small file per listening port; stale files are removed.
 public enum EmulatorRegistry {
-    static var directory: String {
-        let runtime = ProcessInfo.processInfo.environment["XDG_RUNTIME_DIR"].flatMap { $0.isEmpty ? nil : $0 }
-        return (runtime ?? "/tmp/flashctl-\(getuid())") + "/flashctl-emulators"
+    /// The registry, in this user's private runtime directory.
+    static func directory() throws -> String {
+        try RuntimeDirectory.path(under: RuntimeDirectory.base()) + "/emulators"
     }
 
-    /// Records an emulator; returns the file to remove when it stops.
+    /// Records an emulator; returns the file to remove when it stops. Throws when the runtime
+    /// directory is not safe to use (see `RuntimeDirectory`).
     @discardableResult
-    public static func register(host: String, port: UInt16, serial: String, product: String) -> String? {
+    public static func register(host: String, port: UInt16, serial: String, product: String) throws -> String? {
+        let directory = try directory()
         let path = directory + "/\(port)"
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
@@ -27,7 +29,7 @@ public enum EmulatorRegistry {
 
     /// Registered emulators that still accept connections.
     public static func liveDevices() -> [FastbootDeviceInfo] {
-        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return [] }
+        guard let directory = try? directory(), let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return [] }
         var devices: [FastbootDeviceInfo] = []
         for name in names.sorted() {
             let path = directory + "/" + name
