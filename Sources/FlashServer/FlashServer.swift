@@ -96,16 +96,18 @@ public final class FlashServer: Sendable {
         let boundPort = self.boundPort, host = configuration.host
         let loops = MultiThreadedEventLoopGroup(numberOfThreads: configuration.ioThreads)
         let webSocketResponder = router.buildResponder()
+        ConnectionCounts.raiseOpenFileLimit()
+        let connections = ConnectionCounts(perPeer: configuration.maxConnectionsPerPeer)
         let app = Application(
             router: router,
             server: HummingbirdCore.HTTPServerBuilder { [configuration] responder in
-                RequestHeadDeadline(
+                ConnectionCap(inner: RequestHeadDeadline(
                     inner: HTTP1WebSocketUpgradeChannel(
                         responder: responder, webSocketResponder: webSocketResponder,
                         configuration: .init(
                             http1: .init(idleTimeout: .nanoseconds(Int64(configuration.idleTimeout * 1e9))),
                             ws: .init(maxFrameSize: configuration.maxFrameSize, autoPing: .enabled(timePeriod: .seconds(30)), closeTimeout: .seconds(3)))),
-                    seconds: configuration.idleTimeout)
+                    seconds: configuration.idleTimeout), counts: connections)
             },
             configuration: .init(address: .hostname(host, port: configuration.port), serverName: "flashctl"),
             onServerRunning: { channel in

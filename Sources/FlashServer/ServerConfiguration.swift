@@ -34,6 +34,9 @@ public struct ServerConfiguration: Sendable {
     /// request whose head has not fully arrived) before it is closed. WebSocket connections,
     /// once upgraded, are kept alive by their pings instead.
     public var idleTimeout: Double = 30
+    /// Open connections from one peer address; more are closed at once. The default lets a
+    /// thousand dashboards share one address (a proxy, a bench).
+    public var maxConnectionsPerPeer = 1024
     /// Niceness the event loop threads (dashboards, API) ask for, so that messages go out sooner
     /// while flashing keeps every core busy; below 0 needs root or CAP_SYS_NICE and is skipped
     /// without it. 0 (the default) leaves them as they are.
@@ -95,6 +98,9 @@ public struct ServerConfiguration: Sendable {
         }
         guard (-20...19).contains(ioNiceness) else {
             throw FlashError(.jobState, "a niceness is from -20 to 19, not \(ioNiceness)")
+        }
+        if maxConnectionsPerPeer < 1 {
+            throw FlashError(.jobState, "at least one connection per peer must be allowed, not \(maxConnectionsPerPeer)")
         }
         if !(idleTimeout > 0 && idleTimeout <= 3600) {
             throw FlashError(.jobState, "an idle timeout is from 0 to 3600 seconds, not \(idleTimeout)")

@@ -61,6 +61,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Progress messages per job per second.")
     var progressRate = 4.0
 
+    @Option(name: .long, help: ArgumentHelp("Open connections allowed from one address; more are closed at once (in all, the open-file limit less a reserve).", valueName: "n"))
+    var maxConnectionsPerPeer = 1024
+
     @Option(name: .long, help: ArgumentHelp("Seconds an HTTP connection may stay open with no request in progress (idle, or a request whose head never completes) before it is closed.", valueName: "seconds"))
     var idleTimeout = 30.0
 
@@ -102,6 +105,7 @@ struct ServeCommand: AsyncParsableCommand {
             ioNiceness: ioNice, ioThreads: ioThreads
         )
         configuration.idleTimeout = idleTimeout
+        configuration.maxConnectionsPerPeer = maxConnectionsPerPeer
         configuration.allowedTCPDevices = allowedTCPDevices.map { $0.hasPrefix("tcp:") ? String($0.dropFirst(4)) : $0 }
         let server = try FlashServer(configuration: configuration)
         let configured = configuration

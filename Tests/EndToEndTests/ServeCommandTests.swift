@@ -294,6 +294,31 @@ final class ServeCommandTests: XCTestCase {
         XCTAssertEqual(own, ["serve-\(server.pid)-1"])
     }
 
+    func testOnePeerCannotHoldMoreConnectionsThanItsCapAndOthersAreStillServed() throws {
+        let server = try serve(["--emulate", "1", "--max-connections-per-peer", "8"])
+        let port = try XCTUnwrap(UInt16(server.url.split(separator: ":").last ?? ""))
+        var held: [POSIXSocket] = []
+        defer { held.forEach { $0.close() } }
+        for _ in 0..<8 { held.append(try POSIXSocket.connect(host: "127.0.0.1", port: port, timeoutMs: 2000)) }
+        usleep(200_000)
+        // The ninth from the same address is closed at once, before it can send anything.
+        let ninth = try POSIXSocket.connect(host: "127.0.0.1", port: port, timeoutMs: 2000)
+        defer { ninth.close() }
+        var buffer = [UInt8](repeating: 0, count: 1024)
+        XCTAssertThrowsError(try buffer.withUnsafeMutableBytes { _ = try ninth.read(into: $0, timeoutMs: 5000) }) { error in
+            XCTAssertEqual((error as? FlashError)?.kind, .disconnected, "\(error)")
+        }
+        // Another address is served meanwhile.
+        let other = try curl(["--interface", "127.0.0.2", "-w", "%{http_code}", "-o", "/dev/null", "\(server.url)/api/jobs"])
+        XCTAssertEqual(other.stdout, "200", other.stderr)
+        // Once the held connections go, the address is served again.
+        held.forEach { $0.close() }
+        held = []
+        usleep(300_000)
+        let again = try curl(["-w", "%{http_code}", "-o", "/dev/null", "\(server.url)/api/jobs"])
+        XCTAssertEqual(again.stdout, "200", again.stderr)
+    }
+
     func testServeRefusesAnOpenAddressWithoutAToken() throws {
         // A name that begins like a loopback address is not one: it resolves wherever DNS says.
         for host in ["0.0.0.0", "127.example.com"] {
