@@ -71,7 +71,7 @@ struct AccessPolicy: Sendable {
         if !host.isEmpty, host != "0.0.0.0", host != "::" {
             own.append(host.contains(":") && !host.hasPrefix("[") ? "[\(host)]" : host)
         }
-        return own.contains { origin == "http://\($0):\(port)" }
+        return own.contains { origin == "http://\($0):\(port)" || origin == "https://\($0):\(port)" }
     }
 
     /// "192.168.1.20:3001" or "[fe80::1]:3001": an address, not a name.

@@ -2,6 +2,8 @@ import FlashEngine
 import Foundation
 import Hummingbird
 import HummingbirdCore
+import HummingbirdTLS
+import NIOSSL
 import HummingbirdWebSocket
 import Logging
 import NIOCore
@@ -98,22 +100,29 @@ public final class FlashServer: Sendable {
         let webSocketResponder = router.buildResponder()
         ConnectionCounts.raiseOpenFileLimit()
         let connections = ConnectionCounts(perPeer: configuration.maxConnectionsPerPeer)
+        let tls = try ServerTLS.configuration(certificate: configuration.tlsCertificatePath, key: configuration.tlsKeyPath)
+        let scheme = tls == nil ? "http" : "https"
         let app = Application(
             router: router,
             server: HummingbirdCore.HTTPServerBuilder { [configuration] responder in
-                ConnectionCap(inner: RequestHeadDeadline(
+                // Counted before anything else; the head deadline sees what TLS has decrypted.
+                let http = RequestHeadDeadline(
                     inner: HTTP1WebSocketUpgradeChannel(
                         responder: responder, webSocketResponder: webSocketResponder,
                         configuration: .init(
                             http1: .init(idleTimeout: .nanoseconds(Int64(configuration.idleTimeout * 1e9))),
                             ws: .init(maxFrameSize: configuration.maxFrameSize, autoPing: .enabled(timePeriod: .seconds(30)), closeTimeout: .seconds(3)))),
-                    seconds: configuration.idleTimeout), counts: connections)
+                    seconds: configuration.idleTimeout)
+                if let tls {
+                    return ConnectionCap(inner: try TLSChannel(http, tlsConfiguration: tls), counts: connections)
+                }
+                return ConnectionCap(inner: http, counts: connections)
             },
             configuration: .init(address: .hostname(host, port: configuration.port), serverName: "flashctl"),
             onServerRunning: { channel in
                 boundPort.value = channel.localAddress?.port ?? boundPort.value
                 let shown = host.contains(":") ? "[\(host)]" : host
-                onListening("http://\(shown):\(boundPort.value)")
+                onListening("\(scheme)://\(shown):\(boundPort.value)")
             },
             eventLoopGroupProvider: .shared(loops),
             logger: logger

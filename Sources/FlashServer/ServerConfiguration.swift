@@ -37,6 +37,15 @@ public struct ServerConfiguration: Sendable {
     /// Open connections from one peer address; more are closed at once. The default lets a
     /// thousand dashboards share one address (a proxy, a bench).
     public var maxConnectionsPerPeer = 1024
+    /// PEM certificate chain and private key: serve https and wss instead of http and ws.
+    public var tlsCertificatePath: String?
+    public var tlsKeyPath: String?
+
+    /// Whether clients talk to the server over TLS.
+    public var usesTLS: Bool { tlsCertificatePath != nil }
+
+    /// Whether only this machine can reach the server (a loopback address).
+    public var listensOnLoopbackOnly: Bool { AccessPolicy.isLoopback(host) }
     /// Niceness the event loop threads (dashboards, API) ask for, so that messages go out sooner
     /// while flashing keeps every core busy; below 0 needs root or CAP_SYS_NICE and is skipped
     /// without it. 0 (the default) leaves them as they are.
@@ -98,6 +107,9 @@ public struct ServerConfiguration: Sendable {
         }
         guard (-20...19).contains(ioNiceness) else {
             throw FlashError(.jobState, "a niceness is from -20 to 19, not \(ioNiceness)")
+        }
+        if (tlsCertificatePath == nil) != (tlsKeyPath == nil) {
+            throw FlashError(.jobState, "TLS needs both a certificate (--tls-cert) and its private key (--tls-key)")
         }
         if maxConnectionsPerPeer < 1 {
             throw FlashError(.jobState, "at least one connection per peer must be allowed, not \(maxConnectionsPerPeer)")

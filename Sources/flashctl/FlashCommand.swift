@@ -49,6 +49,9 @@ struct FlashCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Access token for --server (default: $FLASHCTL_TOKEN).")
     var token: String?
 
+    @Option(name: .long, help: ArgumentHelp("CA certificate (PEM) to trust for an https server with a certificate of its own (default: $FLASHCTL_CA).", valueName: "file"))
+    var ca: String?
+
     @Option(name: .long, help: "The bmaptool block map to use (default: IMAGE.bmap beside the image, if any).")
     var bmap: String?
 

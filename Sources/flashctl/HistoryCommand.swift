@@ -19,6 +19,9 @@ struct HistoryCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Access token for --server (default: $FLASHCTL_TOKEN).")
     var token: String?
 
+    @Option(name: .long, help: ArgumentHelp("CA certificate (PEM) to trust for an https server with a certificate of its own (default: $FLASHCTL_CA).", valueName: "file"))
+    var ca: String?
+
     @Option(name: .long, help: "Only this device's jobs.")
     var device: String?
 
@@ -33,7 +36,7 @@ struct HistoryCommand: AsyncParsableCommand {
         if server != nil {
             var path = "/api/history?limit=\(limit)"
             if let device { path += "&deviceId=\(device.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? device)" }
-            let answer = try await ServerClient(server: server, token: token).request("GET", path)
+            let answer = try await ServerClient(server: server, token: token, ca: ca).request("GET", path)
             let data = try JSONSerialization.data(withJSONObject: (answer as? [String: Any])?["jobs"] ?? [])
             entries = try JSONDecoder().decode([HistoryEntry].self, from: data)
         } else {

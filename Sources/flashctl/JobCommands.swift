@@ -10,10 +10,13 @@ struct ServerOptions: ParsableArguments {
     @Option(name: .long, help: "Access token (default: $FLASHCTL_TOKEN).")
     var token: String?
 
+    @Option(name: .long, help: ArgumentHelp("CA certificate (PEM) to trust for an https server with a certificate of its own (default: $FLASHCTL_CA).", valueName: "file"))
+    var ca: String?
+
     @Flag(name: .long, help: "Print the server's JSON answer.")
     var json = false
 
-    var client: ServerClient { ServerClient(server: server, token: token) }
+    var client: ServerClient { ServerClient(server: server, token: token, ca: ca) }
 }
 
 struct JobsCommand: AsyncParsableCommand {

@@ -8,7 +8,7 @@ struct RemoteFlash {
     let command: FlashCommand
 
     func run() async throws {
-        let client = ServerClient(server: command.server, token: command.token)
+        let client = ServerClient(server: command.server, token: command.token, ca: command.ca)
         var body: [String: Any] = ["deviceId": command.device.first ?? "", "image": command.image, "reboot": command.reboot]
         if let partition = command.partition { body["partition"] = partition }
         if let limit = command.limit { body["bandwidthLimit"] = limit.value }

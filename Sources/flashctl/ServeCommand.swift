@@ -31,6 +31,12 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "File holding the access token.")
     var tokenFile: String?
 
+    @Option(name: .long, help: ArgumentHelp("PEM certificate (chain) to serve https and wss with; give --tls-key too.", valueName: "file"))
+    var tlsCert: String?
+
+    @Option(name: .long, help: ArgumentHelp("PEM private key of --tls-cert.", valueName: "file"))
+    var tlsKey: String?
+
     @Option(name: .customLong("allow-origin"), help: "A web origin (e.g. http://bench.local:8080) whose pages may use the server; repeatable.")
     var allowedOrigins: [String] = []
 
@@ -106,6 +112,11 @@ struct ServeCommand: AsyncParsableCommand {
         )
         configuration.idleTimeout = idleTimeout
         configuration.maxConnectionsPerPeer = maxConnectionsPerPeer
+        configuration.tlsCertificatePath = tlsCert
+        configuration.tlsKeyPath = tlsKey
+        if !configuration.listensOnLoopbackOnly, !configuration.usesTLS {
+            FileHandle.standardError.write(Data("warning: serving \(host) without TLS: the access token and the progress travel in clear text; give --tls-cert and --tls-key\n".utf8))
+        }
         configuration.allowedTCPDevices = allowedTCPDevices.map { $0.hasPrefix("tcp:") ? String($0.dropFirst(4)) : $0 }
         let server = try FlashServer(configuration: configuration)
         let configured = configuration
@@ -119,7 +130,8 @@ struct ServeCommand: AsyncParsableCommand {
         let autoFlashProfiles = server.autoFlashProfiles
         let autoFlashPath = autoFlash ?? ""
         try await server.run { url in
-            var lines = ["flashctl serve: listening on \(url) (WebSocket \(url.replacingOccurrences(of: "http://", with: "ws://"))/flash-progress)"]
+            let webSocket = url.replacingOccurrences(of: "https://", with: "wss://").replacingOccurrences(of: "http://", with: "ws://")
+            var lines = ["flashctl serve: listening on \(url) (WebSocket \(webSocket)/flash-progress)"]
             lines.append("images from \(configured.imageDirectory); history in \(configured.historyPath)")
             if !autoFlashProfiles.isEmpty {
                 lines.append("auto-flash: profiles \(autoFlashProfiles.joined(separator: ", ")) from \(autoFlashPath); devices udev marks with FLASHCTL_PROFILE are flashed when plugged in")

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import ssl
 import socket
 import subprocess
 import time
@@ -32,7 +33,7 @@ def make_image(directory, name, size):
 class Server:
     """`flashctl serve` on a fixed port (so a restart comes back where the page looks for it)."""
 
-    def __init__(self, workdir, devices=3, speed=None, token=None, port=None):
+    def __init__(self, workdir, devices=3, speed=None, token=None, port=None, tls=None):
         self.workdir = workdir
         self.images = os.path.join(workdir, "images")
         self.history = os.path.join(workdir, "history.sqlite")
@@ -41,7 +42,9 @@ class Server:
         self.speed = speed
         self.token = token
         self.port = port or free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        # tls: (certificate, key) PEM files; the server then speaks https and wss.
+        self.tls = tls
+        self.base = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.process = None
         self.log_path = os.path.join(workdir, "server.log")
 
@@ -54,6 +57,8 @@ class Server:
             command += ["--emulate-speed", self.speed]
         if self.token:
             command += ["--token", self.token]
+        if self.tls:
+            command += ["--tls-cert", self.tls[0], "--tls-key", self.tls[1]]
         env = dict(os.environ, TMPDIR=self.workdir + "/")
         log = open(self.log_path, "a")
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -90,8 +95,9 @@ class Server:
             headers["Authorization"] = f"Bearer {self.token}"
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.base + path, data=data, headers=headers, method=method)
+        context = ssl.create_default_context(cafile=self.tls[0]) if self.tls else None
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=10, context=context) as response:
                 return response.status, json.load(response)
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"{}")

@@ -510,3 +510,32 @@ def test_history_fits_the_page_at_1280_px_with_long_values(page, server, workdir
         expect(device_cell).to_have_attribute("title", re.compile("^" + re.escape(device.selector)))
     finally:
         device.stop()
+
+
+def make_certificate(workdir):
+    """A self-signed certificate for 127.0.0.1, made now (nothing secret is kept in the tree)."""
+    cert, key = os.path.join(workdir, "cert.pem"), os.path.join(workdir, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def test_the_dashboard_works_over_https_and_wss(browser, workdir):
+    tls = make_certificate(workdir)
+    server = Server(os.path.join(workdir, "tls"), devices=1, tls=tls).start()
+    try:
+        make_image(server.images, "boot.img", 1 * MiB)
+        # The page trusts the certificate as a person would after accepting it once.
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, ignore_https_errors=True)
+        page = context.new_page()
+        page.goto(server.base + "/")
+        expect(page.locator("#connection")).to_have_attribute("data-state", "connected", timeout=10_000)
+        assert page.evaluate("location.protocol") == "https:"
+        job_id = server.start_job("EMU1", "boot.img", "boot")
+        expect(page.locator(f'[data-job-id="{job_id}"]').first).to_be_visible(timeout=10_000)
+        server.wait_for_job(job_id, lambda job: job["state"] == "completed")
+        expect(page.get_by_text("Completed").first).to_be_visible(timeout=10_000)
+        context.close()
+    finally:
+        server.stop()

@@ -37,7 +37,7 @@ final class ServeProcess {
             if text.contains("listening on"), text.components(separatedBy: "emulated device ").count - 1 >= wanted, text.hasSuffix("\n") { break }
         }
         banner = text
-        guard let range = text.range(of: #"http://127\.0\.0\.1:[0-9]+"#, options: .regularExpression) else {
+        guard let range = text.range(of: #"https?://127\.0\.0\.1:[0-9]+"#, options: .regularExpression) else {
             process.terminate()
             throw NSError(domain: "ServeProcess", code: 1, userInfo: [NSLocalizedDescriptionKey: "flashctl serve did not start: \(text)"])
         }
