@@ -111,7 +111,11 @@ public final class FlashServer: Sendable {
                         responder: responder, webSocketResponder: webSocketResponder,
                         configuration: .init(
                             http1: .init(idleTimeout: .nanoseconds(Int64(configuration.idleTimeout * 1e9))),
-                            ws: .init(maxFrameSize: configuration.maxFrameSize, autoPing: .enabled(timePeriod: .seconds(30)), closeTimeout: .seconds(3)))),
+                            // Frames up to 4 MiB are read whole, so that one over the message limit
+                            // (ProgressSocket) is answered 1009 on a connection the client can still
+                            // read: refused at its header, the client would be cut off mid-send and
+                            // get a reset instead of the close frame.
+                            ws: .init(maxFrameSize: max(configuration.maxFrameSize, 4 << 20), autoPing: .enabled(timePeriod: .seconds(30)), closeTimeout: .seconds(3)))),
                     seconds: configuration.idleTimeout)
                 if let tls {
                     return ConnectionCap(inner: try TLSChannel(http, tlsConfiguration: tls), counts: connections)

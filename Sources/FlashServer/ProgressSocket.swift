@@ -40,6 +40,12 @@ struct ProgressSocket: Sendable {
             }
             group.addTask {
                 for try await message in inbound.messages(maxSize: maxMessageSize) {
+                    // The frame was read whole (see FlashServer's frame limit), so the client can
+                    // read this close: 1009, the message too big.
+                    if message.size > maxMessageSize {
+                        try await outbound.close(.messageTooLarge, reason: "messages are at most \(maxMessageSize) bytes")
+                        return
+                    }
                     guard case .text(let text) = message else {
                         try await reply(CommandErrorMessage(error: "messages must be JSON text frames", timestamp: now()), outbound)
                         continue
@@ -83,4 +89,14 @@ struct ProgressSocket: Sendable {
     }
 
     private func now() -> Int64 { SystemClock().epochMillis() }
+}
+
+extension WebSocketMessage {
+    /// Bytes the message carries.
+    fileprivate var size: Int {
+        switch self {
+        case .text(let text): return text.utf8.count
+        case .binary(let buffer): return buffer.readableBytes
+        }
+    }
 }

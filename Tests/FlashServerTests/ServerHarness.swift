@@ -150,7 +150,7 @@ final class ProgressClient: Sendable {
     private init(url: String, headers: [String: String]) {
         let (stream, continuation) = AsyncStream<String>.makeStream()
         outgoing = continuation
-        var configuration = WebSocketClientConfiguration(maxFrameSize: 1 << 20)
+        var configuration = WebSocketClientConfiguration(maxFrameSize: 4 << 20)
         for (name, value) in headers {
             configuration.additionalHeaders[.init(name)!] = value
         }

@@ -32,6 +32,13 @@ import Testing
         big.sendRaw(#"{"type":"ping","pad":""# + String(repeating: "x", count: 100_000) + #""}"#)
         try await big.wait(until: { _ in big.isClosed })
         #expect(big.closeStatus == 1009)
+        // A 2 MiB frame, still being sent when the server decides: the client sees 1009 too.
+        for _ in 0..<3 {
+            let huge = try await harness.connect()
+            huge.sendRaw(#"{"type":"ping","pad":""# + String(repeating: "x", count: 2 << 20) + #""}"#)
+            try await huge.wait(until: { _ in huge.isClosed })
+            #expect(huge.closeStatus == 1009)
+        }
         client.send(["type": "ping", "timestamp": 3])
         try await client.wait(until: { $0.filter { $0["type"] as? String == "pong" }.count == 3 })
         let pong = try #require(client.messages(ofType: "pong").last)
