@@ -93,6 +93,35 @@ final class USBCancelTests: XCTestCase {
         print("USBCancelTests: cancel with much left ended \(String(format: "%.2f", seconds)) s after SIGINT")
     }
 
+    /// A device that takes no data for a while (here: so slow that one 1 MiB transfer takes 16 s):
+    /// Ctrl-C gives the waiting transfers up at once, not at their timeout, resets the device, and
+    /// the next flash works.
+    func testCancelWhileTheDeviceTakesNoDataEndsPromptlyAndResetsIt() throws {
+        let emulator = try EmulatorProcess(serial: "USBCANCEL4", extraArguments: ["--speed-limit", "64K"])
+        defer { emulator.stop() }
+        let imagePath = try TestImages.write(TestImages.random(32 << 20, seed: 41), name: "boot.img")
+        let next = TestImages.random(128 << 10, seed: 42)
+        let nextPath = try TestImages.write(next, name: "boot.img")
+        let run = try TwoFlashTestbedRun(device: emulator.usbDevice(), serial: "USBCANCEL4", first: imagePath, second: nextPath)
+        defer { run.stop() }
+
+        // The download has begun and its first transfer waits (the timeout is 10 s).
+        _ = try run.interruptFirst(whenAcknowledged: { $0 >= 0 }, thenWait: 2)
+        let started = Date()
+        let first = try run.waitForStep("first", timeout: 20)
+        let seconds = Date().timeIntervalSince(started)
+        assertCancelled(first)
+        XCTAssertLessThan(seconds, 5, "the cancel must not wait for the stalled transfers' 10 s timeout")
+        XCTAssertTrue(run.testbedLog.contains("USBCANCEL4: USBDEVFS_RESET"), "flashctl must reset the device:\n\(run.testbedLog)")
+        XCTAssertNil(emulator.partition("boot"))
+
+        run.proceed()
+        let second = try run.waitForStep("second", timeout: 30)
+        XCTAssertEqual(second.status, 0, second.stderr + second.stdout)
+        XCTAssertEqual(emulator.partition("boot"), next)
+        XCTAssertEqual(try run.finish(timeout: 10), 0, run.testbedLog)
+    }
+
     /// The test bed itself: a flashctl killed outright (no padding, no reset) leaves the device in
     /// its download phase, and the next flashctl meets it there, as it would on real hardware: the
     /// device takes its commands as download data and never answers.
@@ -202,7 +231,7 @@ private final class TwoFlashTestbedRun {
     /// Waits for a `flash_progress` line of the first flash whose bytesTransferred satisfies
     /// `condition`, then sends `signal` to that flashctl process (as Ctrl-C in a terminal would:
     /// the test bed itself ignores SIGINT). Returns the bytesTransferred seen.
-    func interruptFirst(signal: Int32 = SIGINT, whenAcknowledged condition: (Int) -> Bool, timeout: Double = 20,
+    func interruptFirst(signal: Int32 = SIGINT, whenAcknowledged condition: (Int) -> Bool, thenWait delay: Double = 0, timeout: Double = 20,
                         file: StaticString = #filePath, line: UInt = #line) throws -> Int {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
@@ -214,6 +243,7 @@ private final class TwoFlashTestbedRun {
                 guard let pid = Int32(read("first.pid").trimmingCharacters(in: .whitespacesAndNewlines)) else {
                     throw failure("no pid for the first flash")
                 }
+                if delay > 0 { usleep(UInt32(delay * 1_000_000)) }
                 XCTAssertEqual(kill(pid, signal), 0, "kill \(pid)", file: file, line: line)
                 return hit
             }

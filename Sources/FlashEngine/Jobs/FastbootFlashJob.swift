@@ -92,11 +92,8 @@ public final class FastbootFlashJob: FlashJob, @unchecked Sendable {
             if measuring { progress.setStage("Connecting") }
             let connected = try finder.connect(device)
             transport = connected
-            // A device that stops reading or answering must not hold a cancel back: over a
-            // transport that breaks downloads off, a cancel ends the wait at once.
-            if !connected.padsCancelledDownloads {
-                cancelHandler = control.onCancel { connected.interrupt() }
-            }
+            // A device that stops reading or answering must not hold a cancel back.
+            cancelHandler = control.onCancel { connected.interrupt() }
             let client = FastbootClient(transport: connected, timeouts: request.timeouts) { progress.deviceMessage($0) }
             try control.checkCancelled()
             let maxDownload = try Self.maxDownloadSize(client)

@@ -71,8 +71,13 @@ final class BulkOutPipeline {
     /// How long one transfer may wait for the device to accept it.
     private let transferTimeoutMs: Int
 
-    init(context: USBContext, handle: OpaquePointer, endpoint: UInt8, device: String, settings: BulkPipelineSettings, transferTimeoutMs: Int) {
+    /// Whether the job was cancelled (see `waitUntilDone`).
+    private let isInterrupted: @Sendable () -> Bool
+
+    init(context: USBContext, handle: OpaquePointer, endpoint: UInt8, device: String, settings: BulkPipelineSettings, transferTimeoutMs: Int,
+         isInterrupted: @escaping @Sendable () -> Bool = { false }) {
         self.transferTimeoutMs = transferTimeoutMs
+        self.isInterrupted = isInterrupted
         self.context = context
         self.handle = handle
         self.endpoint = endpoint
@@ -103,8 +108,9 @@ final class BulkOutPipeline {
         defer {
             // Transfers still owned by the kernel must finish before their memory goes away;
             // if libusb never gives one back, its memory is leaked rather than freed under it.
-            // A vanished device may never hand its transfers back; waiting long helps nobody.
-            let patience: UInt64 = failure?.kind == .disconnected ? 250_000_000 : 5_000_000_000
+            // A vanished device may never hand its transfers back, and a cancel must end promptly:
+            // waiting long helps nobody then.
+            let patience: UInt64 = failure?.kind == .disconnected || failure?.kind == .cancelled ? 250_000_000 : 5_000_000_000
             if drain(inFlight, wakeFlag: wakeFlag, patienceNanos: patience) {
                 wakeFlag.deallocate()
             } else {
@@ -139,7 +145,10 @@ final class BulkOutPipeline {
                 }
             }
             guard failure == nil, let oldest = inFlight.first else { break }
-            waitUntilDone(oldest, wakeFlag: wakeFlag)
+            guard waitUntilDone(oldest, wakeFlag: wakeFlag) else {
+                failure = FlashError(.cancelled, "the download to \(device) was given up: cancelled while the device took no data")
+                break
+            }
             while let slot = inFlight.first, slot.isDone {
                 inFlight.removeFirst()
                 let outcome = slot.outcome.withLock { $0 }
@@ -186,14 +195,26 @@ final class BulkOutPipeline {
         return libusb_submit_transfer(transfer)
     }
 
-    private func waitUntilDone(_ slot: TransferSlot, wakeFlag: UnsafeMutablePointer<Int32>) {
+    /// Waits for `slot` to come back; false when the transport was interrupted (a cancel) and the
+    /// device has taken nothing for `stalledGiveUp`: a device still taking data is left to finish
+    /// (the cancel pads or breaks off the download at the next read), one that stopped is not
+    /// waited for until the transfer's timeout.
+    private func waitUntilDone(_ slot: TransferSlot, wakeFlag: UnsafeMutablePointer<Int32>) -> Bool {
+        let waitingSince = SystemClock().monotonicNanos()
         while !slot.isDone {
             wakeFlag.pointee = 0
-            guard !slot.isDone else { return }
-            var timeout = timeval(tv_sec: 1, tv_usec: 0)
+            guard !slot.isDone else { return true }
+            if isInterrupted(), SystemClock().monotonicNanos() - waitingSince >= Self.stalledGiveUp {
+                return false
+            }
+            var timeout = timeval(tv_sec: 0, tv_usec: 100_000)
             _ = libusb_handle_events_timeout_completed(context.raw, &timeout, wakeFlag)
         }
+        return true
     }
+
+    /// How long an interrupted download waits for a transfer before giving up on the device.
+    static let stalledGiveUp: UInt64 = 500_000_000
 
     /// Cancels what is still in flight and waits for libusb to hand it back. Returns false if some
     /// transfer did not come back in time.

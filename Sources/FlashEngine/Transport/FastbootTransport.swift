@@ -21,9 +21,9 @@ public protocol FastbootTransport: AnyObject, Sendable {
     /// Ends the connection; any blocked call returns with an error. Safe to call twice.
     func close()
 
-    /// Called from another thread when the job is cancelled: a call blocked waiting for the
-    /// device, and every later one, throws `FlashError(.cancelled)` at once. Only for transports
-    /// that do not pad cancelled downloads (a padding transport must finish the download).
+    /// Called from another thread when the job is cancelled. Over TCP a call blocked waiting for
+    /// the device, and every later one, throws `FlashError(.cancelled)` at once; over USB a
+    /// download the device has stopped taking does (one it still takes may be padded).
     func interrupt()
 
     /// Called after a download was broken off, so the device does not wait forever for the rest

@@ -13,6 +13,8 @@ public final class LibUSBTransport: FastbootTransport, @unchecked Sendable {
     private let endpointIn: UInt8
     private let endpointOut: UInt8
     private let closed = Mutex(false)
+    /// Set by `interrupt()`: a download stalled on the device is given up (see BulkOutPipeline).
+    private let interrupted = Atomic<Bool>(false)
     let pipeline: BulkPipelineSettings
 
     public init(device: USBFastbootDevice, pipeline: BulkPipelineSettings = BulkPipelineSettings()) throws {
@@ -69,9 +71,19 @@ public final class LibUSBTransport: FastbootTransport, @unchecked Sendable {
 
     public func writeStream(_ source: ByteStream, totalBytes: Int64, timeoutMs: Int, onAcknowledged: (Int64) -> Void) throws {
         let run = BulkOutPipeline(
-            context: context, handle: handle, endpoint: endpointOut, device: peerDescription, settings: pipeline, transferTimeoutMs: timeoutMs
+            context: context, handle: handle, endpoint: endpointOut, device: peerDescription, settings: pipeline, transferTimeoutMs: timeoutMs,
+            isInterrupted: { [self] in interrupted.load(ordering: .relaxed) }
         )
         try run.send(source, totalBytes: totalBytes, onAcknowledged: onAcknowledged)
+    }
+
+    /// A cancel: a download the device has stopped taking is given up within half a second
+    /// instead of at the transfer timeout. One it still takes goes on, so that a cancel near its
+    /// end can finish it with padding (`ControlledStream`). A command waiting for the device's
+    /// answer is not cut short: over USB the answer would stay in the pipe and be read as the
+    /// answer to the next command; it ends at its timeout.
+    public func interrupt() {
+        interrupted.store(true, ordering: .relaxed)
     }
 
     /// A USB port reset: the device re-enumerates and its bootloader starts a fresh command loop.
