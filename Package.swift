@@ -14,7 +14,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
-        // Default traits make SwiftPM rebuild Hummingbird at random (see BUILDING.md).
+        // Default traits make SwiftPM rebuild Hummingbird at random (see docs/BUILDING.md).
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0", traits: []),
         .package(url: "https://github.com/hummingbird-project/hummingbird-websocket", from: "2.8.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),

@@ -3,7 +3,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 
-/// An error as PROTOCOL.md wants it: `{"error": "..."}` with a fitting status.
+/// An error as docs/PROTOCOL.md wants it: `{"error": "..."}` with a fitting status.
 struct APIError: HTTPResponseError {
     let status: HTTPResponse.Status
     let message: String

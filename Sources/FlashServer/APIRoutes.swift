@@ -5,7 +5,7 @@ import Hummingbird
 import HummingbirdWebSocket
 import NIOPosix
 
-/// The HTTP API of PROTOCOL.md. Routes only translate: every decision is the scheduler's.
+/// The HTTP API of docs/PROTOCOL.md. Routes only translate: every decision is the scheduler's.
 struct APIRoutes: Sendable {
     let scheduler: JobScheduler
     let images: ImageDirectory

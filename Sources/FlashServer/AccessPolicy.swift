@@ -3,7 +3,7 @@ import Synchronization
 import HTTPTypes
 import Hummingbird
 
-/// Who may drive the flasher: PROTOCOL.md's security defaults.
+/// Who may drive the flasher: docs/PROTOCOL.md's security defaults.
 ///
 /// - Token: when one is configured, every request carries it as `Authorization: Bearer ...` or
 ///   `?token=...` (browsers cannot set headers on a WebSocket).

@@ -1,6 +1,6 @@
 import Foundation
 
-/// A message a WebSocket client sends (PROTOCOL.md, "Client to server").
+/// A message a WebSocket client sends (docs/PROTOCOL.md, "Client to server").
 enum ClientCommand: Equatable {
     case ping
     case pause(jobId: String)

@@ -11,7 +11,7 @@ import NIOPosix
 import ServiceLifecycle
 import Synchronization
 
-/// `flashctl serve`: the engine's jobs behind PROTOCOL.md's WebSocket and HTTP API.
+/// `flashctl serve`: the engine's jobs behind docs/PROTOCOL.md's WebSocket and HTTP API.
 public final class FlashServer: Sendable {
     public let configuration: ServerConfiguration
     public let scheduler: JobScheduler

@@ -6,7 +6,7 @@ import Glibc
 import Darwin
 #endif
 
-/// Shows a job's events to the user: PROTOCOL.md JSON lines, or a progress bar redrawn in place.
+/// Shows a job's events to the user: docs/PROTOCOL.md JSON lines, or a progress bar redrawn in place.
 ///
 /// - JSON mode: every event's `protocolJSON()` on its own line of standard output, written with one
 ///   `write(2)` per line (nothing is buffered, so a pipe reader sees each line at once). Device
@@ -52,7 +52,7 @@ final class ProgressRenderer: Sendable {
         state.withLock { bar in
             if json {
                 // Under the lock too: lines from several threads never interleave or reorder.
-                // Only PROTOCOL.md messages go to stdout; what the device says goes to stderr.
+                // Only docs/PROTOCOL.md messages go to stdout; what the device says goes to stderr.
                 if case .deviceMessage(_, let text, _) = event {
                     Self.writeAll("(bootloader) \(text)\n", to: STDERR_FILENO)
                 } else if let line = event.protocolJSON() {

@@ -65,7 +65,7 @@ private let progressSnapshot = ProgressSnapshot(
         let object = try check(event.protocolJSON(), type: "flash_started",
                                fields: merged(jobFields, ["stage": .string, "totalBytes": .integer]))
         #expect(object["totalBytes"] as? Int64 == 4_294_967_296)
-        // Byte for byte the example of PROTOCOL.md.
+        // Byte for byte the example of docs/PROTOCOL.md.
         #expect(event.protocolJSON() ==
             #"{"type":"flash_started","jobId":"job_3f9a1c2e","deviceId":"ABC123XYZ","stage":"Initializing","totalBytes":4294967296,"timestamp":1703001234567}"#)
     }

@@ -3,7 +3,7 @@ import FlashEngine
 import Foundation
 import Testing
 
-/// PROTOCOL.md as a dashboard sees it, over a real WebSocket.
+/// docs/PROTOCOL.md as a dashboard sees it, over a real WebSocket.
 @Suite(.serialized) struct ProgressProtocolTests {
     static let lifecycleTypes: Set<String> = ["flash_started", "flash_paused", "flash_resumed", "flash_completed", "flash_failed"]
 

@@ -3,7 +3,7 @@ import Foundation
 /// Fans every job's events out to any number of subscribers (WebSocket clients, NDJSON streams,
 /// the history recorder), and keeps what a new subscriber must be sent first.
 ///
-/// `subscribe` queues the replay of PROTOCOL.md (each active job's `flash_started`, its latest
+/// `subscribe` queues the replay of docs/PROTOCOL.md (each active job's `flash_started`, its latest
 /// `flash_progress`, then `flash_paused` if it is paused) and registers the subscriber under the
 /// same lock under which each event is recorded for that replay and its receivers are chosen, so
 /// a subscriber sees every event exactly once.

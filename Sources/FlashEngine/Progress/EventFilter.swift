@@ -1,4 +1,4 @@
-/// Which events a subscriber wants: PROTOCOL.md's `?jobId=` / `?deviceId=` filters, and which of
+/// Which events a subscriber wants: docs/PROTOCOL.md's `?jobId=` / `?deviceId=` filters, and which of
 /// our own message types it asked for (`?include=device_message,flash_queued`): they are not
 /// protocol messages, so only clients that ask get them.
 public struct EventFilter: Sendable, Equatable {

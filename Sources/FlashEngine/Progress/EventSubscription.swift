@@ -174,7 +174,7 @@ public final class EventSubscription: Sendable {
     }
 }
 
-/// An event as it goes out to subscribers: the event and its PROTOCOL.md JSON, made once.
+/// An event as it goes out to subscribers: the event and its docs/PROTOCOL.md JSON, made once.
 public struct PublishedEvent: Sendable {
     public let event: FlashEvent
     public let json: String?

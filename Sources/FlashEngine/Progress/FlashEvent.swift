@@ -1,4 +1,4 @@
-/// What a job reports, one value per message of PROTOCOL.md, plus device text that only people read.
+/// What a job reports, one value per message of docs/PROTOCOL.md, plus device text that only people read.
 public enum FlashEvent: Equatable, Sendable {
     /// Waiting for its device or a free slot: not a protocol message, for clients that ask.
     case queued(JobInfo, timestamp: Int64)

@@ -1,7 +1,7 @@
 import Foundation
 
 extension FlashEvent {
-    /// Reads one message of PROTOCOL.md (or our `device_message`) back into an event, for clients
+    /// Reads one message of docs/PROTOCOL.md (or our `device_message`) back into an event, for clients
     /// of a server such as `flashctl flash --server`. nil for other types and malformed input.
     public init?(protocolJSON text: String) {
         guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],

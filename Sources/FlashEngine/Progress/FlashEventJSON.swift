@@ -1,7 +1,7 @@
-/// The wire form of events: exactly the messages of PROTOCOL.md, one JSON object per line.
+/// The wire form of events: exactly the messages of docs/PROTOCOL.md, one JSON object per line.
 ///
 /// Field order is fixed for people reading logs: `type`, `jobId`, `deviceId`, the message's own
-/// fields in PROTOCOL.md's order, the optional extras (`deviceName`, `image`, `partition`, present
+/// fields in docs/PROTOCOL.md's order, the optional extras (`deviceName`, `image`, `partition`, present
 /// only when known), then `timestamp`.
 ///
 /// - `timestamp`, byte counts, `transferSpeed` (bytes/s) and `estimatedTimeRemaining` (seconds)
@@ -33,7 +33,7 @@ extension FlashEvent {
         }
     }
 
-    /// False for `.deviceMessage` and `.queued`, which clients of PROTOCOL.md do not know.
+    /// False for `.deviceMessage` and `.queued`, which clients of docs/PROTOCOL.md do not know.
     public var isProtocolMessage: Bool {
         switch self {
         case .deviceMessage, .queued: return false
@@ -84,7 +84,7 @@ extension FlashEvent {
         if let deviceName = job.deviceName { json.add("deviceName", string: deviceName) }
         if let image = job.image { json.add("image", string: image) }
         if let partition = job.partition { json.add("partition", string: partition) }
-        // Fastboot messages stay exactly PROTOCOL.md's; disk jobs say what they are.
+        // Fastboot messages stay exactly docs/PROTOCOL.md's; disk jobs say what they are.
         if job.target != .fastboot { json.add("target", string: job.target.rawValue) }
         if let batchId = job.batchId { json.add("batchId", string: batchId) }
         json.add("timestamp", int: timestamp)

@@ -1,7 +1,7 @@
 import Foundation
 import Synchronization
 
-/// Turns the byte counts a job reports into the events of PROTOCOL.md.
+/// Turns the byte counts a job reports into the events of docs/PROTOCOL.md.
 ///
 /// - Speed: bytes over a sliding window of `speedWindow` seconds. The byte count at the window's
 ///   start is interpolated linearly between the two samples around it, so a steady rate gives that
@@ -160,7 +160,7 @@ public final class ProgressAggregator: Sendable {
         } }
     }
 
-    /// What a client that connects now must be sent first (PROTOCOL.md, "on connect"): the job's
+    /// What a client that connects now must be sent first (docs/PROTOCOL.md, "on connect"): the job's
     /// `flash_started`, its latest `flash_progress`, then `flash_paused` if it is paused.
     /// Empty before `start()` and after the job has ended.
     public func replayEvents() -> [FlashEvent] {

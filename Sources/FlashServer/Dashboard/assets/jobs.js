@@ -1,4 +1,4 @@
-// The jobs the page knows, built from PROTOCOL.md's messages (and the API when catching up).
+// The jobs the page knows, built from docs/PROTOCOL.md's messages (and the API when catching up).
 //
 // As the protocol asks, a job is only tracked from its flash_started on (or its flash_queued, which
 // the page asks for); progress for an unknown job is ignored. Each job keeps a short series of
