@@ -133,6 +133,12 @@ final class ServerDiskTests: XCTestCase {
         let partition = partitioned.path + "p1"
         let devices = try curl(["\(server.url)/api/devices"]).events.first?["devices"] as? [[String: Any]] ?? []
         XCTAssertFalse(devices.contains { $0["deviceId"] as? String == partition }, "partitions are not offered as disks")
+        // Anything but a disk gets one answer, whether or not the path exists.
+        for path in ["/etc/passwd", "/dev/null", "/nothing/here", work] {
+            let refused = try start(["deviceId": path, "image": "os.img", "confirm": "x"])
+            XCTAssertEqual(refused.status, 404, path)
+            XCTAssertEqual(refused.answer["error"] as? String, "no disk \(path) on this machine")
+        }
         let partitionRefused = try start(["deviceId": partition, "image": "os.img"])
         XCTAssertEqual(partitionRefused.status, 422, "\(partitionRefused.answer)")
         XCTAssertTrue((partitionRefused.answer["error"] as? String ?? "").contains("\(partition) is a partition of \(partitioned.path): write the whole disk"), "\(partitionRefused.answer)")

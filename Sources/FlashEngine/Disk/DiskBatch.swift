@@ -26,9 +26,16 @@ public final class DiskBatch: @unchecked Sendable {
         var resolved: [DiskTarget] = []
         var problems: [String] = []
         for path in request.targets {
-            let target = try DiskTarget.resolve(path, discovery: discovery)
-            if request.confirmations != nil, target.disk == nil {
-                throw FlashError(.deviceSelection, "\(path) is not a disk")
+            let target: DiskTarget
+            if request.confirmations != nil {
+                // A face that confirms disks (the API) takes block devices only, with one answer
+                // for anything else, so it tells nothing of which other paths exist.
+                guard let found = try? DiskTarget.resolve(path, discovery: discovery), found.disk != nil else {
+                    throw FlashError(.deviceSelection, "no disk \(path) on this machine")
+                }
+                target = found
+            } else {
+                target = try DiskTarget.resolve(path, discovery: discovery)
             }
             if resolved.contains(where: { $0.path == target.path }) {
                 throw FlashError(.deviceSelection, "\(target.path) is named twice")
