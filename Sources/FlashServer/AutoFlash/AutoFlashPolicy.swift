@@ -27,34 +27,30 @@ enum AutoFlashPolicy {
     static func decide(
         _ event: HotplugEvent, profiles: [String: AutoFlashProfile], lastJob: PortJob?, completedBefore: (String) -> Bool
     ) -> Decision {
-        let device = describe(event)
-        let profile: AutoFlashProfile
-        switch markedProfile(event, profiles: profiles) {
-        case .success(let marked): profile = marked
-        case .failure(let unmarked): return unmarked.decision
-        }
-        let name = profile.name
-        guard profile.target == .fastboot else {
-            return .refuse("\(device) is a USB device, and profile '\(name)' writes disks (target: disk): not auto-flashed")
-        }
-        if let lastJob {
-            let state = lastJob.state ?? .completed
-            if !state.isFinished {
-                return .ignore("\(device) is already being flashed by \(lastJob.jobId) (\(state.rawValue)); it re-enumerated on the same port")
+        withMarkedProfile(event, profiles: profiles) { device, profile in
+            let name = profile.name
+            guard profile.target == .fastboot else {
+                return .refuse("\(device) is a USB device, and profile '\(name)' writes disks (target: disk): not auto-flashed")
             }
-            if state == .completed, lastJob.serial == event.serial {
-                return .ignore("\(device) was already flashed by \(lastJob.jobId); it re-enumerated on the same port after its job completed")
+            if let lastJob {
+                let state = lastJob.state ?? .completed
+                if !state.isFinished {
+                    return .ignore("\(device) is already being flashed by \(lastJob.jobId) (\(state.rawValue)); it re-enumerated on the same port")
+                }
+                if state == .completed, lastJob.serial == event.serial {
+                    return .ignore("\(device) was already flashed by \(lastJob.jobId); it re-enumerated on the same port after its job completed")
+                }
             }
+            if profile.oncePerSerial {
+                guard let serial = event.serial else {
+                    return .ignore("\(device) has no serial number, and profile '\(name)' flashes each serial only once: not auto-flashed")
+                }
+                if completedBefore(serial) {
+                    return .ignore("\(device) was already flashed (the history has a completed job for serial \(serial)) and profile '\(name)' is once-per-serial")
+                }
+            }
+            return .flash(profile)
         }
-        if profile.oncePerSerial {
-            guard let serial = event.serial else {
-                return .ignore("\(device) has no serial number, and profile '\(name)' flashes each serial only once: not auto-flashed")
-            }
-            if completedBefore(serial) {
-                return .ignore("\(device) was already flashed (the history has a completed job for serial \(serial)) and profile '\(name)' is once-per-serial")
-            }
-        }
-        return .flash(profile)
     }
 
     /// The same for a disk udev reported (`disk`: what the system says of it now, nil if nothing).
@@ -63,49 +59,43 @@ enum AutoFlashPolicy {
     static func decideDisk(
         _ event: HotplugEvent, disk: DiskInfo?, profiles: [String: AutoFlashProfile], lastJob: PortJob?, writtenBefore: (String) -> Bool
     ) -> Decision {
-        let device = describe(event)
-        let profile: AutoFlashProfile
-        switch markedProfile(event, profiles: profiles) {
-        case .success(let marked): profile = marked
-        case .failure(let unmarked): return unmarked.decision
-        }
-        let name = profile.name
-        guard let write = profile.disk else {
-            return .refuse("\(device) is a disk, and profile '\(name)' flashes fastboot devices (add target: disk): not auto-flashed")
-        }
-        guard let disk else {
-            return .ignore("\(device): the system does not describe it (no /sys entry): not auto-flashed")
-        }
-        if let lastJob, !(lastJob.state ?? .completed).isFinished {
-            return .ignore("\(device) is already being written by \(lastJob.jobId)")
-        }
-        if write.oncePerMedium {
-            guard let medium = disk.medium else {
-                return .ignore("\(device) reports no serial number, and profile '\(name)' writes each medium only once (once-per-medium: false writes every card): not auto-flashed")
+        withMarkedProfile(event, profiles: profiles) { device, profile in
+            let name = profile.name
+            guard let write = profile.disk else {
+                return .refuse("\(device) is a disk, and profile '\(name)' flashes fastboot devices (add target: disk): not auto-flashed")
             }
-            if writtenBefore(medium) {
-                return .ignore("\(device) holds a medium already written (serial and size \(medium)), and profile '\(name)' writes each medium once")
+            guard let disk else {
+                return .ignore("\(device): the system does not describe it (no /sys entry): not auto-flashed")
             }
+            if let lastJob, !(lastJob.state ?? .completed).isFinished {
+                return .ignore("\(device) is already being written by \(lastJob.jobId)")
+            }
+            if write.oncePerMedium {
+                guard let medium = disk.medium else {
+                    return .ignore("\(device) reports no serial number, and profile '\(name)' writes each medium only once (once-per-medium: false writes every card): not auto-flashed")
+                }
+                if writtenBefore(medium) {
+                    return .ignore("\(device) holds a medium already written (serial and size \(medium)), and profile '\(name)' writes each medium once")
+                }
+            }
+            return .flash(profile)
         }
-        return .flash(profile)
     }
 
-    /// Why a device is not auto-flashed before its kind is looked at.
-    struct Unmarked: Error {
-        var decision: Decision
-    }
-
-    /// The profile an allow-list rule gave the device, or why it has none.
-    private static func markedProfile(_ event: HotplugEvent, profiles: [String: AutoFlashProfile]) -> Result<AutoFlashProfile, Unmarked> {
+    /// The rule for the device's kind, given the profile an allow-list rule marked it with
+    /// (`device`: how the log names it); or why it has none.
+    private static func withMarkedProfile(
+        _ event: HotplugEvent, profiles: [String: AutoFlashProfile], rule: (String, AutoFlashProfile) -> Decision
+    ) -> Decision {
         let device = describe(event)
         guard let name = event.properties[AutoFlashService.profileProperty] else {
-            return .failure(Unmarked(decision: .ignore("\(device) has no \(AutoFlashService.profileProperty) (no allow-list rule matched it): not auto-flashed")))
+            return .ignore("\(device) has no \(AutoFlashService.profileProperty) (no allow-list rule matched it): not auto-flashed")
         }
         guard let profile = profiles[name] else {
             let known = profiles.keys.sorted().joined(separator: ", ")
-            return .failure(Unmarked(decision: .refuse("\(device) has \(AutoFlashService.profileProperty)=\(name), but the profiles file has no profile '\(name)' (known: \(known)): not auto-flashed")))
+            return .refuse("\(device) has \(AutoFlashService.profileProperty)=\(name), but the profiles file has no profile '\(name)' (known: \(known)): not auto-flashed")
         }
-        return .success(profile)
+        return rule(device, profile)
     }
 
     /// "EMU0001 at usb:1-3", "disk /dev/sdb (serial X) at pci-...-usb-0:1.2:1.0-scsi-0:0:0:0".
