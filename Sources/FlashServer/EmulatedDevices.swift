@@ -24,7 +24,7 @@ final class EmulatedDevices: Sendable {
             try FileManager.default.createDirectory(atPath: partitions, withIntermediateDirectories: true)
             let config = EmulatedDeviceConfig(directory: partitions, serial: "EMU\(index)", product: "emulated fastboot device", speedLimit: speedLimit ?? 0)
             let server = try EmulatedDeviceServer(config: config, host: "127.0.0.1", port: 0)
-            server.start()
+            try server.start()
             servers.append(server)
         }
         self.servers = servers

@@ -70,7 +70,7 @@ struct EmulateCommand: ParsableCommand {
         if serial == nil {
             server.config.serial = "EMU\(server.port)"
         }
-        server.start()
+        try server.start()
         var registration: String?
         do {
             registration = try EmulatorRegistry.register(host: host, port: server.port, serial: server.config.serial, product: product)

@@ -13,14 +13,14 @@ import Testing
         }
     }
 
-    @Test func aBoundedQueueKeepsOrderHoldsAPutterAtCapacityAndEndsWithNilOnceClosedAndDrained() {
+    @Test func aBoundedQueueKeepsOrderHoldsAPutterAtCapacityAndEndsWithNilOnceClosedAndDrained() throws {
         let queue = BoundedQueue<Int>(capacity: 2)
         let taken = Mutex<[Int]>([])
-        let putter = WorkerThread.start(name: "putter") {
+        let putter = try WorkerThread.start(name: "putter") {
             for value in 0..<100 { queue.put(value) }
             queue.close()
         }
-        let taker = WorkerThread.start(name: "taker") {
+        let taker = try WorkerThread.start(name: "taker") {
             while let value = queue.take() { taken.withLock { $0.append(value) } }
         }
         putter.join()
@@ -29,24 +29,24 @@ import Testing
         #expect(queue.take() == nil)
     }
 
-    @Test func closingABoundedQueueWakesAPutterWaitingForRoom() {
+    @Test func closingABoundedQueueWakesAPutterWaitingForRoom() throws {
         let queue = BoundedQueue<Int>(capacity: 1)
         queue.put(1)
-        let putter = WorkerThread.start(name: "blocked putter") { queue.put(2) }
+        let putter = try WorkerThread.start(name: "blocked putter") { queue.put(2) }
         usleep(50_000)
         queue.close()
         putter.join()
         #expect(queue.take() == 1)
     }
 
-    @Test func aBufferPoolHandsOutAlignedBuffersWaitsWhenAllAreOutAndClosingWakesTheTaker() {
+    @Test func aBufferPoolHandsOutAlignedBuffersWaitsWhenAllAreOutAndClosingWakesTheTaker() throws {
         let pool = BufferPool(count: 2, bufferSize: 8192)
         let first = pool.take(), second = pool.take()
         #expect(first != nil && second != nil)
         #expect(Int(bitPattern: first?.baseAddress) % 4096 == 0)
         // The address of the buffer the third taker got, once it got one.
         let third = Mutex<Int?>(nil)
-        let taker = WorkerThread.start(name: "taker") {
+        let taker = try WorkerThread.start(name: "taker") {
             let address = Int(bitPattern: pool.take()?.baseAddress)
             third.withLock { $0 = address }
         }
@@ -56,7 +56,7 @@ import Testing
         taker.join()
         #expect(third.withLock { $0 } == Int(bitPattern: first?.baseAddress))
         let gotNothing = Mutex(false)
-        let waiting = WorkerThread.start(name: "waiting taker") {
+        let waiting = try WorkerThread.start(name: "waiting taker") {
             let none = pool.take() == nil
             gotNothing.withLock { $0 = none }
         }
@@ -66,9 +66,9 @@ import Testing
         #expect(gotNothing.withLock { $0 }, "closing the pool wakes the taker with nothing")
     }
 
-    @Test func aWorkerThreadIsNamedAndJoinWaitsUntilItHasEndedLeavingNoThreadBehind() {
-        let workers = (0..<10).map { index in
-            WorkerThread.start(name: "toolkit-w\(index)") { usleep(50_000) }
+    @Test func aWorkerThreadIsNamedAndJoinWaitsUntilItHasEndedLeavingNoThreadBehind() throws {
+        let workers = try (0..<10).map { index in
+            try WorkerThread.start(name: "toolkit-w\(index)") { usleep(50_000) }
         }
         usleep(10_000)
         // Linux shows the names (other tests run threads of their own meanwhile: only ours count).

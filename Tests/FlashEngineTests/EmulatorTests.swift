@@ -30,7 +30,7 @@ final class EmulatorTests: XCTestCase {
     private func start(maxDownload: Int64 = 256 << 20, speedLimit: Int64 = 0, faults: EmulatedFaults = EmulatedFaults()) throws -> EmulatedDeviceServer {
         let config = EmulatedDeviceConfig(directory: directory, serial: "EMUTEST", product: "testboard", maxDownloadSize: maxDownload, speedLimit: speedLimit, faults: faults)
         let server = try EmulatedDeviceServer(config: config, port: 0)
-        server.start()
+        try server.start()
         servers.append(server)
         return server
     }

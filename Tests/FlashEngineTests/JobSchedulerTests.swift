@@ -17,7 +17,7 @@ import Testing
         let directory = base + "/" + serial
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let server = try EmulatedDeviceServer(config: EmulatedDeviceConfig(directory: directory, serial: serial, speedLimit: speed), port: 0)
-        server.start()
+        try server.start()
         devices.append(server)
         return server
     }

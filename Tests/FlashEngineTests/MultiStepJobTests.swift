@@ -16,7 +16,7 @@ import Testing
     private func device(maxDownload: Int64) throws -> FastbootDeviceFinder {
         try FileManager.default.createDirectory(atPath: base + "/MULTI", withIntermediateDirectories: true)
         let server = try EmulatedDeviceServer(config: EmulatedDeviceConfig(directory: base + "/MULTI", serial: "MULTI", maxDownloadSize: maxDownload, speedLimit: 16 << 20), port: 0)
-        server.start()
+        try server.start()
         self.server = server
         let finder = FastbootDeviceFinder(listUSB: { [] }, listNetwork: {
             [FastbootDeviceInfo(address: .tcp(host: server.host, port: server.port), serial: "MULTI")]

@@ -25,7 +25,7 @@ import Testing
             let granted = ThreadTimeSlice.request(ThreadTimeSlice.responsive) && ThreadTimeSlice.current == ThreadTimeSlice.responsive
                 && own != ThreadTimeSlice.responsive
             ThreadTimeSlice.request(0)
-            let started = WorkerThread.start(name: "responsive", responsive: true) {
+            let started = try! WorkerThread.start(name: "responsive", responsive: true) {
                 let slice = ThreadTimeSlice.current
                 seen.withLock { $0.startedThreadSlice = slice }
                 ran.signal()

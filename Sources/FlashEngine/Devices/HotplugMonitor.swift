@@ -108,10 +108,17 @@ public final class HotplugMonitor: @unchecked Sendable {
         }
         wake.withLock { $0 = fds }
         let loop = MonitorLoop(monitor: monitor, wakeFD: fds[0])
-        WorkerThread.start(name: "hotplug monitor") { [self] in
-            loop.run { device, action in
-                if let event = self.event(device, action: action) { handler(event) }
+        do {
+            try WorkerThread.start(name: "hotplug monitor") { [self] in
+                loop.run { device, action in
+                    if let event = self.event(device, action: action) { handler(event) }
+                }
             }
+        } catch {
+            wake.withLock { $0 = [-1, -1] }
+            fds.forEach { close($0) }
+            udev_monitor_unref(monitor)
+            throw error
         }
     }
 

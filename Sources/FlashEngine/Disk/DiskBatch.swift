@@ -77,11 +77,19 @@ public final class DiskBatch: @unchecked Sendable {
     /// the order of `jobs`: for a face that runs the batch itself (the CLI).
     public func runAll(progress: (DiskFlashJob) -> ProgressAggregator) -> [JobOutcome] {
         let outcomes = Mutex([JobOutcome?](repeating: nil, count: jobs.count))
-        let threads = jobs.enumerated().map { index, job in
+        let threads = jobs.enumerated().compactMap { index, job -> WorkerThread? in
             let reporter = progress(job)
-            return WorkerThread.start(name: job.jobId) {
-                let outcome = job.run(progress: reporter, limits: [])
-                outcomes.withLock { $0[index] = outcome }
+            do {
+                return try WorkerThread.start(name: job.jobId) {
+                    let outcome = job.run(progress: reporter, limits: [])
+                    outcomes.withLock { $0[index] = outcome }
+                }
+            } catch {
+                // The others must not wait for it to open its disk.
+                job.control.cancel()
+                reporter.failed(error: "\(error)")
+                outcomes.withLock { $0[index] = JobOutcome(state: .failed, error: "\(error)", bytesSent: 0) }
+                return nil
             }
         }
         threads.forEach { $0.join() }
@@ -131,7 +139,12 @@ final class DiskBatchReader: @unchecked Sendable {
             return controls.indices.compactMap { gate.arrived[$0] }
         }
         guard let writers, !writers.isEmpty else { return }
-        WorkerThread.start(name: "image reader") { [self] in feed(writers) }
+        do {
+            try WorkerThread.start(name: "image reader") { [self] in feed(writers) }
+        } catch {
+            let failure = error as? FlashError ?? FlashError(.io, "\(error)")
+            writers.forEach { $0.queue.put(.abort(failure)); $0.queue.close() }
+        }
     }
 
     private func feed(_ writers: [DiskTargetWriter]) {

@@ -49,12 +49,12 @@ public final class EmulatedDeviceServer: @unchecked Sendable {
     /// Number of connections being served right now.
     public var activeConnections: Int { state.withLock { $0.connections.count } }
 
-    public func start() {
-        state.withLock { state in
+    public func start() throws {
+        try state.withLock { state in
             guard state.acceptThread == nil, !state.stopped else { return }
             // A real device answers on a processor of its own; an emulated one should not wait
             // behind the host's other threads for a core each time a command arrives.
-            state.acceptThread = WorkerThread.start(name: threadName(state.config, "accept"), responsive: true) { [self] in
+            state.acceptThread = try WorkerThread.start(name: threadName(state.config, "accept"), responsive: true) { [self] in
                 defer { listener.close() }
                 acceptLoop()
             }
@@ -98,15 +98,21 @@ public final class EmulatedDeviceServer: @unchecked Sendable {
                 state.nextConnectionID += 1
                 let id = state.nextConnectionID
                 state.connections[id] = socket
-                state.connectionThreads[id] = WorkerThread.start(name: threadName(state.config, "device"), responsive: true) { [self] in
-                    defer {
-                        socket.close()
-                        self.state.withLock { state in
-                            state.connections.removeValue(forKey: id)
-                            state.connectionThreads.removeValue(forKey: id)
+                do {
+                    state.connectionThreads[id] = try WorkerThread.start(name: threadName(state.config, "device"), responsive: true) { [self] in
+                        defer {
+                            socket.close()
+                            self.state.withLock { state in
+                                state.connections.removeValue(forKey: id)
+                                state.connectionThreads.removeValue(forKey: id)
+                            }
                         }
+                        serve(socket)
                     }
-                    serve(socket)
+                } catch {
+                    // No thread to serve it: the host sees the connection closed, as from a busy device.
+                    state.connections.removeValue(forKey: id)
+                    socket.close()
                 }
                 return true
             }

@@ -83,7 +83,12 @@ final class StreamedImageSource: @unchecked Sendable {
     private func startIfNeeded() {
         state.withLock { state in
             guard state.producer == nil, !state.stopped else { return }
-            state.producer = WorkerThread.start(name: "image reader") { [self] in produce() }
+            do {
+                state.producer = try WorkerThread.start(name: "image reader") { [self] in produce() }
+            } catch {
+                queue.put(.failed(error))
+                queue.close()
+            }
         }
     }
 

@@ -258,7 +258,21 @@ public final class JobScheduler: @unchecked Sendable {
         lock.lock()
         liveThreads += 1
         lock.unlock()
-        WorkerThread.start(name: entry.jobId, responsive: true) { [self] in
+        do {
+            try runOnThread(entry)
+        } catch {
+            lock.lock()
+            liveThreads -= 1
+            lock.broadcast()
+            lock.unlock()
+            let message = "\(error)"
+            entry.progress.failed(error: message)
+            finished(entry, JobOutcome(state: .failed, error: message, bytesSent: 0))
+        }
+    }
+
+    private func runOnThread(_ entry: JobEntry) throws {
+        try WorkerThread.start(name: entry.jobId, responsive: true) { [self] in
             defer {
                 lock.lock()
                 liveThreads -= 1

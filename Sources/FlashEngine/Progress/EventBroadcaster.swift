@@ -42,8 +42,8 @@ public final class EventBroadcaster: @unchecked Sendable {
     }
 
     /// Wakes the delivery thread (`.background` only), once per `draining` turned true; closed
-    /// when the broadcaster goes, which ends the thread.
-    private let deliveryWake: BoundedQueue<Void>?
+    /// when the broadcaster goes, which ends the thread. Set in `init` only.
+    private var deliveryWake: BoundedQueue<Void>?
     /// Published, not yet recorded or handed over (`.background` only).
     private var pending: [PublishedEvent] = []
     private var draining = false
@@ -57,12 +57,14 @@ public final class EventBroadcaster: @unchecked Sendable {
             let wake = BoundedQueue<Void>(capacity: 1)
             deliveryWake = wake
             // It wakes at the busiest moments (jobs starting and ending) with work that others wait for.
-            WorkerThread.start(name: "event-delivery", responsive: true) { [weak self] in
+            // With no thread to be had, events are delivered on the publishing thread instead.
+            let started = try? WorkerThread.start(name: "event-delivery", responsive: true) { [weak self] in
                 while wake.take() != nil {
                     guard let self else { return }
                     self.drain()
                 }
             }
+            if started == nil { deliveryWake = nil }
         }
     }
 

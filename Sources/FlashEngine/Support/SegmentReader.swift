@@ -92,8 +92,13 @@ private final class ReadAheadQueue: @unchecked Sendable {
 
     func start() {
         producer.withLock { producer in
-            producer = WorkerThread.start(name: "image read-ahead") { [self] in
-                produce()
+            do {
+                producer = try WorkerThread.start(name: "image read-ahead") { [self] in
+                    produce()
+                    filled.close()
+                }
+            } catch {
+                fail(error as? FlashError ?? FlashError(.io, "\(error)"))
                 filled.close()
             }
         }

@@ -26,9 +26,10 @@ public final class WorkerThread: @unchecked Sendable {
 
     /// Runs `body` on a new thread called `name` (Linux keeps its first 15 bytes). `responsive`
     /// gives it `ThreadTimeSlice.responsive` from its first wake-up: for threads that wait on a
-    /// device step by step.
+    /// device step by step. Throws when the system has no thread to give (its thread or memory
+    /// limit): the caller fails its own work, and the process goes on serving the rest.
     @discardableResult
-    public static func start(name: String, responsive: Bool = false, _ body: @escaping @Sendable () -> Void) -> WorkerThread {
+    public static func start(name: String, responsive: Bool = false, _ body: @escaping @Sendable () -> Void) throws -> WorkerThread {
         let work = Unmanaged.passRetained(Work(name: name, body: body)).toOpaque()
         var attributes = pthread_attr_t()
         pthread_attr_init(&attributes)
@@ -47,7 +48,7 @@ public final class WorkerThread: @unchecked Sendable {
         }, work)
         guard result == 0 else {
             Unmanaged<Work>.fromOpaque(work).release()
-            fatalError("cannot start a thread for \(name): \(errnoText(result))")
+            throw FlashError(.io, "cannot start a thread for \(name): \(errnoText(result))")
         }
         return WorkerThread(handle: handle)
     }
