@@ -314,9 +314,11 @@ class ClientState:
     def __init__(self, client):
         self.client = client
         self.pending_in = collections.deque()   # IN URBs waiting for a frame
+        self.pending_out = []                   # OUT URBs a slow device has not taken yet
         self.completed = collections.deque()    # reapable URBs, in completion order
         self.blocking_reap = None               # IoctlData of a waiting USBDEVFS_REAPURB
         self.sync_in = None                     # (IoctlData bulk struct, length, timeout source)
+        self.sync_out = None                    # (token, timeout source) of a waiting USBDEVFS_BULK OUT
         self.read_pos = 0                       # read() position on the node (FIFO mode)
         self.gone = False
 
@@ -553,6 +555,9 @@ class Device:
         if st.sync_in is not None and st.sync_in[2] is not None:
             st.sync_in[2].destroy()
         st.sync_in = None
+        if st.sync_out is not None and st.sync_out[1] is not None:
+            st.sync_out[1].destroy()
+        st.sync_out = None
         if self.owner is st:
             self.owner = None  # the TCP link (the device's state) stays for the next client
         self.update_ready()
@@ -733,8 +738,9 @@ class Device:
         self.update_ready()
 
     def out_urb_sent(self, st, urb, length, error):
-        if st.gone:
-            return
+        if st.gone or urb not in st.pending_out:
+            return  # discarded (libusb's timeout or cancel): already completed
+        st.pending_out.remove(urb)
         if self.unplugged and error is not None:
             urb.status = -ENODEV
         elif error is not None:
@@ -744,9 +750,12 @@ class Device:
             urb.actual = length
         self.out_urb_done(st, urb)
 
-    def sync_out_sent(self, st, length, error):
-        if st.gone:
-            return
+    def sync_out_sent(self, st, token, length, error):
+        if st.gone or st.sync_out is None or st.sync_out[0] is not token:
+            return  # timed out: already completed
+        if st.sync_out[1] is not None:
+            st.sync_out[1].destroy()
+        st.sync_out = None
         if error is not None:
             st.client.complete(-1, ENODEV if self.unplugged else EPROTO)
             return
@@ -862,14 +871,18 @@ class Handler(UMockdev.IoctlBase):
             return self.sync_bulk(dev, st, client, arg)
         if req == USBDEVFS_DISCARDURB:
             (addr,) = struct.unpack("<Q", bytes(arg.retrieve()[:8]))
-            for urb in st.pending_in:
-                if urb.addr == addr:
-                    st.pending_in.remove(urb)
-                    urb.status, urb.actual, urb.data = -ENOENT, 0, None
-                    st.completed.append(urb)
-                    dev.serve_blocking_reap(st)
-                    dev.update_ready()
-                    return (0, 0)
+            # An IN URB waiting for a frame, or an OUT URB a device that stopped reading has not
+            # taken (libusb discards it when the transfer's timeout passes). Part of such a frame
+            # may have reached the device already, as packets would on a real bus.
+            for pending in (st.pending_in, st.pending_out):
+                for urb in pending:
+                    if urb.addr == addr:
+                        pending.remove(urb)
+                        urb.status, urb.actual, urb.data = -ENOENT, 0, None
+                        st.completed.append(urb)
+                        dev.serve_blocking_reap(st)
+                        dev.update_ready()
+                        return (0, 0)
             return (-1, EINVAL)
         if req == USBDEVFS_GET_CAPABILITIES:
             arg.resolve(0, 4).update(0, struct.pack("<I", CAPABILITIES))
@@ -921,7 +934,9 @@ class Handler(UMockdev.IoctlBase):
                     else:
                         try:
                             if not dev.link.send(data, lambda error: dev.out_urb_sent(st, urb, len(data), error)):
-                                return (0, 0)  # completes when the slow device has taken it
+                                # Completes when the slow device has taken it, or when discarded.
+                                st.pending_out.append(urb)
+                                return (0, 0)
                             urb.actual = len(data)
                         except OSError as e:
                             log("%s: TCP send failed: %s" % (dev.spec.serial, e))
@@ -966,9 +981,18 @@ class Handler(UMockdev.IoctlBase):
             if err:
                 return (-1, err)
             data = bytes(bt.resolve(BULK_DATA, length).retrieve())
+            token = object()
             try:
-                if not dev.link.send(data, lambda error: dev.sync_out_sent(st, length, error)):
-                    return None  # completes when the slow device has taken it
+                if not dev.link.send(data, lambda error: dev.sync_out_sent(st, token, length, error)):
+                    # Completes when the slow device has taken it, or with ETIMEDOUT as the kernel's
+                    # usbdevfs does when the transfer's timeout passes first.
+                    source = None
+                    if timeout:
+                        source = GLib.Timeout(timeout)
+                        source.set_callback(self._sync_out_timeout, st, token)
+                        source.attach(dev.ctx)
+                    st.sync_out = (token, source)
+                    return None
             except OSError as e:
                 log("%s: TCP send failed: %s" % (dev.spec.serial, e))
                 return (-1, EPROTO)
@@ -991,6 +1015,12 @@ class Handler(UMockdev.IoctlBase):
             st.sync_in = (bt, length, source)
             return None
         return (-1, ENOENT)
+
+    def _sync_out_timeout(self, st, token, *_):
+        if st.sync_out is not None and st.sync_out[0] is token and not st.gone:
+            st.sync_out = None
+            st.client.complete(-1, ETIMEDOUT)
+        return False
 
     def _sync_timeout(self, st, *_):
         if st.sync_in is not None and not st.gone:

@@ -107,4 +107,24 @@ final class USBFlashTests: XCTestCase {
         XCTAssertTrue(error.contains("USB connection lost"), error)
         XCTAssertLessThan(result.seconds, 15, "an unplug must not wait for a timeout")
     }
+
+    /// A device that stops taking download data with its USB link up: each bulk OUT transfer has
+    /// the command timeout, and the job ends with it, not when the user gives up.
+    func testADeviceThatStopsTakingDataEndsAtTheCommandTimeout() throws {
+        let emulator = try EmulatorProcess(serial: "USBSTOP01", extraArguments: ["--stop-reading-after-bytes", "1M"])
+        defer { emulator.stop() }
+        // Far more than the test bed's TCP link to the emulator buffers.
+        let path = try TestImages.write(TestImages.random(48 << 20), name: "boot.img")
+        let result = try ProcessRunner.flashctlOverUSB(
+            devices: [emulator.usbDevice()],
+            ["flash", "--device", "USBSTOP01", path, "--command-timeout", "2", "--write-timeout", "3", "--json"], timeout: 45
+        )
+        XCTAssertEqual(result.status, 1, result.stderr)
+        let failed = try XCTUnwrap(result.events(ofType: "flash_failed").first, result.stdout + result.stderr)
+        XCTAssertEqual(failed["error"] as? String, "USBSTOP01 (usb:1-1) stopped accepting data (no progress for 2 s)")
+        let started = try XCTUnwrap(result.events(ofType: "flash_started").first?["timestamp"] as? Double)
+        let ended = try XCTUnwrap(failed["timestamp"] as? Double)
+        XCTAssertLessThan(ended - started, 3_000, "the job must end within the 2 s timeout and a second")
+        XCTAssertNil(emulator.partition("boot"))
+    }
 }
