@@ -23,6 +23,7 @@ public final class FlashServer: Sendable {
     private let boundPort: BoundPort
     private let logger: Logger
     private let shutdownTrigger = ShutdownTrigger()
+    private let progressSocket: ProgressSocket
     private let autoFlash: AutoFlashService?
     private let ioNicenessSet = Mutex<Bool?>(nil)
     /// Jobs left unfinished by the previous run, marked interrupted at start.
@@ -45,6 +46,7 @@ public final class FlashServer: Sendable {
             broadcaster: EventBroadcaster(subscriberLimit: configuration.clientQueueLimit, delivery: .background)
         )
         recorder = HistoryRecorder(store: history, metrics: metrics, logger: logger)
+        progressSocket = ProgressSocket(scheduler: scheduler, metrics: metrics, queueLimit: configuration.clientQueueLimit, maxMessageSize: configuration.maxFrameSize)
         boundPort = BoundPort(configuration.port)
         let scheduler = self.scheduler, recorder = self.recorder
         scheduler.onJobChanged = { status in
@@ -83,7 +85,7 @@ public final class FlashServer: Sendable {
             throw FlashError(.io, "the dashboard's files (flashctl_FlashServer.resources) are missing beside the flashctl binary")
         }
         router.add(middleware: DashboardFiles.middleware(directory: dashboard, logger: logger))
-        let socket = ProgressSocket(scheduler: scheduler, metrics: metrics, queueLimit: configuration.clientQueueLimit, maxMessageSize: configuration.maxFrameSize)
+        let socket = progressSocket
         router.ws("flash-progress") { _, _ in
             .upgrade([:])
         } onUpgrade: { inbound, outbound, context in
@@ -155,8 +157,8 @@ public final class FlashServer: Sendable {
         try? await loops.shutdownGracefully()
     }
 
-    /// Cancels every job (each is recorded as cancelled), then closes every client with a close
-    /// frame and stops listening.
+    /// Stops every job (each ends `server_stopped` and is recorded interrupted), then closes every
+    /// client with close 1001 and stops listening.
     public func shutdown() async {
         autoFlash?.stop()
         let stopped = scheduler.shutdown(timeout: configuration.shutdownGrace)
@@ -167,6 +169,7 @@ public final class FlashServer: Sendable {
         emulated?.stop()
         // Each client gets what is queued for it (the jobs' ends), then its connection closes.
         scheduler.broadcaster.closeAll()
+        await progressSocket.open.waitUntilNone(seconds: 3)
         await shutdownTrigger.fire()
     }
 }

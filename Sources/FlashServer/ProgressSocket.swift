@@ -17,6 +17,7 @@ struct ProgressSocket: Sendable {
     let queueLimit: Int
     let maxMessageSize: Int
     let fanouts = EventLoopFanouts()
+    let open = OpenConnectionCount()
 
     func serve(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, request: Request, channel: any Channel) async throws {
         let query = request.uri.queryParameters
@@ -28,7 +29,9 @@ struct ProgressSocket: Sendable {
         )
         let subscription = scheduler.broadcaster.subscribe(filter, limit: queueLimit)
         metrics.clientConnected()
+        open.opened()
         defer {
+            open.closed()
             subscription.close()
             metrics.clientDisconnected(coalescedMessages: subscription.coalescedCount, droppedMessages: subscription.droppedCount, tooSlow: subscription.didOverflow)
         }
@@ -37,6 +40,9 @@ struct ProgressSocket: Sendable {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 try await writer.finished()
+                // Only the server closes a subscription while its client is there (the rest of
+                // its queue is written by now): 1001, going away.
+                try await outbound.close(.goingAway, reason: "the server is stopping")
             }
             group.addTask {
                 for try await message in inbound.messages(maxSize: maxMessageSize) {

@@ -241,8 +241,9 @@ def test_reconnects_after_the_server_restarts(page, workdir):
         expect(field(card(page, running), "status")).to_have_text("Running", timeout=5_000)
 
         server.stop()
-        # The server cancelled the job on its way down and told the page so.
-        expect(field(card(page, running), "status")).to_have_text("Cancelled", timeout=10_000)
+        # The server stopped the job on its way down and told the page so: not a person's cancel.
+        expect(field(card(page, running), "status")).to_have_text("Interrupted", timeout=10_000)
+        expect(card(page, running)).to_contain_text("The server stopped before this flash finished")
         expect(page.locator("#connection")).to_have_attribute("data-state", "disconnected", timeout=10_000)
         page.wait_for_timeout(1_500)  # a few failed attempts while it is away
 
@@ -251,7 +252,7 @@ def test_reconnects_after_the_server_restarts(page, workdir):
         make_image(server.images, "boot.img", 1 * MiB)
         job_id = server.start_job("EMU2", "boot.img", "boot")
         expect(field(card(page, job_id), "status")).to_have_text("Completed", timeout=30_000)
-        expect(page.locator(f'#history tr[data-job-id="{running}"]')).to_contain_text("cancelled")
+        expect(page.locator(f'#history tr[data-job-id="{running}"]')).to_contain_text("interrupted")
     finally:
         server.stop()
 

@@ -105,7 +105,7 @@ final class ServeCommandTests: XCTestCase {
         XCTAssertEqual(last["reason"] as? String, "cancelled")
     }
 
-    func testSIGTERMCancelsRunningJobsRecordsThemAndEndsClientStreams() throws {
+    func testSIGTERMStopsRunningJobsAsServerStoppedRecordsThemAndEndsClientStreams() throws {
         let server = try serve(["--emulate", "1", "--emulate-speed", "2M"])
         try server.write(image: "boot.img", TestImages.random(16 << 20))
         let start = try curl(["-X", "POST", "-d", #"{"deviceId":"EMU1","image":"boot.img"}"#, "\(server.url)/api/flash/start"])
@@ -119,12 +119,13 @@ final class ServeCommandTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: (partitions as NSString).deletingLastPathComponent), "emulated partitions are removed on exit")
         XCTAssertEqual(follower.wait(timeout: 10), 0, "the stream ends with the server")
         XCTAssertEqual(follower.events.last?["type"] as? String, "flash_failed")
-        XCTAssertEqual(follower.events.last?["reason"] as? String, "cancelled")
+        XCTAssertEqual(follower.events.last?["reason"] as? String, "server_stopped", "a dashboard must not show a person's cancel")
+        XCTAssertEqual(follower.events.last?["error"] as? String, "The server stopped before this flash finished")
 
         let history = try flashctl(["history", "--history", server.history, "--json"])
         let entries = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(history.stdout.utf8)) as? [[String: Any]], history.stdout + history.stderr)
         XCTAssertEqual(entries.first?["jobId"] as? String, jobId)
-        XCTAssertEqual(entries.first?["result"] as? String, "cancelled")
+        XCTAssertEqual(entries.first?["result"] as? String, "interrupted")
     }
 
     func testAJobRunningWhenTheServerIsKilledIsInterruptedAfterRestart() throws {

@@ -64,7 +64,9 @@ final class StalledTCPDeviceTests: XCTestCase {
         let states = Dictionary(uniqueKeysWithValues: entries.compactMap { entry in
             (entry["jobId"] as? String).map { ($0, entry["result"] as? String ?? "") }
         })
-        XCTAssertEqual(states, [cancelled: "cancelled", stopped: "cancelled"], history.stdout)
+        XCTAssertEqual(states, [cancelled: "cancelled", stopped: "interrupted"], history.stdout)
+        let stoppedEntry = entries.first { $0["jobId"] as? String == stopped }
+        XCTAssertEqual(stoppedEntry?["error"] as? String, "The server stopped before this flash finished")
     }
 
     private func curl(_ arguments: [String]) throws -> CommandResult {
@@ -98,7 +100,7 @@ final class StalledTCPDeviceTests: XCTestCase {
     private func waitForEnd(_ id: String, server: ServeProcess) throws -> [String: Any]? {
         let deadline = Date().addingTimeInterval(10)
         while Date() < deadline {
-            if let job = try job(id, server: server), ["completed", "failed", "cancelled"].contains(job["state"] as? String ?? "") {
+            if let job = try job(id, server: server), ["completed", "failed", "cancelled", "interrupted"].contains(job["state"] as? String ?? "") {
                 return job
             }
             usleep(100_000)

@@ -336,7 +336,7 @@ private func feed(_ aggregator: ProgressAggregator, _ clock: ManualClock, from s
         aggregator.resumed()
         clock.advance(ms: 10)
         aggregator.update(bytesTransferred: 3 * MB)
-        aggregator.cancelled("Flash cancelled by user")
+        aggregator.stopped(by: .user)
         aggregator.paused()
 
         #expect(log.types == [

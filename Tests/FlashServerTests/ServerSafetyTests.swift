@@ -122,21 +122,26 @@ import Testing
         await harness.stop()
     }
 
-    @Test func shutdownCancelsRunningJobsAndClosesClientsWithACloseFrame() async throws {
+    @Test func shutdownStopsRunningJobsAsServerStoppedAndClosesClientsWithACloseFrame() async throws {
         let harness = try await ServerHarness.start(devices: 1, speed: 2 << 20)
         defer { harness.removeFiles() }
         try harness.makeImage("boot.img", bytes: 16 << 20)
-        let client = try await harness.connect()
+        var clients: [ProgressClient] = []
+        for _ in 0..<50 { clients.append(try await harness.connect()) }
         let jobId = try await harness.startJob(device: "EMU1", image: "boot.img")
-        try await client.wait(until: { $0.contains { $0["type"] as? String == "flash_progress" } })
+        for client in clients {
+            try await client.wait(until: { $0.contains { $0["type"] as? String == "flash_progress" } })
+        }
         await harness.stop()
-        try await client.wait(timeout: 10, "the close frame", until: { _ in client.isClosed })
-        #expect(client.closeStatus == 1000)
-        let last = try #require(client.messages(job: jobId).last)
-        #expect(last["type"] as? String == "flash_failed")
-        #expect(last["reason"] as? String == "cancelled")
+        for client in clients {
+            try await client.wait(timeout: 10, "the close frame", until: { _ in client.isClosed })
+            #expect(client.closeStatus == 1001)
+            let last = try #require(client.messages(job: jobId).last)
+            #expect(last["type"] as? String == "flash_failed")
+            #expect(last["reason"] as? String == "server_stopped")
+        }
         let history = try HistoryStore(path: harness.base + "/history.sqlite")
-        #expect(try history.entry(jobId: jobId)?.result == "cancelled")
+        #expect(try history.entry(jobId: jobId)?.result == "interrupted")
     }
 
     @Test func aClientThatCannotKeepUpIsDisconnectedAndTheServerGoesOn() async throws {

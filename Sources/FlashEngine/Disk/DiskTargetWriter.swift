@@ -109,8 +109,8 @@ final class DiskTargetWriter: @unchecked Sendable {
         let flashError = error as? FlashError ?? FlashError(.io, "\(error)")
         let written = writer?.bytesWritten ?? 0
         if flashError.kind == .cancelled {
-            progress.cancelled()
-            outcome = .cancelled(bytesSent: written)
+            progress.stopped(by: control.stopCause)
+            outcome = .stopped(by: control.stopCause, bytesSent: written)
         } else {
             progress.failed(error: flashError.message)
             outcome = JobOutcome(state: .failed, error: flashError.message, bytesSent: written)

@@ -122,8 +122,8 @@ public final class FastbootFlashJob: FlashJob, @unchecked Sendable {
             return JobOutcome(state: .completed, error: nil, bytesSent: sent, sha256: digest.finalizeHex())
         } catch let error as FlashError where error.kind == .cancelled {
             if downloading != nil { transport?.abandonDownload() }
-            progress.cancelled()
-            return .cancelled(bytesSent: sent)
+            progress.stopped(by: control.stopCause)
+            return .stopped(by: control.stopCause, bytesSent: sent)
         } catch let error as FlashError {
             progress.failed(error: error.message)
             return JobOutcome(state: .failed, error: error.message, bytesSent: sent, sha256: nil)

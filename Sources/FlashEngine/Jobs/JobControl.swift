@@ -5,14 +5,17 @@ import Foundation
 public final class JobControl: @unchecked Sendable {
     private let condition = NSCondition()
     private var cancelled = false
+    private var cause = StopCause.user
     private var paused = false
     private var cancelHandlers: [Int: @Sendable () -> Void] = [:]
     private var nextHandlerID = 0
 
     public init() {}
 
-    public func cancel() {
+    /// The first cancel's cause is the one the job reports.
+    public func cancel(_ cause: StopCause = .user) {
         condition.lock()
+        if !cancelled { self.cause = cause }
         cancelled = true
         let handlers = cancelHandlers.values
         cancelHandlers.removeAll()
@@ -68,6 +71,13 @@ public final class JobControl: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         return cancelled
+    }
+
+    /// Why the job was cancelled (meaningful once `isCancelled`).
+    public var stopCause: StopCause {
+        condition.lock()
+        defer { condition.unlock() }
+        return cause
     }
 
     public var isPaused: Bool {

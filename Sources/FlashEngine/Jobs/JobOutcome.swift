@@ -1,18 +1,48 @@
 /// Where a job is in its life.
 public enum JobState: String, Sendable, Codable, CaseIterable {
-    case queued, running, paused, completed, failed, cancelled
+    /// `interrupted`: ended unfinished because the server running it stopped.
+    case queued, running, paused, completed, failed, cancelled, interrupted
 
     public var isFinished: Bool {
         switch self {
-        case .completed, .failed, .cancelled: return true
+        case .completed, .failed, .cancelled, .interrupted: return true
         case .queued, .running, .paused: return false
+        }
+    }
+}
+
+/// Who stopped a job before its end: a person (Ctrl-C, the API's cancel, the dashboard), or the
+/// server shutting down, which a dashboard must tell apart from a person's choice.
+public enum StopCause: Sendable {
+    case user, serverStopped
+
+    /// The `flash_failed` message's `reason`.
+    public var reason: String {
+        switch self {
+        case .user: return "cancelled"
+        case .serverStopped: return "server_stopped"
+        }
+    }
+
+    /// The one text such a job ends with, on every face.
+    public var message: String {
+        switch self {
+        case .user: return "Flash cancelled by user"
+        case .serverStopped: return "The server stopped before this flash finished"
+        }
+    }
+
+    var endState: JobState {
+        switch self {
+        case .user: return .cancelled
+        case .serverStopped: return .interrupted
         }
     }
 }
 
 /// How a job ended.
 public struct JobOutcome: Sendable, Equatable {
-    /// `.completed`, `.failed` or `.cancelled`.
+    /// `.completed`, `.failed`, `.cancelled` or `.interrupted`.
     public var state: JobState
     public var error: String?
     /// Bytes the device acknowledged and was asked to write.
@@ -30,10 +60,7 @@ public struct JobOutcome: Sendable, Equatable {
         self.verified = verified
     }
 
-    /// The one text a cancelled job ends with, on every face.
-    public static let cancelledMessage = "Flash cancelled by user"
-
-    public static func cancelled(bytesSent: Int64) -> JobOutcome {
-        JobOutcome(state: .cancelled, error: cancelledMessage, bytesSent: bytesSent)
+    public static func stopped(by cause: StopCause, bytesSent: Int64) -> JobOutcome {
+        JobOutcome(state: cause.endState, error: cause.message, bytesSent: bytesSent)
     }
 }

@@ -154,23 +154,23 @@ public final class JobScheduler: @unchecked Sendable {
     }
 
     /// Stops a job: a queued one at once, a running or paused one at its next chunk boundary
-    /// (its `flash_failed` with reason "cancelled" follows when it has stopped).
+    /// (its `flash_failed` with the cause's reason follows when it has stopped).
     @discardableResult
-    public func cancel(_ jobId: String) throws -> JobStatus {
+    public func cancel(_ jobId: String, cause: StopCause = .user) throws -> JobStatus {
         var cancelledQueued: JobEntry?
         let status = try command(jobId) { entry in
             guard !entry.state.isFinished else {
                 throw FlashError(.jobState, "\(jobId) has already \(entry.state == .completed ? "completed" : "ended (\(entry.state.rawValue))")")
             }
-            entry.job.control.cancel()
+            entry.job.control.cancel(cause)
             if entry.state == .queued {
                 queue.removeAll { $0 == jobId }
-                entry.finish(.cancelled(bytesSent: 0), at: clock.epochMillis())
+                entry.finish(.stopped(by: cause, bytesSent: 0), at: clock.epochMillis())
                 cancelledQueued = entry
             }
         }
         if let entry = cancelledQueued {
-            entry.progress.cancelled()
+            entry.progress.stopped(by: cause)
             notify(status)
         }
         return status
@@ -193,7 +193,7 @@ public final class JobScheduler: @unchecked Sendable {
 
     // MARK: Shutdown
 
-    /// Refuses new jobs, cancels every queued and running one, and waits up to `timeout` seconds
+    /// Refuses new jobs, stops every queued and running one (`server_stopped`), and waits up to `timeout` seconds
     /// for running jobs to stop. Returns whether they all stopped in time.
     @discardableResult
     public func shutdown(timeout: Double) -> Bool {
@@ -201,7 +201,7 @@ public final class JobScheduler: @unchecked Sendable {
         acceptingJobs = false
         let ids = order.filter { entries[$0].map { !$0.state.isFinished } ?? false }
         lock.unlock()
-        for id in ids { _ = try? cancel(id) }
+        for id in ids { _ = try? cancel(id, cause: .serverStopped) }
         let deadline = Date(timeIntervalSinceNow: timeout)
         lock.lock()
         while liveThreads > 0, lock.wait(until: deadline) {}

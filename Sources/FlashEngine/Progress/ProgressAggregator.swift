@@ -135,14 +135,14 @@ public final class ProgressAggregator: Sendable {
         perform { $0.completed(sha256: sha256, verified: verified, now: $1, epoch: $2) }
     }
 
-    /// Emits `.failed`. `reason` is "cancelled" for a cancelled job (see `cancelled(_:)`).
+    /// Emits `.failed`. `reason` says who stopped a job ended before its end (see `stopped(by:)`).
     public func failed(error: String, reason: String? = nil) {
         perform { $0.failed(error: error, reason: reason, now: $1, epoch: $2) }
     }
 
-    /// Ends the job as cancelled: `.failed` with `reason` "cancelled".
-    public func cancelled(_ message: String = JobOutcome.cancelledMessage) {
-        failed(error: message, reason: "cancelled")
+    /// Ends a job stopped before its end: `.failed` with the cause's message and `reason`.
+    public func stopped(by cause: StopCause) {
+        failed(error: cause.message, reason: cause.reason)
     }
 
     /// INFO/TEXT from the device; never rate-limited.

@@ -57,6 +57,4 @@ public struct HistoryEntry: Codable, Sendable, Equatable, FetchableRecord, Persi
         durationMs = status.endedAt != nil ? status.durationMs(now: status.endedAt ?? 0) : nil
         averageSpeed = status.averageSpeed
     }
-
-    public static let interrupted = "interrupted"
 }

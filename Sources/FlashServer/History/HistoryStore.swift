@@ -51,7 +51,7 @@ public final class HistoryStore: Sendable {
                         error = COALESCE(error, 'the server stopped while this job was ' || result)
                     WHERE result IN ('queued', 'running', 'paused')
                     """,
-                arguments: [HistoryEntry.interrupted, now])
+                arguments: [JobState.interrupted.rawValue, now])
             return db.changesCount
         }
     }

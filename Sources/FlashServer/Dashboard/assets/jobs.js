@@ -8,6 +8,9 @@ const MAX_SAMPLES = 240;
 
 const QUEUED_STAGE = "Waiting for the device";
 
+/** flash_failed's reason: a person's cancel, or a server that stopped (not a failed flash). */
+const STATE_OF_REASON = { cancelled: "cancelled", server_stopped: "interrupted", station_lost: "interrupted" };
+
 export const ACTIVE_STATES = new Set(["queued", "running", "paused"]);
 
 export class JobStore {
@@ -85,7 +88,7 @@ export class JobStore {
         if (typeof message.sha256 === "string") job.sha256 = message.sha256;
         return job;
       case "flash_failed":
-        job.state = message.reason === "cancelled" ? "cancelled" : "failed";
+        job.state = STATE_OF_REASON[message.reason] ?? "failed";
         job.error = message.error ?? "failed";
         job.transferSpeed = 0;
         job.endedAt = message.timestamp;
