@@ -122,6 +122,36 @@ final class USBCancelTests: XCTestCase {
         XCTAssertEqual(try run.finish(timeout: 10), 0, run.testbedLog)
     }
 
+    /// A device busy writing a partition (here: one that never answers flash:boot) when the user
+    /// cancels: the wait for its answer is given up within about half a second, not at the 120 s
+    /// write timeout, and the device is reset so that its late answer cannot be taken for the
+    /// next command's.
+    func testCancelWhileTheDeviceWritesEndsPromptlyAndResetsIt() throws {
+        let emulator = try EmulatorProcess(serial: "USBCANCEL5", extraArguments: ["--stall-on", "flash:boot"])
+        defer { emulator.stop() }
+        let image = TestImages.random(1 << 20, seed: 51)
+        let imagePath = try TestImages.write(image, name: "boot.img")
+        let next = TestImages.random(256 << 10, seed: 52)
+        let nextPath = try TestImages.write(next, name: "recovery.img")
+        let run = try TwoFlashTestbedRun(device: emulator.usbDevice(), serial: "USBCANCEL5", first: imagePath, second: nextPath)
+        defer { run.stop() }
+
+        // 1 MiB goes in milliseconds: two seconds after the first progress, flashctl waits for
+        // flash:boot's answer.
+        _ = try run.interruptFirst(whenAcknowledged: { $0 >= 0 }, thenWait: 2)
+        let first = try run.waitForStep("first", timeout: 20)
+        assertCancelled(first)
+        XCTAssertLessThan(first.seconds, 3, "the cancel must not wait for the device's answer (write timeout 120 s)")
+        XCTAssertTrue(run.testbedLog.contains("USBCANCEL5: USBDEVFS_RESET"), "flashctl must reset the device:\n\(run.testbedLog)")
+        XCTAssertNil(emulator.partition("boot"))
+
+        run.proceed()
+        let second = try run.waitForStep("second", timeout: 30)
+        XCTAssertEqual(second.status, 0, second.stderr + second.stdout)
+        XCTAssertEqual(emulator.partition("recovery"), next)
+        XCTAssertEqual(try run.finish(timeout: 10), 0, run.testbedLog)
+    }
+
     /// The test bed itself: a flashctl killed outright (no padding, no reset) leaves the device in
     /// its download phase, and the next flashctl meets it there, as it would on real hardware: the
     /// device takes its commands as download data and never answers.

@@ -23,7 +23,7 @@ final class ScriptedTransport: FastbootTransport, @unchecked Sendable {
         slicesAtCommands.append(ThreadTimeSlice.current)
     }
 
-    func read(maxLength: Int, timeoutMs: Int) throws -> [UInt8] {
+    func read(maxLength: Int, timeoutMs: Int, cutShortOnCancel: Bool) throws -> [UInt8] {
         guard !answers.isEmpty else { throw FlashError(.timeout, "no answer scripted") }
         return answers.removeFirst()
     }

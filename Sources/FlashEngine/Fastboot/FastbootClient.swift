@@ -53,7 +53,8 @@ public final class FastbootClient {
         try ThreadTimeSlice.withDefault {
             try transport.writeStream(source, totalBytes: size, timeoutMs: timeouts.commandMs, onAcknowledged: onAcknowledged)
         }
-        _ = try expectOkay(for: "download", timeoutMs: timeouts.writeMs)
+        // A cancel that padded the download waits for this OKAY: it leaves the device in step.
+        _ = try expectOkay(for: "download", timeoutMs: timeouts.writeMs, cutShortOnCancel: false)
     }
 
     public func flash(partition: String) throws {
@@ -87,8 +88,8 @@ public final class FastbootClient {
         try transport.write(bytes, timeoutMs: timeouts.commandMs)
     }
 
-    private func expectOkay(for command: String, timeoutMs: Int) throws -> String {
-        switch try awaitResponse(for: command, timeoutMs: timeoutMs) {
+    private func expectOkay(for command: String, timeoutMs: Int, cutShortOnCancel: Bool = true) throws -> String {
+        switch try awaitResponse(for: command, timeoutMs: timeoutMs, cutShortOnCancel: cutShortOnCancel) {
         case .okay(let payload):
             return payload
         case .data:
@@ -99,11 +100,11 @@ public final class FastbootClient {
     }
 
     /// Reads until OKAY, FAIL or DATA; INFO and TEXT are passed on and restart the timeout.
-    private func awaitResponse(for command: String, timeoutMs: Int) throws -> FastbootResponse {
+    private func awaitResponse(for command: String, timeoutMs: Int, cutShortOnCancel: Bool = true) throws -> FastbootResponse {
         while true {
             let packet: [UInt8]
             do {
-                packet = try transport.read(maxLength: Self.maxResponseLength, timeoutMs: timeoutMs)
+                packet = try transport.read(maxLength: Self.maxResponseLength, timeoutMs: timeoutMs, cutShortOnCancel: cutShortOnCancel)
             } catch let error as FlashError where error.kind == .timeout {
                 throw FlashError(.timeout, "\(transport.peerDescription) did not answer \(command) within \(timeoutMs / 1000) s")
             }

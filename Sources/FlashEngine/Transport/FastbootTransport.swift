@@ -10,8 +10,9 @@ public protocol FastbootTransport: AnyObject, Sendable {
     func write(_ bytes: [UInt8], timeoutMs: Int) throws
 
     /// Receives one message from the device, at most `maxLength` bytes.
-    /// Throws `FlashError(.timeout, ...)` when nothing arrives in time.
-    func read(maxLength: Int, timeoutMs: Int) throws -> [UInt8]
+    /// Throws `FlashError(.timeout, ...)` when nothing arrives in time. `cutShortOnCancel` is false
+    /// for the answer that ends a download, which a cancel that padded the download waits for.
+    func read(maxLength: Int, timeoutMs: Int, cutShortOnCancel: Bool) throws -> [UInt8]
 
     /// Sends exactly `totalBytes` from `source`, calling `onAcknowledged` with the number of bytes
     /// the device has accepted so far (cumulative) as transfers complete. Throws `.timeout` when
@@ -23,7 +24,9 @@ public protocol FastbootTransport: AnyObject, Sendable {
 
     /// Called from another thread when the job is cancelled. Over TCP a call blocked waiting for
     /// the device, and every later one, throws `FlashError(.cancelled)` at once; over USB a
-    /// download the device has stopped taking does (one it still takes may be padded).
+    /// download the device has stopped taking does (one it still takes may be padded), and so
+    /// does a wait for an answer (`cutShortOnCancel`) that has not come within half a second
+    /// (the device is reset).
     func interrupt()
 
     /// Called after a download was broken off, so the device does not wait forever for the rest

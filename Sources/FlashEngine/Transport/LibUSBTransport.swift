@@ -58,16 +58,42 @@ public final class LibUSBTransport: FastbootTransport, @unchecked Sendable {
         }
     }
 
-    public func read(maxLength: Int, timeoutMs: Int) throws -> [UInt8] {
+    /// Waits for the answer in slices, so that a cancel is seen while the device is busy (a flash
+    /// or an erase may take minutes). A slice that ends with nothing loses nothing: libusb reports
+    /// what arrived before it gave the transfer up.
+    public func read(maxLength: Int, timeoutMs: Int, cutShortOnCancel: Bool) throws -> [UInt8] {
         // Read whole packets so a device that sends a full packet never overflows our buffer.
         var buffer = [UInt8](repeating: 0, count: max(maxLength, 512))
-        var received: Int32 = 0
-        let rc = buffer.withUnsafeMutableBufferPointer { pointer in
-            libusb_bulk_transfer(handle, endpointIn, pointer.baseAddress, Int32(pointer.count), &received, UInt32(timeoutMs))
+        let clock = SystemClock()
+        let started = clock.monotonicNanos()
+        let deadline = started + UInt64(max(timeoutMs, 1)) * 1_000_000
+        var interruptedSince: UInt64?
+        while true {
+            let now = clock.monotonicNanos()
+            if cutShortOnCancel, interruptedSince == nil, interrupted.load(ordering: .relaxed) { interruptedSince = now }
+            if let since = interruptedSince, now - since >= Self.answerGraceAfterCancel {
+                // Its late answer would be read as the next command's: the device starts over.
+                abandonDownload()
+                throw FlashError(.cancelled, "gave up waiting for \(peerDescription)'s answer: cancelled")
+            }
+            guard now < deadline else {
+                throw USBError.flashError(LIBUSB_ERROR_TIMEOUT.rawValue, during: "waiting for the device's answer", device: peerDescription)
+            }
+            let sliceMs = UInt32(max(1, min((deadline - now) / 1_000_000, Self.answerSliceMs)))
+            var received: Int32 = 0
+            let rc = buffer.withUnsafeMutableBufferPointer { pointer in
+                libusb_bulk_transfer(handle, endpointIn, pointer.baseAddress, Int32(pointer.count), &received, sliceMs)
+            }
+            if rc == 0 || received > 0 { return Array(buffer.prefix(Int(received))) }
+            guard rc == LIBUSB_ERROR_TIMEOUT.rawValue else {
+                throw USBError.flashError(rc, during: "waiting for the device's answer", device: peerDescription)
+            }
         }
-        guard rc == 0 else { throw USBError.flashError(rc, during: "waiting for the device's answer", device: peerDescription) }
-        return Array(buffer.prefix(Int(received)))
     }
+
+    private static let answerSliceMs: UInt64 = 100
+    /// How long an answer is still waited for after a cancel.
+    static let answerGraceAfterCancel: UInt64 = 500_000_000
 
     public func writeStream(_ source: ByteStream, totalBytes: Int64, timeoutMs: Int, onAcknowledged: (Int64) -> Void) throws {
         let run = BulkOutPipeline(
@@ -79,9 +105,9 @@ public final class LibUSBTransport: FastbootTransport, @unchecked Sendable {
 
     /// A cancel: a download the device has stopped taking is given up within half a second
     /// instead of at the transfer timeout. One it still takes goes on, so that a cancel near its
-    /// end can finish it with padding (`ControlledStream`). A command waiting for the device's
-    /// answer is not cut short: over USB the answer would stay in the pipe and be read as the
-    /// answer to the next command; it ends at its timeout.
+    /// end can finish it with padding (`ControlledStream`). A wait for the device's answer (to
+    /// flash or erase, say) is given up after half a second, and the device is reset: over USB
+    /// its late answer would otherwise stay in the pipe, to be read as the next command's.
     public func interrupt() {
         interrupted.store(true, ordering: .relaxed)
     }

@@ -32,7 +32,7 @@ public final class TCPTransport: FastbootTransport, @unchecked Sendable {
         try FastbootTCPFraming.writeFrame(bytes, socket: socket, timeoutMs: timeoutMs)
     }
 
-    public func read(maxLength: Int, timeoutMs: Int) throws -> [UInt8] {
+    public func read(maxLength: Int, timeoutMs: Int, cutShortOnCancel: Bool) throws -> [UInt8] {
         try FastbootTCPFraming.readFrame(socket: socket, maxLength: maxLength, timeoutMs: timeoutMs)
     }
 
