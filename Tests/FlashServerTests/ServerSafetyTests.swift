@@ -32,10 +32,11 @@ import Testing
         big.sendRaw(#"{"type":"ping","pad":""# + String(repeating: "x", count: 100_000) + #""}"#)
         try await big.wait(until: { _ in big.isClosed })
         #expect(big.closeStatus == 1009)
-        // A 2 MiB frame, still being sent when the server decides: the client sees 1009 too.
-        for _ in 0..<3 {
+        // 2 MiB frames, still being sent when the server decides, and one of 12 MiB, over the 4 MiB
+        // the server reads whole (refused at its header): the client sees 1009 too.
+        for size in [2 << 20, 2 << 20, 2 << 20, 12 << 20] {
             let huge = try await harness.connect()
-            huge.sendRaw(#"{"type":"ping","pad":""# + String(repeating: "x", count: 2 << 20) + #""}"#)
+            huge.sendRaw(#"{"type":"ping","pad":""# + String(repeating: "x", count: size) + #""}"#)
             try await huge.wait(until: { _ in huge.isClosed })
             #expect(huge.closeStatus == 1009)
         }
