@@ -124,7 +124,10 @@ public final class FlashServer: Sendable {
                 }
                 return ConnectionCap(inner: http, counts: connections)
             },
-            configuration: .init(address: .hostname(host, port: configuration.port), serverName: "flashctl"),
+            // A backlog as long as the kernel allows (somaxconn): a peer connecting by the thousand
+            // fills a short one, and then every other client's SYN is dropped and retried a
+            // second later.
+            configuration: .init(address: .hostname(host, port: configuration.port), serverName: "flashctl", backlog: 4096),
             onServerRunning: { channel in
                 boundPort.value = channel.localAddress?.port ?? boundPort.value
                 let shown = host.contains(":") ? "[\(host)]" : host

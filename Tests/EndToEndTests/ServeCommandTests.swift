@@ -320,6 +320,45 @@ final class ServeCommandTests: XCTestCase {
         XCTAssertEqual(again.stdout, "200", again.stderr)
     }
 
+    /// The campaign's lock-out: one peer opens 20,000 connections (as many as this process may
+    /// hold) and sends nothing. The server holds at most its per-peer cap of them, and another
+    /// address is answered all along.
+    func testTwentyThousandIdleConnectionsFromOnePeerDoNotLockOthersOut() throws {
+        var limit = rlimit()
+        getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
+        limit.rlim_cur = limit.rlim_max
+        setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
+        let count = min(20_000, Int(limit.rlim_cur) - 300)
+        let server = try serve(["--emulate", "1"])
+        let port = try XCTUnwrap(UInt16(server.url.split(separator: ":").last ?? ""))
+        // Bare descriptors: POSIXSocket keeps a wake pipe beside each connection.
+        var idle: [Int32] = []
+        idle.reserveCapacity(count)
+        defer { idle.forEach { _ = Glibc.close($0) } }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        for _ in 0..<count {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            let connected = fd >= 0 && withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            } == 0
+            guard connected else {
+                if fd >= 0 { _ = Glibc.close(fd) }
+                return XCTFail("connection \(idle.count + 1) of \(count): \(String(cString: strerror(errno)))")
+            }
+            idle.append(fd)
+        }
+        for attempt in 0..<20 {
+            let answer = try curl(["--interface", "127.0.0.2", "--max-time", "5", "-w", "%{http_code}", "-o", "/dev/null", "\(server.url)/api/jobs"])
+            XCTAssertEqual(answer.stdout, "200", "request \(attempt) with \(count) idle connections open: \(answer.stderr)")
+        }
+        let held = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(server.pid)/fd").count
+        XCTAssertLessThan(held, 1_024 + 200, "the server holds \(held) descriptors while \(count) connections knock")
+        print("ServeCommandTests: \(count) idle connections from one peer; the server held \(held) descriptors")
+    }
+
     func testServeRefusesAnOpenAddressWithoutAToken() throws {
         // A name that begins like a loopback address is not one: it resolves wherever DNS says.
         for host in ["0.0.0.0", "127.example.com"] {
