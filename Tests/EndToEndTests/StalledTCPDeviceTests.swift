@@ -22,6 +22,9 @@ final class StalledTCPDeviceTests: XCTestCase {
         XCTAssertEqual(result.status, 1, result.stderr)
         let error = result.events(ofType: "flash_failed").first?["error"] as? String ?? ""
         XCTAssertEqual(error, "\(emulator.tcpSelector) stopped taking data (nothing accepted for 2 s)", result.stdout)
+        let started = try XCTUnwrap(result.events(ofType: "flash_started").first?["timestamp"] as? Double)
+        let ended = try XCTUnwrap(result.events(ofType: "flash_failed").first?["timestamp"] as? Double)
+        XCTAssertLessThan(ended - started, 3_000, "the job must end within the 2 s timeout and a second")
         XCTAssertNil(emulator.partition("boot"))
     }
 
@@ -33,9 +36,11 @@ final class StalledTCPDeviceTests: XCTestCase {
         XCTAssertTrue(flash.waitFor(#""stage":"Sending boot""#), flash.output)
         // The device has taken its megabyte and the host's send is blocked on a full buffer.
         usleep(1_500_000)
+        let interrupted = Date()
         flash.signal(SIGINT)
         let status = flash.wait(timeout: 10)
         XCTAssertEqual(status, 1, "Ctrl-C did not end the job: \(flash.output)")
+        XCTAssertLessThan(Date().timeIntervalSince(interrupted), 1.5, "Ctrl-C must end the job within a second")
         let failed = flash.events.first { $0["type"] as? String == "flash_failed" }
         XCTAssertEqual(failed?["reason"] as? String, "cancelled", flash.output)
         XCTAssertEqual(failed?["error"] as? String, "Flash cancelled by user")
@@ -51,9 +56,11 @@ final class StalledTCPDeviceTests: XCTestCase {
 
         let cancelled = try startJob(on: first, server: server)
         try waitUntilStuck(cancelled, server: server)
+        let asked = Date()
         let answer = try curl(["-X", "POST", "\(server.url)/api/jobs/\(cancelled)/cancel"])
         XCTAssertEqual(answer.events.first?["status"] as? String, "cancelling", answer.stdout)
         XCTAssertEqual(try waitForEnd(cancelled, server: server)?["state"] as? String, "cancelled")
+        XCTAssertLessThan(Date().timeIntervalSince(asked), 1.5, "the API's cancel must end the job within a second")
 
         // A server stopped while a job is stuck ends it and records how it ended.
         let stopped = try startJob(on: second, server: server)
