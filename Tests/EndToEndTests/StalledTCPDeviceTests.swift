@@ -1,3 +1,4 @@
+import FlashEngine
 import Foundation
 import XCTest
 
@@ -44,6 +45,23 @@ final class StalledTCPDeviceTests: XCTestCase {
         let failed = flash.events.first { $0["type"] as? String == "flash_failed" }
         XCTAssertEqual(failed?["reason"] as? String, "cancelled", flash.output)
         XCTAssertEqual(failed?["error"] as? String, "Flash cancelled by user")
+    }
+
+    /// A host that takes the connection and never answers the fastboot handshake: Ctrl-C ends the
+    /// job at once, not when the 5 s connect timeout passes.
+    func testCtrlCEndsAFlashWaitingForTheHandshake() throws {
+        let silent = try POSIXSocket.listen(host: "127.0.0.1", port: 0)
+        defer { silent.close() }
+        let path = try TestImages.write(TestImages.random(1 << 20), name: "boot.img")
+        let flash = try RunningCommand(ProcessRunner.flashctl, ["flash", "--device", "tcp:127.0.0.1:\(silent.localPort)", path, "--json"])
+        XCTAssertTrue(flash.waitFor(#""stage":"Connecting""#), flash.output)
+        usleep(500_000)
+        let interrupted = Date()
+        flash.signal(SIGINT)
+        XCTAssertEqual(flash.wait(timeout: 10), 1, flash.output)
+        XCTAssertLessThan(Date().timeIntervalSince(interrupted), 1.5, "Ctrl-C must not wait for the connect timeout")
+        let failed = flash.events.first { $0["type"] as? String == "flash_failed" }
+        XCTAssertEqual(failed?["reason"] as? String, "cancelled", flash.output)
     }
 
     func testTheServerCancelsAndStopsJobsStuckOnSuchADevice() throws {

@@ -57,8 +57,8 @@ public struct FastbootDeviceFinder: Sendable {
         }
     }
 
-    /// Opens the transport to a found device.
-    public func connect(_ found: Found, connectTimeoutMs: Int = 5_000) throws -> FastbootTransport {
+    /// Opens the transport to a found device; a cancel of `control` ends a TCP connect at once.
+    public func connect(_ found: Found, connectTimeoutMs: Int = 5_000, control: JobControl? = nil) throws -> FastbootTransport {
         switch found {
         case .usb(let device):
             if device.info.problem == "no permission" {
@@ -69,7 +69,7 @@ public struct FastbootDeviceFinder: Sendable {
             guard case .tcp(let host, let port) = info.address else {
                 throw FlashError(.deviceSelection, "\(info.summary) is not a TCP device")
             }
-            return try TCPTransport(host: host, port: port, timeoutMs: connectTimeoutMs)
+            return try TCPTransport(host: host, port: port, timeoutMs: connectTimeoutMs, control: control)
         }
     }
 

@@ -90,7 +90,7 @@ public final class FastbootFlashJob: FlashJob, @unchecked Sendable {
         do {
             let layouts = try targets.map { try $0.image.layout(checkCancelled: control.checkCancelled) }
             if measuring { progress.setStage("Connecting") }
-            let connected = try finder.connect(device)
+            let connected = try finder.connect(device, control: control)
             transport = connected
             // A device that stops reading or answering must not hold a cancel back.
             cancelHandler = control.onCancel { connected.interrupt() }

@@ -10,14 +10,21 @@ public final class TCPTransport: FastbootTransport, @unchecked Sendable {
     /// told of it), and "sent" stays close to what the device has. 4 MiB frames were no faster.
     private let frameSize: Int
 
-    public init(host: String, port: UInt16, timeoutMs: Int, frameSize: Int = 256 << 10) throws {
+    /// A cancel of `control` ends the connect and the handshake at once.
+    public init(host: String, port: UInt16, timeoutMs: Int, frameSize: Int = 256 << 10, control: JobControl? = nil) throws {
         peerDescription = "tcp:\(host):\(port)"
         self.frameSize = frameSize
-        socket = try POSIXSocket.connect(host: host, port: port, timeoutMs: timeoutMs)
+        socket = try POSIXSocket.connect(host: host, port: port, timeoutMs: timeoutMs, control: control)
         // TCP has no per-transfer acknowledgement: a small send buffer keeps "sent" honest.
         socket.setSendBufferSize(frameSize)
+        let socket = self.socket
+        let cancelHandler = control?.onCancel { socket.interrupt() }
+        defer { cancelHandler.map { control?.removeCancelHandler($0) } }
         do {
             try FastbootTCPFraming.clientHandshake(socket: socket, timeoutMs: timeoutMs)
+        } catch let error as FlashError where error.kind == .cancelled {
+            socket.close()
+            throw error
         } catch let error as FlashError {
             socket.close()
             throw FlashError(error.kind, "\(peerDescription) is not a fastboot device: \(error.message)")
