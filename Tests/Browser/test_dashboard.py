@@ -167,7 +167,8 @@ def test_a_failed_job_shows_the_devices_error(page, server, workdir):
         job_id = server.start_job(device.selector, "boot.img", "boot")
         job = card(page, job_id)
         expect(field(job, "status")).to_have_text("Failed", timeout=15_000)
-        error = server.job(job_id)["error"]
+        # The page hears flash_failed as the job ends; the API records the end a moment later.
+        error = server.wait_for_job(job_id, lambda job: job.get("state") == "failed", timeout=10)["error"]
         assert "partition is locked" in error
         expect(field(job, "error")).to_have_text(error)
         expect(field(job, "outcome")).to_be_hidden()
