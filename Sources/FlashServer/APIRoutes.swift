@@ -14,6 +14,8 @@ struct APIRoutes: Sendable {
     let metrics: ServerMetrics
     /// `--allow-tcp`: "HOST" or "HOST:PORT".
     let allowedTCPDevices: [String]
+    /// Set when this server is a station of a farm.
+    let farm: FarmLink?
 
     func add(to router: Router<ServerRequestContext>) {
         let api = router.group("api")
@@ -49,14 +51,23 @@ struct APIRoutes: Sendable {
             try guarded { try events(request, context) }
         }
         api.get("devices") { _, _ in
-            let busy = Dictionary(scheduler.jobs().filter { !$0.state.isFinished && $0.state != .queued }.map { ($0.info.deviceId, $0.info.jobId) }) { first, _ in first }
-            return DeviceListBody(devices: devices.devices(busy: busy))
+            DeviceListBody(devices: devices.devices(busy: scheduler.busyDevices()))
         }
         api.get("history") { request, _ in
             try guarded {
                 let query = request.uri.queryParameters
                 let limit = query["limit"].flatMap { Int(String($0)) } ?? 100
                 return HistoryListBody(jobs: try history.recent(limit: min(max(limit, 0), 10_000), deviceId: query["deviceId"].map(String.init)))
+            }
+        }
+        api.get("stations") { _, _ in
+            try await guarded {
+                guard let farm else { throw APIError(.notFound, "this server is not a station of a farm (serve --farm)") }
+                do {
+                    return StationListBody(stations: try await farm.stations.list())
+                } catch {
+                    throw APIError(.serviceUnavailable, "the farm database at \(farm.url.redacted) is unreachable: \(FarmLink.describe(error))")
+                }
             }
         }
         api.get("images") { _, _ in

@@ -126,12 +126,16 @@ struct AccessMiddleware<Context: RequestContext>: RouterMiddleware {
 
 /// The port the server really listens on (known once it is bound, when 0 was asked for).
 final class BoundPort: Sendable {
-    private let port: Mutex<Int>
+    private let port: Mutex<(value: Int, bound: Bool)>
 
-    init(_ port: Int) { self.port = Mutex(port) }
+    init(_ port: Int) { self.port = Mutex((port, false)) }
 
-    var value: Int {
-        get { port.withLock { $0 } }
-        set { port.withLock { $0 = newValue } }
+    var value: Int { port.withLock { $0.value } }
+
+    /// Whether the server listens yet.
+    var isBound: Bool { port.withLock { $0.bound } }
+
+    func bound(to value: Int?) {
+        port.withLock { $0 = (value ?? $0.value, true) }
     }
 }

@@ -32,6 +32,13 @@ struct DeviceInventory: Sendable {
     }
 }
 
+extension JobScheduler {
+    /// The job running (or paused) on each busy device, by device id.
+    func busyDevices() -> [String: String] {
+        Dictionary(jobs().filter { !$0.state.isFinished && $0.state != .queued }.map { ($0.info.deviceId, $0.info.jobId) }) { first, _ in first }
+    }
+}
+
 extension FastbootDeviceInfo.Address {
     var isUSB: Bool {
         if case .usb = self { return true }

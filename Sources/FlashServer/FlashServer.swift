@@ -25,6 +25,7 @@ public final class FlashServer: Sendable {
     private let shutdownTrigger = ShutdownTrigger()
     private let progressSocket: ProgressSocket
     private let autoFlash: AutoFlashService?
+    private let farm: FarmLink?
     private let ioNicenessSet = Mutex<Bool?>(nil)
     /// Jobs left unfinished by the previous run, marked interrupted at start.
     public let interruptedJobs: Int
@@ -52,6 +53,7 @@ public final class FlashServer: Sendable {
         scheduler.onJobChanged = { status in
             recorder.jobChanged(status) { scheduler.jobs() }
         }
+        farm = try configuration.farm.map { try FarmLink(configuration: $0, logger: logger) }
         // A broken profiles file stops the server here, before it listens.
         if let path = configuration.autoFlashProfiles {
             let profiles = try AutoFlashProfiles.load(path: path, resolveImage: images.resolve)
@@ -91,10 +93,11 @@ public final class FlashServer: Sendable {
         } onUpgrade: { inbound, outbound, context in
             try await socket.serve(inbound: inbound, outbound: outbound, request: context.request, channel: context.requestContext.channel)
         }
+        let inventory = DeviceInventory(network: { [emulated] in emulated?.devices ?? [] })
         APIRoutes(
             scheduler: scheduler, images: images, history: history,
-            devices: DeviceInventory(network: { [emulated] in emulated?.devices ?? [] }), metrics: metrics,
-            allowedTCPDevices: configuration.allowedTCPDevices
+            devices: inventory, metrics: metrics,
+            allowedTCPDevices: configuration.allowedTCPDevices, farm: farm
         ).add(to: router)
 
         let boundPort = self.boundPort, host = configuration.host
@@ -129,7 +132,7 @@ public final class FlashServer: Sendable {
             // second later.
             configuration: .init(address: .hostname(host, port: configuration.port), serverName: "flashctl", backlog: 4096),
             onServerRunning: { channel in
-                boundPort.value = channel.localAddress?.port ?? boundPort.value
+                boundPort.bound(to: channel.localAddress?.port)
                 let shown = host.contains(":") ? "[\(host)]" : host
                 onListening("\(scheme)://\(shown):\(boundPort.value)")
             },
@@ -145,7 +148,18 @@ public final class FlashServer: Sendable {
                 logger.debug("event loop threads keep their niceness: \(configuration.ioNiceness) needs root or CAP_SYS_NICE")
             }
         }
-        var groupConfiguration = ServiceGroupConfiguration(services: [app], gracefulShutdownSignals: [], logger: logger)
+        var services: [any Service] = [app]
+        if let farm {
+            let address = stationAddress(scheme: scheme)
+            try await farm.join(address: address())
+            let scheduler = self.scheduler
+            let port = boundPort
+            services.append(FarmHeartbeat(
+                link: farm, address: { port.isBound ? address() : nil },
+                devices: { await (try? NIOThreadPool.singleton.runIfActive { inventory.devices(busy: scheduler.busyDevices()) }) ?? [] },
+                runningJobs: { scheduler.jobs().filter { $0.state == .running || $0.state == .paused }.count }))
+        }
+        var groupConfiguration = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [], logger: logger)
         // A client that reads nothing cannot hold the process up: after this, connections are cut.
         groupConfiguration.maximumGracefulShutdownDuration = .seconds(5)
         let group = ServiceGroup(configuration: groupConfiguration)
@@ -158,6 +172,16 @@ public final class FlashServer: Sendable {
             throw error
         }
         try? await loops.shutdownGracefully()
+    }
+
+    /// Where other stations' users reach this one: `--station-address`, or the address it
+    /// listens on (the machine's name for an unspecified one), read when asked (port 0 is bound late).
+    private func stationAddress(scheme: String) -> @Sendable () -> String {
+        if let given = configuration.farm?.address { return { given } }
+        let host = ["0.0.0.0", "::", ""].contains(configuration.host) ? ProcessInfo.processInfo.hostName : configuration.host
+        let shown = host.contains(":") ? "[\(host)]" : host
+        let port = boundPort
+        return { "\(scheme)://\(shown):\(port.value)" }
     }
 
     /// Stops every job (each ends `server_stopped` and is recorded interrupted), then closes every

@@ -161,6 +161,26 @@ struct DeviceListBody: Codable, ResponseEncodable {
     var devices: [DeviceBody]
 }
 
+/// One station of a farm, as `GET /api/stations` lists it.
+struct StationBody: Codable, ResponseEncodable {
+    var station: String
+    /// Where its API and dashboard answer.
+    var address: String
+    /// online, lost (silent for 10 s) or stopped (it left cleanly).
+    var state: String
+    /// Milliseconds since the Unix epoch, by the database's clock.
+    var lastSeen: Int64
+    /// How long it has been silent, in milliseconds.
+    var silentMs: Int64
+    /// As its own `GET /api/devices` lists them; "offline" unless the station is online.
+    var devices: [DeviceBody]
+    var runningJobs: Int
+}
+
+struct StationListBody: Codable, ResponseEncodable {
+    var stations: [StationBody]
+}
+
 struct HistoryListBody: Codable, ResponseEncodable {
     var jobs: [HistoryEntry]
 }

@@ -40,6 +40,8 @@ public struct ServerConfiguration: Sendable {
     /// PEM certificate chain and private key: serve https and wss instead of http and ws.
     public var tlsCertificatePath: String?
     public var tlsKeyPath: String?
+    /// Set: this server is a station of a farm sharing one PostgreSQL (`serve --farm`).
+    public var farm: FarmConfiguration?
 
     /// Whether clients talk to the server over TLS.
     public var usesTLS: Bool { tlsCertificatePath != nil }

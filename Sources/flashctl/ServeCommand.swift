@@ -43,6 +43,15 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("allow-tcp"), help: ArgumentHelp("A fastboot-over-TCP device the API may flash (tcp:HOST[:PORT] jobs), as HOST (any port) or HOST:PORT; repeatable. The --emulate devices are always allowed.", valueName: "host[:port]"))
     var allowedTCPDevices: [String] = []
 
+    @Option(name: .long, help: ArgumentHelp("Join a farm of stations sharing this PostgreSQL (or $FLASHCTL_FARM); the password from the URL or the libpq password file (~/.pgpass); sslmode honoured.", valueName: "postgres://USER@HOST/DB"))
+    var farm: String?
+
+    @Option(name: .long, help: ArgumentHelp("This station's name in the farm (or $FLASHCTL_STATION; default: the host name).", valueName: "name"))
+    var station: String?
+
+    @Option(name: .long, help: ArgumentHelp("Where the farm's users reach this station (default: the address it listens on).", valueName: "url"))
+    var stationAddress: String?
+
     @Option(name: .long, help: "Directory API requests take images from.")
     var images = ServerConfiguration.defaultImageDirectory()
 
@@ -118,6 +127,13 @@ struct ServeCommand: AsyncParsableCommand {
             FileHandle.standardError.write(Data("warning: serving \(host) without TLS: the access token and the progress travel in clear text; give --tls-cert and --tls-key\n".utf8))
         }
         configuration.allowedTCPDevices = allowedTCPDevices.map { $0.hasPrefix("tcp:") ? String($0.dropFirst(4)) : $0 }
+        let environment = ProcessInfo.processInfo.environment
+        if let url = farm ?? environment["FLASHCTL_FARM"].flatMap({ $0.isEmpty ? nil : $0 }) {
+            let name = station ?? environment["FLASHCTL_STATION"].flatMap { $0.isEmpty ? nil : $0 } ?? FarmConfiguration.defaultStationName()
+            configuration.farm = FarmConfiguration(url: url, station: name, address: stationAddress)
+        } else if station != nil || stationAddress != nil {
+            throw ValidationError("--station and --station-address need --farm (or FLASHCTL_FARM)")
+        }
         let server = try FlashServer(configuration: configuration)
         let configured = configuration
         let interrupt = InterruptHandler {
@@ -143,6 +159,9 @@ struct ServeCommand: AsyncParsableCommand {
             }
             let loops = configured.ioThreads
             lines.append("dashboards and API served by \(loops) thread\(loops == 1 ? "" : "s") (--io-threads)")
+            if let farm = configured.farm {
+                lines.append("farm: station \(farm.station) of the farm in \((try? FarmDatabaseURL.parse(farm.url).redacted) ?? farm.url)")
+            }
             if interrupted > 0 { lines.append("\(interrupted) job(s) left unfinished by the last run are marked interrupted") }
             for device in emulated {
                 lines.append("emulated device \(device.deviceId) on \(device.addressSelector), partitions in \(emulatedDirectory)/\(device.deviceId)")

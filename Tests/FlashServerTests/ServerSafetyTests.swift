@@ -55,6 +55,9 @@ import Testing
         #expect(unknownDevice.status == 404)
         #expect((unknownDevice.json["error"] as? String ?? "").contains("no fastboot device matches 'NOPE'"))
         #expect(unknownDevice.headers["content-type"]?.hasPrefix("application/json") == true)
+        let noFarm = try await harness.http("GET", "/api/stations")
+        #expect(noFarm.status == 404)
+        #expect(noFarm.json["error"] as? String == "this server is not a station of a farm (serve --farm)")
 
         var request = URLRequest(url: URL(string: harness.url + "/api/flash/start")!)
         request.httpMethod = "POST"

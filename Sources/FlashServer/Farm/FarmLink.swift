@@ -1,0 +1,172 @@
+import FlashEngine
+import Foundation
+import Logging
+import PostgresNIO
+import ServiceLifecycle
+import Synchronization
+
+/// How a station joins a farm (`serve --farm URL --station NAME`).
+public struct FarmConfiguration: Sendable {
+    /// The shared PostgreSQL, as a libpq URL (see `FarmDatabaseURL`).
+    public var url: String
+    /// This station's name in the farm: letters, digits, '.', '-' and '_'.
+    public var station: String
+    /// Where other stations' users reach this one (`http://HOST:PORT`); default: the address
+    /// the server listens on, with the machine's name for an unspecified address.
+    public var address: String?
+
+    public init(url: String, station: String, address: String? = nil) {
+        self.url = url
+        self.station = station
+        self.address = address
+    }
+
+    /// A station name as `--station` takes it.
+    public static func isValidStationName(_ name: String) -> Bool {
+        !name.isEmpty && name.count <= 63 && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) }
+    }
+
+    /// The machine's short host name: the default station name.
+    public static func defaultStationName() -> String {
+        let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "station"
+        return isValidStationName(host) ? host : "station"
+    }
+}
+
+/// A station's link to its farm: the database client, this station's heartbeat every 2 s (with
+/// its devices and running jobs), and the watch that declares silent stations lost.
+final class FarmLink: Sendable {
+    let url: FarmDatabaseURL
+    let stations: FarmStations
+    private let client: PostgresClient
+    private let logger: Logger
+    private let clientTask = Mutex<Task<Void, Never>?>(nil)
+    /// Whether the last heartbeat reached the database (an outage is logged once).
+    private let reachable = Atomic<Bool>(true)
+
+    init(configuration: FarmConfiguration, logger: Logger) throws {
+        guard FarmConfiguration.isValidStationName(configuration.station) else {
+            throw FlashError(.io, "--station takes a name of letters, digits, '.', '-' and '_' (at most 63), not '\(configuration.station)'")
+        }
+        url = try FarmDatabaseURL.parse(configuration.url)
+        // The pool's own reports are kept to errors: `describe` tells a person what went wrong.
+        var poolLogger = logger
+        poolLogger.logLevel = .error
+        client = PostgresClient(configuration: url.clientConfiguration(), backgroundLogger: poolLogger)
+        stations = FarmStations(client: client, name: configuration.station, logger: logger)
+        self.logger = logger
+    }
+
+    var stationName: String { stations.name }
+
+    /// Connects, brings the schema up to date and takes the station's name; before the server
+    /// listens, so that a station that cannot join never serves.
+    func join(address: String) async throws {
+        let client = self.client
+        clientTask.withLock { $0 = Task { await client.run() } }
+        do {
+            var quiet = logger
+            quiet.logLevel = .critical
+            let connection = try await PostgresConnection.connect(configuration: url.connectionConfiguration(), id: 0, logger: quiet)
+            do {
+                try await FarmSchema.migrate(connection, logger: logger)
+                try? await connection.close()
+            } catch {
+                try? await connection.close()
+                throw error
+            }
+            try await stations.register(address: address)
+        } catch let error as FlashError {
+            close()
+            throw error
+        } catch {
+            close()
+            throw FlashError(.io, "cannot join the farm at \(url.redacted): \(Self.describe(error))")
+        }
+    }
+
+    /// The lost-station watch, after a heartbeat when `heartbeat` is given.
+    func tick(heartbeat: (address: String, devices: [DeviceBody], runningJobs: Int)?) async {
+        do {
+            if let heartbeat {
+                let json = String(decoding: try JSONEncoder().encode(heartbeat.devices), as: UTF8.self)
+                if try await !stations.heartbeat(address: heartbeat.address, devices: json, runningJobs: heartbeat.runningJobs) {
+                    logger.error("station '\(stationName)' was taken over by another run of that name; registering again")
+                    try await stations.register(address: heartbeat.address)
+                }
+            }
+            for name in try await stations.declareLost() {
+                logger.warning("station '\(name)' is lost: silent for \(Int(FarmStations.lostAfterSeconds)) s")
+            }
+            if !reachable.exchange(true, ordering: .relaxed) {
+                logger.notice("the farm database at \(url.redacted) is reachable again")
+            }
+        } catch {
+            if reachable.exchange(false, ordering: .relaxed) {
+                logger.error("the farm database at \(url.redacted) is unreachable: \(Self.describe(error))")
+            }
+        }
+    }
+
+    /// A clean stop: the station is shown stopped, then the client closes.
+    func leave() async {
+        do {
+            try await stations.leave()
+        } catch {
+            logger.warning("could not tell the farm that station '\(stationName)' stopped: \(Self.describe(error))")
+        }
+        close()
+    }
+
+    private func close() {
+        clientTask.withLock { task in
+            task?.cancel()
+            task = nil
+        }
+    }
+
+    /// PostgresNIO keeps the details of its errors out of their descriptions; a person needs them.
+    static func describe(_ error: any Error) -> String {
+        guard let error = error as? PSQLError else { return "\(error)" }
+        if let message = error.serverInfo?[.message] { return message }
+        if error.code == .sslUnsupported { return "the server does not offer TLS, which this sslmode requires" }
+        if let underlying = error.underlying {
+            let text = "\(underlying)"
+            for (clue, meaning) in [("Connection refused", "connection refused"), ("connectTimeout", "no answer within \(FarmDatabaseURL.connectTimeoutSeconds) s"),
+                                    ("No such file", "no server socket there"), ("Network is unreachable", "network unreachable")]
+            where text.contains(clue) {
+                return meaning
+            }
+            return text
+        }
+        return "\(error.code)"
+    }
+}
+
+/// Runs as a service of the server's group until it shuts down, then leaves the farm: a
+/// heartbeat every 2 s from the moment the server listens (its address is known then), and the
+/// lost-station watch every second, so that a station killed just after its heartbeat is
+/// declared lost about 10 s later, not 12.
+struct FarmHeartbeat: Service {
+    let link: FarmLink
+    /// nil until the server listens.
+    let address: @Sendable () -> String?
+    let devices: @Sendable () async -> [DeviceBody]
+    let runningJobs: @Sendable () -> Int
+
+    func run() async throws {
+        var lastBeat: ContinuousClock.Instant?
+        while !Task.isShuttingDownGracefully, !Task.isCancelled {
+            let now = ContinuousClock.now
+            var beat: (address: String, devices: [DeviceBody], runningJobs: Int)?
+            if let address = address(), lastBeat.map({ now - $0 >= .milliseconds(Int(FarmStations.heartbeatSeconds * 1000) - 50) }) ?? true {
+                beat = (address, await devices(), runningJobs())
+                lastBeat = now
+            }
+            await link.tick(heartbeat: beat)
+            let pause: Duration = lastBeat == nil ? .milliseconds(20) : .seconds(1)
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: pause) }
+        }
+        await link.leave()
+    }
+}
