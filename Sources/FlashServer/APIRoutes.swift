@@ -12,10 +12,9 @@ struct APIRoutes: Sendable {
     let history: HistoryStore
     let devices: DeviceInventory
     let metrics: ServerMetrics
-    /// `--allow-tcp`: "HOST" or "HOST:PORT".
-    let allowedTCPDevices: [String]
     /// Set when this server is a station of a farm.
     let farm: FarmLink?
+    let starter: JobStarter
 
     func add(to router: Router<ServerRequestContext>) {
         let api = router.group("api")
@@ -89,57 +88,13 @@ struct APIRoutes: Sendable {
         } catch {
             throw APIError(.badRequest, "the body must be JSON like {\"deviceId\": \"SERIAL\", \"image\": \"boot.img\", \"partition\": \"boot\"}")
         }
-        let disks = body.deviceIds ?? body.deviceId.map { [$0] } ?? []
-        guard !disks.isEmpty else { throw APIError(.badRequest, "name the device: \"deviceId\" (or \"deviceIds\" for several disks)") }
-        let path = try images.resolve(body.image)
-        if disks.contains(where: isDiskPath) {
-            return try await startDisks(disks, image: path, body: body, request: request, context: context)
+        if let farm, let remote = try await farm.submitIfRemote(body) {
+            return try remote.response(from: request, context: context)
         }
-        guard disks.count == 1 else { throw APIError(.badRequest, "\"deviceIds\" names disks (/dev/...); a fastboot job takes one \"deviceId\"") }
-        let selector = try DeviceSelector.parse(disks[0])
-        if case .tcp(let host, let port) = selector { try checkTCPAllowed(host: host, port: port) }
-        let flashRequest = FastbootFlashRequest(
-            imagePath: path, partition: body.partition.flatMap { $0.isEmpty ? nil : $0 },
-            device: selector, reboot: body.reboot ?? false)
-        let status = try scheduler.submit(flashRequest, bandwidthLimit: body.bandwidthLimit)
-        let answer = JobCommandBody(jobId: status.info.jobId, status: Self.startAnswer(status))
-        return try answer.response(from: request, context: context)
-    }
-
-    /// One job per disk, fed by one read of the image. Each disk must come with the confirm token
-    /// `GET /api/devices` gave for it, and pass every check the CLI makes without `--force`.
-    private func startDisks(_ disks: [String], image: String, body: StartRequestBody, request httpRequest: Request, context: ServerRequestContext) async throws -> Response {
-        guard disks.allSatisfy(isDiskPath) else {
-            throw APIError(.badRequest, "disks and fastboot devices cannot be flashed in one request")
+        switch try await starter.start(body) {
+        case .one(let answer): return try answer.response(from: request, context: context)
+        case .batch(let answer): return try answer.response(from: request, context: context)
         }
-        guard body.partition == nil, body.reboot == nil else {
-            throw APIError(.badRequest, "\"partition\" and \"reboot\" apply to fastboot devices, not to disks")
-        }
-        let request = DiskFlashRequest(
-            imagePath: image, targets: disks, verify: body.verify ?? true,
-            confirmations: body.confirm?.tokens(for: disks) ?? [:])
-        // Reading the image's header and /sys blocks: not on an event loop.
-        let batch = try await NIOThreadPool.singleton.runIfActive { try DiskBatch.prepare(request) }
-        let statuses = try scheduler.submit(batch: batch.jobs, bandwidthLimit: body.bandwidthLimit)
-        let answer = BatchStartBody(
-            batchId: batch.batchId,
-            jobs: statuses.map { BatchStartBody.Job(jobId: $0.info.jobId, deviceId: $0.info.deviceId, status: Self.startAnswer($0)) })
-        if answer.jobs.count == 1 {
-            return try JobCommandBody(jobId: answer.jobs[0].jobId, status: answer.jobs[0].status).response(from: httpRequest, context: context)
-        }
-        return try answer.response(from: httpRequest, context: context)
-    }
-
-    /// Refuses, before anything connects, a TCP device neither emulated here nor in `--allow-tcp`.
-    private func checkTCPAllowed(host: String, port: UInt16) throws {
-        let emulated = devices.network().contains { $0.address == .tcp(host: host, port: port) }
-        guard emulated || allowedTCPDevices.contains(host) || allowedTCPDevices.contains("\(host):\(port)") else {
-            throw APIError(.forbidden, "tcp:\(host):\(port) is not a device this server may reach; start the server with --allow-tcp \(host):\(port) to allow it")
-        }
-    }
-
-    private static func startAnswer(_ status: JobStatus) -> String {
-        status.state == .queued ? "queued" : "started"
     }
 
     private func events(_ request: Request, _ context: ServerRequestContext) throws -> Response {

@@ -26,6 +26,8 @@ public final class FlashServer: Sendable {
     private let progressSocket: ProgressSocket
     private let autoFlash: AutoFlashService?
     private let farm: FarmLink?
+    private let inventory: DeviceInventory
+    private let starter: JobStarter
     private let ioNicenessSet = Mutex<Bool?>(nil)
     /// Jobs left unfinished by the previous run, marked interrupted at start.
     public let interruptedJobs: Int
@@ -41,19 +43,25 @@ public final class FlashServer: Sendable {
             ? try EmulatedDevices(count: configuration.emulatedDevices, speedLimit: configuration.emulatedSpeed) : nil
         self.emulated = emulated
         let networkDevices: @Sendable () -> [FastbootDeviceInfo] = { emulated?.devices ?? [] }
+        var schedulerConfiguration = configuration.scheduler
+        schedulerConfiguration.station = configuration.farm?.station
         scheduler = JobScheduler(
-            configuration: configuration.scheduler,
+            configuration: schedulerConfiguration,
             finder: FastbootDeviceFinder(listNetwork: networkDevices),
             broadcaster: EventBroadcaster(subscriberLimit: configuration.clientQueueLimit, delivery: .background)
         )
         recorder = HistoryRecorder(store: history, metrics: metrics, logger: logger)
         progressSocket = ProgressSocket(scheduler: scheduler, metrics: metrics, queueLimit: configuration.clientQueueLimit, maxMessageSize: configuration.maxFrameSize)
         boundPort = BoundPort(configuration.port)
-        let scheduler = self.scheduler, recorder = self.recorder
+        inventory = DeviceInventory(network: networkDevices)
+        starter = JobStarter(scheduler: scheduler, images: images, devices: inventory, allowedTCPDevices: configuration.allowedTCPDevices)
+        let scheduler = self.scheduler, recorder = self.recorder, starter = self.starter
+        let farm = try configuration.farm.map { try FarmLink(configuration: $0, scheduler: scheduler, starter: starter, logger: logger) }
+        self.farm = farm
         scheduler.onJobChanged = { status in
             recorder.jobChanged(status) { scheduler.jobs() }
+            farm?.jobChanged(status)
         }
-        farm = try configuration.farm.map { try FarmLink(configuration: $0, logger: logger) }
         // A broken profiles file stops the server here, before it listens.
         if let path = configuration.autoFlashProfiles {
             let profiles = try AutoFlashProfiles.load(path: path, resolveImage: images.resolve)
@@ -93,11 +101,10 @@ public final class FlashServer: Sendable {
         } onUpgrade: { inbound, outbound, context in
             try await socket.serve(inbound: inbound, outbound: outbound, request: context.request, channel: context.requestContext.channel)
         }
-        let inventory = DeviceInventory(network: { [emulated] in emulated?.devices ?? [] })
+        let inventory = self.inventory
         APIRoutes(
             scheduler: scheduler, images: images, history: history,
-            devices: inventory, metrics: metrics,
-            allowedTCPDevices: configuration.allowedTCPDevices, farm: farm
+            devices: inventory, metrics: metrics, farm: farm, starter: starter
         ).add(to: router)
 
         let boundPort = self.boundPort, host = configuration.host

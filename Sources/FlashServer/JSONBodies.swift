@@ -12,6 +12,8 @@ struct JobBody: Codable, ResponseEncodable {
     /// "fastboot" or "disk".
     var target: String
     var batchId: String?
+    /// The farm station running it (absent outside a farm).
+    var station: String?
     var state: String
     var stage: String?
     var progress: Double
@@ -40,6 +42,7 @@ struct JobBody: Codable, ResponseEncodable {
         partition = status.info.partition
         target = status.info.target.rawValue
         batchId = status.info.batchId
+        station = status.info.station
         state = status.state.rawValue
         stage = status.stage
         progress = status.progress
@@ -67,6 +70,8 @@ struct JobListBody: Codable, ResponseEncodable {
 struct JobCommandBody: Codable, ResponseEncodable {
     var jobId: String
     var status: String
+    /// In a farm: the station that runs the job, when it is another one.
+    var station: String?
 }
 
 /// The answer to `POST /api/flash/start` for several disks: one job per disk, one batch.
@@ -95,6 +100,8 @@ struct StartRequestBody: Codable {
     var confirm: ConfirmTokens?
     /// Disks: read everything back and compare (default true).
     var verify: Bool?
+    /// In a farm: the station whose device this is (may be left out when the id is unique).
+    var station: String?
 }
 
 /// `confirm` as a client sends it: `"token"` for the one disk of `deviceId`, or

@@ -53,7 +53,9 @@ final class FarmTests: XCTestCase {
         let started = try starts.servers(3)
         servers += started
         let (a, b, c) = (started[0], started[1], started[2])
-        XCTAssertEqual(try database.sql("SELECT version FROM flashctl_schema"), "1\n")
+        // Migrated once, completely, though three stations raced for it.
+        XCTAssertEqual(try database.sql("SELECT count(*) FROM flashctl_schema"), "1\n")
+        XCTAssertEqual(try database.sql("SELECT to_regclass('station') IS NOT NULL AND to_regclass('farm_job') IS NOT NULL"), "t\n")
 
         let listed = try waitForStations(at: b, timeout: 10) { stations in
             stations.count == 3 && stations.values.allSatisfy { ($0["devices"] as? [[String: Any]])?.isEmpty == false }
@@ -80,6 +82,51 @@ final class FarmTests: XCTestCase {
         XCTAssertEqual(b.stop(signal: SIGTERM), 0)
         let afterStop = try waitForStations(at: a, timeout: 5) { $0["b"]?["state"] as? String == "stopped" }
         XCTAssertEqual(afterStop["a"]?["state"] as? String, "online")
+    }
+
+    /// A job submitted at one station for another station's device runs there, once, and every
+    /// station's WebSocket carries its messages with that station's name; a station that lacks
+    /// the image refuses the job, for all to see; a device id at several stations needs a station.
+    func testAJobSubmittedAnywhereRunsAtTheDevicesStationAndEveryStationSeesIt() throws {
+        let a = try station("a", ["--emulate", "1"])
+        let b = try station("b", ["--emulate", "1"])
+        let c = try station("c", ["--emulate", "2", "--emulate-speed", "8M"])
+        let image = TestImages.random(4 << 20, seed: 61)
+        try c.write(image: "boot.img", image)
+        _ = try waitForStations(at: a, timeout: 10) { stations in
+            ["a", "b", "c"].allSatisfy { (stations[$0]?["devices"] as? [[String: Any]])?.isEmpty == false }
+        }
+        let watcher = try DashboardSocket(serverURL: b.url)
+
+        let submitted = try curl(["-X", "POST", "-d", #"{"deviceId":"EMU2","image":"boot.img"}"#, "\(a.url)/api/flash/start"])
+        let answer = try XCTUnwrap(submitted.events.first, submitted.stdout)
+        XCTAssertEqual(answer["status"] as? String, "queued")
+        XCTAssertEqual(answer["station"] as? String, "c")
+        let jobId = try XCTUnwrap(answer["jobId"] as? String)
+
+        let end = try XCTUnwrap(watcher.end(of: "EMU2"), "b's WebSocket never saw the job end")
+        XCTAssertEqual(end["type"] as? String, "flash_completed", "\(end)")
+        let seen = watcher.messages(device: "EMU2").filter { $0["jobId"] as? String == jobId }
+        XCTAssertEqual(seen.first?["type"] as? String, "flash_started", "\(seen)")
+        XCTAssertTrue(seen.allSatisfy { $0["station"] as? String == "c" }, "\(seen)")
+        XCTAssertGreaterThanOrEqual(seen.filter { $0["type"] as? String == "flash_progress" }.count, 1, "\(seen)")
+        let partitions = try XCTUnwrap(c.banner.range(of: #"partitions in \S+/EMU2"#, options: .regularExpression).map { String(c.banner[$0].dropFirst("partitions in ".count)) })
+        XCTAssertEqual(FileManager.default.contents(atPath: partitions + "/boot.img"), image, "the bytes must land at station c")
+        XCTAssertEqual(try database.sql("SELECT station, state FROM farm_job WHERE job_id = '\(jobId)'"), "c|completed\n")
+
+        let missing = try curl(["-X", "POST", "-d", #"{"deviceId":"EMU2","image":"absent.img"}"#, "\(a.url)/api/flash/start"])
+        let refusedId = try XCTUnwrap(missing.events.first?["jobId"] as? String, missing.stdout)
+        XCTAssertTrue(watcher.waitFor(timeout: 15) { messages in messages.contains { $0["jobId"] as? String == refusedId && $0["type"] as? String == "flash_failed" } })
+        let refusal = watcher.messages(device: "EMU2").first { $0["jobId"] as? String == refusedId }
+        XCTAssertEqual(refusal?["error"] as? String, "station 'c' refused the job: no image 'absent.img' in the image directory")
+
+        let ambiguous = try curl(["-X", "POST", "-w", "\n%{http_code}", "-d", #"{"deviceId":"EMU1","image":"boot.img"}"#, "\(b.url)/api/flash/start"])
+        XCTAssertTrue(ambiguous.stdout.contains(#"device 'EMU1' is at stations a, b, c: say which with \"station\""#), ambiguous.stdout)
+        XCTAssertTrue(ambiguous.stdout.hasSuffix("409"), ambiguous.stdout)
+    }
+
+    private func curl(_ arguments: [String]) throws -> CommandResult {
+        try ProcessRunner.run("/usr/bin/curl", ["-sS"] + arguments, timeout: 30)
     }
 
     /// A name in use, a database that is not there, a server that refuses: each is refused at

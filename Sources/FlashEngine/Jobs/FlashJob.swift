@@ -24,8 +24,8 @@ extension FlashJob {
     /// A progress reporter for this job that emits to `emit`: what a face that runs one job
     /// itself (the CLI) uses.
     public func makeProgress(clock: any FlashClock = SystemClock(), minInterval: Double = 0.25, pacedByTicks: Bool = false,
-                             emit: @escaping @Sendable (FlashEvent) -> Void) -> ProgressAggregator {
-        ProgressAggregator(job: info, totalBytes: expectedBytes, passes: passes, clock: clock, minInterval: minInterval, pacedByTicks: pacedByTicks, emit: emit)
+                             info: JobInfo? = nil, emit: @escaping @Sendable (FlashEvent) -> Void) -> ProgressAggregator {
+        ProgressAggregator(job: info ?? self.info, totalBytes: expectedBytes, passes: passes, clock: clock, minInterval: minInterval, pacedByTicks: pacedByTicks, emit: emit)
     }
 }
 

@@ -17,6 +17,8 @@ public final class JobScheduler: @unchecked Sendable {
         public var progressInterval: Double
         /// Finished jobs kept for `GET /api/jobs` (the history keeps them all).
         public var finishedJobsKept: Int
+        /// The farm station running the jobs, stamped on each job's messages and status.
+        public var station: String?
 
         public init(maxParallelJobs: Int = 16, totalBandwidth: Int64? = nil, progressInterval: Double = 0.25, finishedJobsKept: Int = 200) {
             self.maxParallelJobs = max(1, maxParallelJobs)
@@ -74,9 +76,10 @@ public final class JobScheduler: @unchecked Sendable {
     /// Checks the request (image, partition, device) and starts the job, or queues it while its
     /// device is busy or the parallel limit is reached. Throws `FlashError` for bad input.
     @discardableResult
-    public func submit(_ request: FastbootFlashRequest, bandwidthLimit: Int64? = nil) throws -> JobStatus {
+    /// `jobId`: an id given elsewhere (a farm job); a new one otherwise.
+    public func submit(_ request: FastbootFlashRequest, bandwidthLimit: Int64? = nil, jobId: String? = nil) throws -> JobStatus {
         try Self.check(bandwidthLimit)
-        return try submit(FastbootFlashJob.prepare(request, finder: finder, clock: clock), bandwidthLimit: bandwidthLimit)
+        return try submit(FastbootFlashJob.prepare(request, jobId: jobId ?? JobID.make(), finder: finder, clock: clock), bandwidthLimit: bandwidthLimit)
     }
 
     /// Starts a prepared job, or queues it while its device is busy or the parallel limit is reached.
@@ -93,7 +96,9 @@ public final class JobScheduler: @unchecked Sendable {
         let broadcaster = self.broadcaster
         let created = clock.epochMillis()
         let added = jobs.map { job in
-            JobEntry(job: job, progress: job.makeProgress(clock: clock, minInterval: configuration.progressInterval, pacedByTicks: true) {
+            var info = job.info
+            info.station = configuration.station
+            return JobEntry(job: job, info: info, progress: job.makeProgress(clock: clock, minInterval: configuration.progressInterval, pacedByTicks: true, info: info) {
                 broadcaster.publish($0)
             }, bandwidthLimit: bandwidthLimit, createdAt: created)
         }
@@ -347,9 +352,9 @@ private final class JobEntry: @unchecked Sendable {
     var endedAt: Int64?
     var outcome: JobOutcome?
 
-    init(job: any FlashJob, progress: ProgressAggregator, bandwidthLimit: Int64?, createdAt: Int64) {
+    init(job: any FlashJob, info: JobInfo, progress: ProgressAggregator, bandwidthLimit: Int64?, createdAt: Int64) {
         self.job = job
-        info = job.info
+        self.info = info
         self.progress = progress
         self.bandwidthLimit = bandwidthLimit
         self.createdAt = createdAt

@@ -50,9 +50,11 @@ public struct JobInfo: Equatable, Sendable {
     /// For disks: the medium written (serial and size), how auto-flash knows a card it has
     /// written before. Not sent in messages.
     public var medium: String?
+    /// The station of a farm that runs the job (nil outside a farm).
+    public var station: String?
 
     public init(jobId: String, deviceId: String, deviceName: String? = nil, image: String? = nil, partition: String? = nil,
-                target: JobTarget = .fastboot, batchId: String? = nil) {
+                target: JobTarget = .fastboot, batchId: String? = nil, station: String? = nil) {
         self.jobId = jobId
         self.deviceId = deviceId
         self.deviceName = deviceName
@@ -60,6 +62,7 @@ public struct JobInfo: Equatable, Sendable {
         self.partition = partition
         self.target = target
         self.batchId = batchId
+        self.station = station
     }
 }
 

@@ -12,7 +12,7 @@ extension FlashEvent {
         func string(_ key: String) -> String? { object[key] as? String }
         let job = JobInfo(
             jobId: jobId, deviceId: deviceId, deviceName: string("deviceName"), image: string("image"), partition: string("partition"),
-            target: string("target").flatMap(JobTarget.init(rawValue:)) ?? .fastboot, batchId: string("batchId"))
+            target: string("target").flatMap(JobTarget.init(rawValue:)) ?? .fastboot, batchId: string("batchId"), station: string("station"))
         let timestamp = int("timestamp")
         switch type {
         case "flash_queued":

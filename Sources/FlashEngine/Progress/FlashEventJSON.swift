@@ -12,7 +12,7 @@
 ///   left out, and `0` is falsy, so `eta ? format(eta) : "—"` shows "unknown". It also keeps the
 ///   field's type a plain `number`.
 /// - Disk jobs add `"target":"disk"` (and `batchId` for jobs fed by one read); their
-///   `flash_completed` adds `verified` and `sha256`.
+///   `flash_completed` adds `verified` and `sha256`. In a farm every message adds `station`.
 /// - `.deviceMessage` becomes `{"type":"device_message","jobId":…,"deviceId":…,"text":…,…}`. It is
 ///   NOT part of the protocol (see `isProtocolMessage`): it is for our CLI's NDJSON output; the
 ///   server must not send it to WebSocket clients that did not ask for it, since existing
@@ -87,6 +87,7 @@ extension FlashEvent {
         // Fastboot messages stay exactly docs/PROTOCOL.md's; disk jobs say what they are.
         if job.target != .fastboot { json.add("target", string: job.target.rawValue) }
         if let batchId = job.batchId { json.add("batchId", string: batchId) }
+        if let station = job.station { json.add("station", string: station) }
         json.add("timestamp", int: timestamp)
         return json.finish()
     }

@@ -38,13 +38,15 @@ public struct FarmConfiguration: Sendable {
 final class FarmLink: Sendable {
     let url: FarmDatabaseURL
     let stations: FarmStations
+    let jobs: FarmJobs
+    private let relay: FarmRelay
     private let client: PostgresClient
     private let logger: Logger
     private let clientTask = Mutex<Task<Void, Never>?>(nil)
     /// Whether the last heartbeat reached the database (an outage is logged once).
     private let reachable = Atomic<Bool>(true)
 
-    init(configuration: FarmConfiguration, logger: Logger) throws {
+    init(configuration: FarmConfiguration, scheduler: JobScheduler, starter: JobStarter, logger: Logger) throws {
         guard FarmConfiguration.isValidStationName(configuration.station) else {
             throw FlashError(.io, "--station takes a name of letters, digits, '.', '-' and '_' (at most 63), not '\(configuration.station)'")
         }
@@ -54,6 +56,8 @@ final class FarmLink: Sendable {
         poolLogger.logLevel = .error
         client = PostgresClient(configuration: url.clientConfiguration(), backgroundLogger: poolLogger)
         stations = FarmStations(client: client, name: configuration.station, logger: logger)
+        jobs = FarmJobs(client: client, station: configuration.station, logger: logger)
+        relay = FarmRelay(jobs: jobs, scheduler: scheduler, starter: starter, logger: logger)
         self.logger = logger
     }
 
@@ -76,6 +80,7 @@ final class FarmLink: Sendable {
                 throw error
             }
             try await stations.register(address: address)
+            relay.start()
         } catch let error as FlashError {
             close()
             throw error
@@ -118,7 +123,45 @@ final class FarmLink: Sendable {
         close()
     }
 
+    /// Called by the scheduler at every change of one of this station's jobs.
+    func jobChanged(_ status: JobStatus) {
+        relay.jobChanged(status)
+    }
+
+    /// A fastboot job for another station's device is recorded for that station to claim, and
+    /// answered `queued` with the station; nil when the device is this station's (or unknown to
+    /// the farm: the local checks then say what is wrong).
+    func submitIfRemote(_ body: StartRequestBody) async throws -> JobCommandBody? {
+        guard body.deviceIds == nil, let deviceId = body.deviceId, !isDiskPath(deviceId) else {
+            if let wanted = body.station, wanted != stationName {
+                throw APIError(.badRequest, "disks of another station are started at that station (\(wanted))")
+            }
+            return nil
+        }
+        if body.station == stationName { return nil }
+        let target: String
+        do {
+            target = try await jobs.locate(deviceId: deviceId, wanted: body.station)
+        } catch let error as APIError where error.status == .notFound && body.station == nil {
+            return nil
+        } catch let error as APIError {
+            throw error
+        } catch {
+            throw APIError(.serviceUnavailable, "the farm database at \(url.redacted) is unreachable: \(Self.describe(error))")
+        }
+        if target == stationName { return nil }
+        let jobId = JobID.make()
+        let request = String(decoding: try JSONEncoder().encode(body), as: UTF8.self)
+        do {
+            try await jobs.submit(jobId: jobId, to: target, deviceId: deviceId, request: request)
+        } catch {
+            throw APIError(.serviceUnavailable, "the farm database at \(url.redacted) is unreachable: \(Self.describe(error))")
+        }
+        return JobCommandBody(jobId: jobId, status: "queued", station: target)
+    }
+
     private func close() {
+        relay.stop()
         clientTask.withLock { task in
             task?.cancel()
             task = nil

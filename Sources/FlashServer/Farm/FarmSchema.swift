@@ -25,6 +25,23 @@ enum FarmSchema {
             )
             """,
         ],
+        [
+            """
+            CREATE TABLE farm_job (
+                job_id text PRIMARY KEY,
+                station text NOT NULL,
+                device_id text NOT NULL,
+                request jsonb NOT NULL,
+                state text NOT NULL,
+                submitted_by text NOT NULL,
+                submitted_at timestamptz NOT NULL DEFAULT now(),
+                claimed_at timestamptz,
+                ended_at timestamptz,
+                error text
+            )
+            """,
+            "CREATE INDEX farm_job_waiting ON farm_job (station, submitted_at) WHERE state = 'submitted'",
+        ],
     ]
 
     /// Brings the database to the newest version; returns it.

@@ -1,0 +1,85 @@
+import FlashEngine
+import Foundation
+import Logging
+import PostgresNIO
+
+/// The farm's jobs in PostgreSQL (`farm_job`): submitted at any station for the station that has
+/// the device, claimed there with `FOR UPDATE SKIP LOCKED` when a `NOTIFY` wakes it, and kept up
+/// to date by the station that runs them.
+struct FarmJobs: Sendable {
+    /// The one channel of the farm: job notices (`{"type":"farm_job","station":…}`) and every
+    /// station's job messages (docs/PROTOCOL.md's, with `station`).
+    static let channel = "flashctl"
+
+    let client: PostgresClient
+    let station: String
+    let logger: Logger
+
+    /// The online station that has `deviceId`: `wanted` if given (checked), else the only one.
+    func locate(deviceId: String, wanted: String?) async throws -> String {
+        let rows = try await client.query("""
+            SELECT name, lost_at IS NULL AND stopped_at IS NULL,
+                devices @> jsonb_build_array(jsonb_build_object('deviceId', \(deviceId)::text))
+            FROM station ORDER BY name
+            """, logger: logger)
+        var holders: [String] = []
+        var known: [String: (online: Bool, hasDevice: Bool)] = [:]
+        for try await (name, online, hasDevice) in rows.decode((String, Bool, Bool).self) {
+            known[name] = (online, hasDevice)
+            if online && hasDevice { holders.append(name) }
+        }
+        if let wanted {
+            guard let state = known[wanted] else { throw APIError(.notFound, "no station '\(wanted)' in the farm") }
+            guard state.online else { throw APIError(.conflict, "station '\(wanted)' is not online (lost or stopped)") }
+            guard state.hasDevice else { throw APIError(.notFound, "station '\(wanted)' has no device '\(deviceId)'") }
+            return wanted
+        }
+        switch holders.count {
+        case 0: throw APIError(.notFound, "no device '\(deviceId)' at any online station of the farm")
+        case 1: return holders[0]
+        default: throw APIError(.conflict, "device '\(deviceId)' is at stations \(holders.joined(separator: ", ")): say which with \"station\"")
+        }
+    }
+
+    /// Records a job for `target` and wakes it, in one transaction: the notice goes out only if
+    /// the job is there to be claimed.
+    func submit(jobId: String, to target: String, deviceId: String, request: String) async throws {
+        let notice = #"{"type":"farm_job","station":"\#(target)"}"#
+        try await client.withTransaction(logger: logger) { connection in
+            try await connection.query("""
+                INSERT INTO farm_job (job_id, station, device_id, request, state, submitted_by)
+                VALUES (\(jobId), \(target), \(deviceId), \(request)::jsonb, 'submitted', \(station))
+                """, logger: logger)
+            try await connection.query("SELECT pg_notify(\(Self.channel), \(notice))", logger: logger)
+        }
+    }
+
+    /// Takes the jobs waiting for this station; another station's claim never gets the same row.
+    func claim(limit: Int = 64) async throws -> [(jobId: String, deviceId: String, request: String)] {
+        let rows = try await client.query("""
+            UPDATE farm_job SET state = 'claimed', claimed_at = now()
+            WHERE job_id IN (
+                SELECT job_id FROM farm_job WHERE station = \(station) AND state = 'submitted'
+                ORDER BY submitted_at LIMIT \(limit) FOR UPDATE SKIP LOCKED)
+            RETURNING job_id, device_id, request::text
+            """, logger: logger)
+        var claimed: [(String, String, String)] = []
+        for try await row in rows.decode((String, String, String).self) { claimed.append(row) }
+        return claimed
+    }
+
+    /// The state of a job this station runs (or refused), as it changes.
+    func record(jobId: String, deviceId: String, state: String, error: String?, finished: Bool) async throws {
+        try await client.query("""
+            INSERT INTO farm_job (job_id, station, device_id, request, state, submitted_by, claimed_at, error, ended_at)
+            VALUES (\(jobId), \(station), \(deviceId), '{}'::jsonb, \(state), \(station), now(), \(error), CASE WHEN \(finished) THEN now() END)
+            ON CONFLICT (job_id) DO UPDATE SET state = EXCLUDED.state, error = EXCLUDED.error,
+                ended_at = COALESCE(farm_job.ended_at, EXCLUDED.ended_at)
+            """, logger: logger)
+    }
+
+    /// Tells every station about a message of one of this station's jobs.
+    func announce(_ json: String) async throws {
+        try await client.query("SELECT pg_notify(\(Self.channel), \(json))", logger: logger)
+    }
+}

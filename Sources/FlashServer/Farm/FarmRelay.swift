@@ -1,0 +1,171 @@
+import FlashEngine
+import Foundation
+import Logging
+import PostgresNIO
+import Synchronization
+
+/// What ties a station's jobs to the farm while it runs:
+/// - it listens on the farm's channel: a job notice for this station wakes the claimer, and every
+///   other station's job messages go to this station's WebSocket clients as its own do;
+/// - the claimer takes the jobs submitted for this station and starts them as the API would;
+/// - this station's job messages go out to the others (lifecycle at once, progress once a second
+///   per job), and each job's state is written to `farm_job` as it changes.
+final class FarmRelay: Sendable {
+    private let jobs: FarmJobs
+    private let scheduler: JobScheduler
+    private let starter: JobStarter
+    private let logger: Logger
+    private let wakes: AsyncStream<Void>
+    private let wake: AsyncStream<Void>.Continuation
+    private let changes: AsyncStream<JobStatus>
+    private let change: AsyncStream<JobStatus>.Continuation
+    private let running = Mutex<(tasks: [Task<Void, Never>], outbound: EventSubscription?)>(([], nil))
+
+    init(jobs: FarmJobs, scheduler: JobScheduler, starter: JobStarter, logger: Logger) {
+        self.jobs = jobs
+        self.scheduler = scheduler
+        self.starter = starter
+        self.logger = logger
+        (wakes, wake) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
+        (changes, change) = AsyncStream.makeStream()
+    }
+
+    private var station: String { jobs.station }
+
+    func start() {
+        let outbound = scheduler.broadcaster.subscribe(EventFilter(extraTypes: ["flash_queued"]), limit: 4096)
+        let tasks = [
+            Task { await self.listen() },
+            Task { await self.claimWhenWoken() },
+            Task { await self.announce(outbound) },
+            Task { await self.recordChanges() },
+        ]
+        running.withLock { $0 = (tasks, outbound) }
+    }
+
+    func stop() {
+        change.finish()
+        wake.finish()
+        let (tasks, outbound) = running.withLock { running in
+            defer { running = ([], nil) }
+            return running
+        }
+        outbound?.close()
+        tasks.forEach { $0.cancel() }
+    }
+
+    /// Called by the scheduler at every change of one of this station's jobs.
+    func jobChanged(_ status: JobStatus) {
+        change.yield(status)
+    }
+
+    private func listen() async {
+        var failing = false
+        while !Task.isCancelled {
+            do {
+                try await jobs.client.withConnection { connection in
+                    let notifications = try await connection.listen(FarmJobs.channel)
+                    failing = false
+                    // Jobs submitted while nobody listened are claimed now.
+                    wake.yield()
+                    for try await notification in notifications {
+                        handle(notification.payload)
+                    }
+                }
+            } catch {
+                if Task.isCancelled { return }
+                if !failing { logger.error("listening to the farm failed: \(FarmLink.describe(error)); retrying every second") }
+                failing = true
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+    }
+
+    private func handle(_ payload: String) {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(payload.utf8)) as? [String: Any],
+              let type = object["type"] as? String, let from = object["station"] as? String else { return }
+        if type == "farm_job" {
+            if from == station { wake.yield() }
+            return
+        }
+        guard from != station, let event = FlashEvent(protocolJSON: payload) else { return }
+        scheduler.broadcaster.publish(event)
+    }
+
+    private func claimWhenWoken() async {
+        for await _ in wakes {
+            while !Task.isCancelled {
+                let claimed: [(jobId: String, deviceId: String, request: String)]
+                do {
+                    claimed = try await jobs.claim()
+                } catch {
+                    logger.error("claiming this station's farm jobs failed: \(FarmLink.describe(error))")
+                    break
+                }
+                if claimed.isEmpty { break }
+                for job in claimed { await run(job) }
+            }
+        }
+    }
+
+    /// Starts a claimed job as the API would have here; a job this station cannot run (no such
+    /// image here, a device gone) ends at once, with the reason, for every station to see.
+    private func run(_ job: (jobId: String, deviceId: String, request: String)) async {
+        let body = try? JSONDecoder().decode(StartRequestBody.self, from: Data(job.request.utf8))
+        do {
+            guard let body else { throw APIError(.badRequest, "the job's request is unreadable") }
+            _ = try await starter.start(body, jobId: job.jobId)
+        } catch {
+            let reason = "station '\(station)' refused the job: \(apiError(error).message)"
+            let info = JobInfo(jobId: job.jobId, deviceId: job.deviceId, image: body?.image, partition: body?.partition, station: station)
+            scheduler.broadcaster.publish(.failed(info, error: reason, reason: nil, timestamp: SystemClock().epochMillis()))
+            do {
+                try await jobs.record(jobId: job.jobId, deviceId: job.deviceId, state: JobState.failed.rawValue, error: reason, finished: true)
+            } catch {
+                logger.error("could not record that farm job \(job.jobId) was refused: \(FarmLink.describe(error))")
+            }
+        }
+    }
+
+    private func announce(_ outbound: EventSubscription) async {
+        var lastProgress: [String: ContinuousClock.Instant] = [:]
+        var failing = false
+        while let batch = await outbound.nextBatch() {
+            for event in batch where event.job.station == station {
+                let jobId = event.job.jobId
+                if case .progress = event {
+                    let now = ContinuousClock.now
+                    if let last = lastProgress[jobId], now - last < .seconds(1) { continue }
+                    lastProgress[jobId] = now
+                } else if event.isTerminal {
+                    lastProgress[jobId] = nil
+                }
+                guard let json = event.protocolJSON() else { continue }
+                do {
+                    try await jobs.announce(json)
+                    failing = false
+                } catch {
+                    if !failing { logger.error("telling the farm about this station's jobs failed: \(FarmLink.describe(error))") }
+                    failing = true
+                }
+            }
+        }
+    }
+
+    /// Writes each job's state when it changes (the scheduler also reports every running job once
+    /// a second, for the bytes the local history keeps).
+    private func recordChanges() async {
+        var recorded: [String: JobState] = [:]
+        for await status in changes {
+            if recorded[status.info.jobId] == status.state { continue }
+            recorded[status.info.jobId] = status.state.isFinished ? nil : status.state
+            do {
+                try await jobs.record(
+                    jobId: status.info.jobId, deviceId: status.info.deviceId, state: status.state.rawValue, error: status.error,
+                    finished: status.state.isFinished)
+            } catch {
+                logger.error("recording farm job \(status.info.jobId) failed: \(FarmLink.describe(error))")
+            }
+        }
+    }
+}
