@@ -125,6 +125,33 @@ final class FarmTests: XCTestCase {
         XCTAssertTrue(ambiguous.stdout.hasSuffix("409"), ambiguous.stdout)
     }
 
+    /// A station killed during a job: within 12 s every other station's WebSocket carries the
+    /// job's flash_failed with reason station_lost, and the farm's record says interrupted.
+    func testTheJobsOfALostStationEndAsStationLostEverywhere() throws {
+        let a = try station("a", ["--emulate", "1"])
+        let b = try station("b", ["--emulate", "1"])
+        let c = try station("c", ["--emulate", "2", "--emulate-speed", "1M"])
+        try c.write(image: "boot.img", TestImages.random(32 << 20, seed: 71))
+        _ = try waitForStations(at: a, timeout: 10) { ($0["c"]?["devices"] as? [[String: Any]])?.isEmpty == false }
+        let watchers = [try DashboardSocket(serverURL: a.url), try DashboardSocket(serverURL: b.url)]
+        let submitted = try curl(["-X", "POST", "-d", #"{"deviceId":"EMU2","image":"boot.img"}"#, "\(b.url)/api/flash/start"])
+        let jobId = try XCTUnwrap(submitted.events.first?["jobId"] as? String, submitted.stdout)
+        for watcher in watchers {
+            XCTAssertTrue(watcher.waitFor(timeout: 15) { $0.contains { $0["jobId"] as? String == jobId && $0["type"] as? String == "flash_progress" } })
+        }
+        XCTAssertNotNil(c.stop(signal: SIGKILL, timeout: 5))
+        let killed = Date()
+        for watcher in watchers {
+            XCTAssertTrue(watcher.waitFor(timeout: 15) { $0.contains { $0["jobId"] as? String == jobId && $0["type"] as? String == "flash_failed" } })
+            let failed = watcher.messages(device: "EMU2").last { $0["jobId"] as? String == jobId }
+            XCTAssertEqual(failed?["reason"] as? String, "station_lost", "\(String(describing: failed))")
+            XCTAssertEqual(failed?["station"] as? String, "c")
+            XCTAssertEqual(failed?["error"] as? String, "station 'c' was lost (silent for 10 s) during the job")
+        }
+        XCTAssertLessThan(Date().timeIntervalSince(killed), 12)
+        XCTAssertEqual(try database.sql("SELECT state FROM farm_job WHERE job_id = '\(jobId)'"), "interrupted\n")
+    }
+
     private func curl(_ arguments: [String]) throws -> CommandResult {
         try ProcessRunner.run("/usr/bin/curl", ["-sS"] + arguments, timeout: 30)
     }

@@ -78,6 +78,23 @@ struct FarmJobs: Sendable {
             """, logger: logger)
     }
 
+    /// The unfinished jobs of stations declared lost end `interrupted`; returns them (each once,
+    /// to whichever station's update took it), for their `flash_failed` to go to every station.
+    func interruptJobsOfLostStations() async throws -> [(jobId: String, deviceId: String, station: String, error: String)] {
+        let rows = try await client.query("""
+            UPDATE farm_job SET state = 'interrupted', ended_at = now(),
+                error = CASE WHEN state = 'submitted'
+                    THEN format('station %L was lost before it took the job', station)
+                    ELSE format('station %L was lost (silent for 10 s) during the job', station) END
+            WHERE state IN ('submitted', 'claimed', 'queued', 'running', 'paused')
+                AND station IN (SELECT name FROM station WHERE lost_at IS NOT NULL)
+            RETURNING job_id, device_id, station, error
+            """, logger: logger)
+        var interrupted: [(String, String, String, String)] = []
+        for try await row in rows.decode((String, String, String, String).self) { interrupted.append(row) }
+        return interrupted
+    }
+
     /// Tells every station about a message of one of this station's jobs.
     func announce(_ json: String) async throws {
         try await client.query("SELECT pg_notify(\(Self.channel), \(json))", logger: logger)

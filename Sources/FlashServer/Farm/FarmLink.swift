@@ -103,12 +103,25 @@ final class FarmLink: Sendable {
             for name in try await stations.declareLost() {
                 logger.warning("station '\(name)' is lost: silent for \(Int(FarmStations.lostAfterSeconds)) s")
             }
+            try await endJobsOfLostStations()
             if !reachable.exchange(true, ordering: .relaxed) {
                 logger.notice("the farm database at \(url.redacted) is reachable again")
             }
         } catch {
             if reachable.exchange(false, ordering: .relaxed) {
                 logger.error("the farm database at \(url.redacted) is unreachable: \(Self.describe(error))")
+            }
+        }
+    }
+
+    /// Every station's dashboards learn that the lost station's jobs ended: `flash_failed` with
+    /// reason `station_lost`, sent as that station's messages.
+    private func endJobsOfLostStations() async throws {
+        let now = SystemClock().epochMillis()
+        for job in try await jobs.interruptJobsOfLostStations() {
+            let info = JobInfo(jobId: job.jobId, deviceId: job.deviceId, station: job.station)
+            if let json = FlashEvent.failed(info, error: job.error, reason: "station_lost", timestamp: now).protocolJSON() {
+                try await jobs.announce(json)
             }
         }
     }

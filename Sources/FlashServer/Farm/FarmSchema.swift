@@ -41,6 +41,7 @@ enum FarmSchema {
             )
             """,
             "CREATE INDEX farm_job_waiting ON farm_job (station, submitted_at) WHERE state = 'submitted'",
+            "CREATE INDEX farm_job_unfinished ON farm_job (station) WHERE state IN ('submitted', 'claimed', 'queued', 'running', 'paused')",
         ],
     ]
 
