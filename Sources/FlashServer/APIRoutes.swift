@@ -34,8 +34,11 @@ struct APIRoutes: Sendable {
         }
         for action in ["pause", "resume", "cancel"] {
             api.post("jobs/:id/\(action)") { _, context in
-                try guarded {
+                try await guarded {
                     let id = try context.parameters.require("id")
+                    if scheduler.job(id) == nil, let farm, let remote = try await farm.command(action, jobId: id) {
+                        return remote
+                    }
                     let status: JobStatus
                     switch action {
                     case "pause": status = try scheduler.pause(id)

@@ -51,13 +51,14 @@ public final class FlashServer: Sendable {
             broadcaster: EventBroadcaster(subscriberLimit: configuration.clientQueueLimit, delivery: .background)
         )
         recorder = HistoryRecorder(store: history, metrics: metrics, logger: logger)
-        progressSocket = ProgressSocket(scheduler: scheduler, metrics: metrics, queueLimit: configuration.clientQueueLimit, maxMessageSize: configuration.maxFrameSize)
         boundPort = BoundPort(configuration.port)
         inventory = DeviceInventory(network: networkDevices)
         starter = JobStarter(scheduler: scheduler, images: images, devices: inventory, allowedTCPDevices: configuration.allowedTCPDevices)
         let scheduler = self.scheduler, recorder = self.recorder, starter = self.starter
         let farm = try configuration.farm.map { try FarmLink(configuration: $0, scheduler: scheduler, starter: starter, logger: logger) }
         self.farm = farm
+        progressSocket = ProgressSocket(
+            scheduler: scheduler, metrics: metrics, queueLimit: configuration.clientQueueLimit, maxMessageSize: configuration.maxFrameSize, farm: farm)
         scheduler.onJobChanged = { status in
             recorder.jobChanged(status) { scheduler.jobs() }
             farm?.jobChanged(status)

@@ -16,6 +16,8 @@ struct ProgressSocket: Sendable {
     let metrics: ServerMetrics
     let queueLimit: Int
     let maxMessageSize: Int
+    /// Set in a farm: commands for another station's jobs go there.
+    let farm: FarmLink?
     let fanouts = EventLoopFanouts()
     let open = OpenConnectionCount()
 
@@ -78,14 +80,17 @@ struct ProgressSocket: Sendable {
             try await outbound.write(.text(#"{"type":"pong","timestamp":\#(now())}"#))
         case .pause(let jobId), .resume(let jobId), .cancel(let jobId):
             do {
+                if scheduler.job(jobId) == nil, let farm, try await farm.command(command.name, jobId: jobId) != nil {
+                    return
+                }
                 switch command {
                 case .pause: try scheduler.pause(jobId)
                 case .resume: try scheduler.resume(jobId)
                 default: try scheduler.cancel(jobId)
                 }
-            } catch let error as FlashError {
+            } catch {
                 metrics.commandRefused()
-                try await reply(CommandErrorMessage(error: error.message, command: command.name, jobId: jobId, timestamp: now()), outbound)
+                try await reply(CommandErrorMessage(error: apiError(error).message, command: command.name, jobId: jobId, timestamp: now()), outbound)
             }
         }
     }

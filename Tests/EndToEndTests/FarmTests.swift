@@ -152,6 +152,53 @@ final class FarmTests: XCTestCase {
         XCTAssertEqual(try database.sql("SELECT state FROM farm_job WHERE job_id = '\(jobId)'"), "interrupted\n")
     }
 
+    /// Pause, resume and cancel asked at stations other than the one running the job.
+    func testPauseResumeAndCancelFromAnotherStation() throws {
+        let a = try station("a", ["--emulate", "1"])
+        let b = try station("b", ["--emulate", "1"])
+        let c = try station("c", ["--emulate", "2", "--emulate-speed", "1M"])
+        try c.write(image: "boot.img", TestImages.random(32 << 20, seed: 81))
+        _ = try waitForStations(at: a, timeout: 10) { ($0["c"]?["devices"] as? [[String: Any]])?.isEmpty == false }
+        let watcher = try DashboardSocket(serverURL: a.url)
+        let submitted = try curl(["-X", "POST", "-d", #"{"deviceId":"EMU2","image":"boot.img"}"#, "\(a.url)/api/flash/start"])
+        let jobId = try XCTUnwrap(submitted.events.first?["jobId"] as? String, submitted.stdout)
+        func seen(_ type: String) -> Bool {
+            watcher.waitFor(timeout: 15) { $0.contains { $0["jobId"] as? String == jobId && $0["type"] as? String == type } }
+        }
+        XCTAssertTrue(seen("flash_progress"))
+
+        let paused = try curl(["-X", "POST", "\(a.url)/api/jobs/\(jobId)/pause"])
+        XCTAssertEqual(paused.events.first?["status"] as? String, "pausing", paused.stdout)
+        XCTAssertEqual(paused.events.first?["station"] as? String, "c")
+        XCTAssertTrue(seen("flash_paused"))
+        let atC = try curl(["\(c.url)/api/jobs/\(jobId)"])
+        XCTAssertEqual(atC.events.first?["state"] as? String, "paused", atC.stdout)
+
+        let resumed = try curl(["-X", "POST", "\(b.url)/api/jobs/\(jobId)/resume"])
+        XCTAssertEqual(resumed.events.first?["status"] as? String, "resuming", resumed.stdout)
+        XCTAssertTrue(seen("flash_resumed"))
+
+        let cancelled = try curl(["-X", "POST", "\(b.url)/api/jobs/\(jobId)/cancel"])
+        XCTAssertEqual(cancelled.events.first?["status"] as? String, "cancelling", cancelled.stdout)
+        XCTAssertTrue(seen("flash_failed"))
+        let end = watcher.messages(device: "EMU2").last { $0["jobId"] as? String == jobId }
+        XCTAssertEqual(end?["reason"] as? String, "cancelled", "\(String(describing: end))")
+        XCTAssertTrue(try waitFor(timeout: 5) { try database.sql("SELECT state FROM farm_job WHERE job_id = '\(jobId)'") == "cancelled\n" })
+
+        let again = try curl(["-X", "POST", "-w", "\n%{http_code}", "\(a.url)/api/jobs/\(jobId)/cancel"])
+        XCTAssertTrue(again.stdout.contains("has already ended (cancelled) at station 'c'"), again.stdout)
+        XCTAssertTrue(again.stdout.hasSuffix("409"), again.stdout)
+    }
+
+    private func waitFor(timeout: Double, _ condition: () throws -> Bool) rethrows -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if try condition() { return true }
+            usleep(100_000)
+        }
+        return false
+    }
+
     private func curl(_ arguments: [String]) throws -> CommandResult {
         try ProcessRunner.run("/usr/bin/curl", ["-sS"] + arguments, timeout: 30)
     }

@@ -95,6 +95,29 @@ struct FarmJobs: Sendable {
         return interrupted
     }
 
+    /// Which station a farm job is for, and its state; nil for a job the farm does not know.
+    func find(jobId: String) async throws -> (station: String, deviceId: String, state: String)? {
+        let rows = try await client.query("SELECT station, device_id, state FROM farm_job WHERE job_id = \(jobId)", logger: logger)
+        for try await row in rows.decode((String, String, String).self) { return row }
+        return nil
+    }
+
+    /// Cancels a job no station has taken yet; false when it was taken meanwhile.
+    func cancelWaiting(jobId: String) async throws -> Bool {
+        let rows = try await client.query("""
+            UPDATE farm_job SET state = 'cancelled', ended_at = now(), error = \(StopCause.user.message)
+            WHERE job_id = \(jobId) AND state = 'submitted' RETURNING job_id
+            """, logger: logger)
+        for try await _ in rows.decode(String.self) { return true }
+        return false
+    }
+
+    /// Asks the station running a job to pause, resume or cancel it.
+    func send(_ action: String, jobId: String, to target: String) async throws {
+        let notice = #"{"type":"farm_command","station":"\#(target)","jobId":"\#(jobId)","action":"\#(action)"}"#
+        try await client.query("SELECT pg_notify(\(Self.channel), \(notice))", logger: logger)
+    }
+
     /// Tells every station about a message of one of this station's jobs.
     func announce(_ json: String) async throws {
         try await client.query("SELECT pg_notify(\(Self.channel), \(json))", logger: logger)

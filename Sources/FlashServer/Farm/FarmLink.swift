@@ -173,6 +173,36 @@ final class FarmLink: Sendable {
         return JobCommandBody(jobId: jobId, status: "queued", station: target)
     }
 
+    /// Pause, resume or cancel of a job another station runs (or has not taken yet); nil for a
+    /// job that is not another station's.
+    func command(_ action: String, jobId: String) async throws -> JobCommandBody? {
+        let found: (station: String, deviceId: String, state: String)?
+        do {
+            found = try await jobs.find(jobId: jobId)
+        } catch {
+            throw APIError(.serviceUnavailable, "the farm database at \(url.redacted) is unreachable: \(Self.describe(error))")
+        }
+        guard let found, found.station != stationName else { return nil }
+        if let state = JobState(rawValue: found.state), state.isFinished {
+            throw APIError(.conflict, "\(jobId) has already ended (\(state.rawValue)) at station '\(found.station)'")
+        }
+        if found.state == "submitted" {
+            guard action == "cancel" else {
+                throw APIError(.conflict, "\(jobId) has not started yet at station '\(found.station)'; only a running job can be paused or resumed")
+            }
+            if try await jobs.cancelWaiting(jobId: jobId) {
+                let info = JobInfo(jobId: jobId, deviceId: found.deviceId, station: found.station)
+                if let json = FlashEvent.failed(info, error: StopCause.user.message, reason: StopCause.user.reason, timestamp: SystemClock().epochMillis()).protocolJSON() {
+                    try await jobs.announce(json)
+                }
+                return JobCommandBody(jobId: jobId, status: JobState.cancelled.rawValue, station: found.station)
+            }
+        }
+        try await jobs.send(action, jobId: jobId, to: found.station)
+        let status = ["pause": "pausing", "resume": "resuming", "cancel": "cancelling"][action] ?? action
+        return JobCommandBody(jobId: jobId, status: status, station: found.station)
+    }
+
     private func close() {
         relay.stop()
         clientTask.withLock { task in

@@ -88,6 +88,17 @@ final class FarmRelay: Sendable {
             if from == station { wake.yield() }
             return
         }
+        if type == "farm_command" {
+            guard from == station, let jobId = object["jobId"] as? String else { return }
+            // Asked at another station: a refusal (a job already ended, say) is not news to anyone.
+            switch object["action"] as? String {
+            case "pause": _ = try? scheduler.pause(jobId)
+            case "resume": _ = try? scheduler.resume(jobId)
+            case "cancel": _ = try? scheduler.cancel(jobId)
+            default: break
+            }
+            return
+        }
         guard from != station, let event = FlashEvent(protocolJSON: payload) else { return }
         scheduler.broadcaster.publish(event)
     }
