@@ -56,10 +56,18 @@ struct APIRoutes: Sendable {
             DeviceListBody(devices: devices.devices(busy: scheduler.busyDevices()))
         }
         api.get("history") { request, _ in
-            try guarded {
+            try await guarded {
                 let query = request.uri.queryParameters
-                let limit = query["limit"].flatMap { Int(String($0)) } ?? 100
-                return HistoryListBody(jobs: try history.recent(limit: min(max(limit, 0), 10_000), deviceId: query["deviceId"].map(String.init)))
+                let limit = min(max(query["limit"].flatMap { Int(String($0)) } ?? 100, 0), 10_000)
+                let deviceId = query["deviceId"].map(String.init)
+                if let farm {
+                    do {
+                        return HistoryListBody(jobs: try await farm.jobs.history(limit: limit, deviceId: deviceId))
+                    } catch {
+                        throw APIError(.serviceUnavailable, "the farm database at \(farm.url.redacted) is unreachable: \(FarmLink.describe(error))")
+                    }
+                }
+                return HistoryListBody(jobs: try history.recent(limit: limit, deviceId: deviceId))
             }
         }
         api.get("stations") { _, _ in

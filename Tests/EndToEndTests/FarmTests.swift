@@ -120,6 +120,20 @@ final class FarmTests: XCTestCase {
         let refusal = watcher.messages(device: "EMU2").first { $0["jobId"] as? String == refusedId }
         XCTAssertEqual(refusal?["error"] as? String, "station 'c' refused the job: no image 'absent.img' in the image directory")
 
+        // The farm's history, at a station that ran neither job.
+        let listed = try curl(["\(b.url)/api/history"])
+        let history = try XCTUnwrap((try JSONSerialization.jsonObject(with: Data(listed.stdout.utf8)) as? [String: Any])?["jobs"] as? [[String: Any]], listed.stdout)
+        let done = try XCTUnwrap(history.first { $0["jobId"] as? String == jobId }, listed.stdout)
+        XCTAssertEqual(done["station"] as? String, "c")
+        XCTAssertEqual(done["result"] as? String, "completed")
+        XCTAssertEqual(done["bytesTransferred"] as? Int, image.count)
+        XCTAssertEqual(done["deviceId"] as? String, "EMU2")
+        XCTAssertNotNil(done["sha256"] as? String)
+        let refused = try XCTUnwrap(history.first { $0["jobId"] as? String == refusedId }, listed.stdout)
+        XCTAssertEqual(refused["result"] as? String, "failed")
+        XCTAssertEqual(refused["error"] as? String, "station 'c' refused the job: no image 'absent.img' in the image directory")
+        XCTAssertEqual(history.first?["jobId"] as? String, refusedId, "newest first")
+
         let ambiguous = try curl(["-X", "POST", "-w", "\n%{http_code}", "-d", #"{"deviceId":"EMU1","image":"boot.img"}"#, "\(b.url)/api/flash/start"])
         XCTAssertTrue(ambiguous.stdout.contains(#"device 'EMU1' is at stations a, b, c: say which with \"station\""#), ambiguous.stdout)
         XCTAssertTrue(ambiguous.stdout.hasSuffix("409"), ambiguous.stdout)

@@ -68,14 +68,36 @@ struct FarmJobs: Sendable {
         return claimed
     }
 
-    /// The state of a job this station runs (or refused), as it changes.
-    func record(jobId: String, deviceId: String, state: String, error: String?, finished: Bool) async throws {
+    /// The state of a job this station runs (or refused), as it changes, with its history entry
+    /// (`HistoryEntry` as JSON) when it has run.
+    func record(jobId: String, deviceId: String, state: String, error: String?, finished: Bool, entry: String? = nil) async throws {
         try await client.query("""
-            INSERT INTO farm_job (job_id, station, device_id, request, state, submitted_by, claimed_at, error, ended_at)
-            VALUES (\(jobId), \(station), \(deviceId), '{}'::jsonb, \(state), \(station), now(), \(error), CASE WHEN \(finished) THEN now() END)
+            INSERT INTO farm_job (job_id, station, device_id, request, state, submitted_by, claimed_at, error, ended_at, entry)
+            VALUES (\(jobId), \(station), \(deviceId), '{}'::jsonb, \(state), \(station), now(), \(error),
+                CASE WHEN \(finished) THEN now() END, \(entry)::jsonb)
             ON CONFLICT (job_id) DO UPDATE SET state = EXCLUDED.state, error = EXCLUDED.error,
-                ended_at = COALESCE(farm_job.ended_at, EXCLUDED.ended_at)
+                ended_at = COALESCE(farm_job.ended_at, EXCLUDED.ended_at), entry = COALESCE(EXCLUDED.entry, farm_job.entry)
             """, logger: logger)
+    }
+
+    /// The farm's history, newest first: each job as its station recorded it, with the farm's
+    /// word on how it ended (a lost station's jobs, jobs refused or cancelled before they ran).
+    func history(limit: Int, deviceId: String?) async throws -> [HistoryEntry] {
+        let rows = try await client.query("""
+            SELECT (COALESCE(entry, jsonb_build_object('jobId', job_id, 'deviceId', device_id, 'image', request->>'image',
+                    'partition', request->>'partition', 'totalBytes', 0, 'bytesTransferred', 0,
+                    'createdAt', (extract(epoch FROM submitted_at) * 1000)::int8))
+                || jsonb_strip_nulls(jsonb_build_object('result', state, 'station', station, 'error', COALESCE(error, entry->>'error'),
+                    'endedAt', COALESCE(entry->'endedAt', to_jsonb((extract(epoch FROM ended_at) * 1000)::int8)))))::text
+            FROM farm_job WHERE \(deviceId)::text IS NULL OR device_id = \(deviceId)
+            ORDER BY submitted_at DESC LIMIT \(limit)
+            """, logger: logger)
+        var entries: [HistoryEntry] = []
+        let decoder = JSONDecoder()
+        for try await json in rows.decode(String.self) {
+            entries.append(try decoder.decode(HistoryEntry.self, from: Data(json.utf8)))
+        }
+        return entries
     }
 
     /// The unfinished jobs of stations declared lost end `interrupted`; returns them (each once,

@@ -171,9 +171,10 @@ final class FarmRelay: Sendable {
             if recorded[status.info.jobId] == status.state { continue }
             recorded[status.info.jobId] = status.state.isFinished ? nil : status.state
             do {
+                let entry = String(decoding: try JSONEncoder().encode(HistoryEntry(status)), as: UTF8.self)
                 try await jobs.record(
                     jobId: status.info.jobId, deviceId: status.info.deviceId, state: status.state.rawValue, error: status.error,
-                    finished: status.state.isFinished)
+                    finished: status.state.isFinished, entry: entry)
             } catch {
                 logger.error("recording farm job \(status.info.jobId) failed: \(FarmLink.describe(error))")
             }

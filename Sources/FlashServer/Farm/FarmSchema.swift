@@ -42,6 +42,9 @@ enum FarmSchema {
             """,
             "CREATE INDEX farm_job_waiting ON farm_job (station, submitted_at) WHERE state = 'submitted'",
             "CREATE INDEX farm_job_unfinished ON farm_job (station) WHERE state IN ('submitted', 'claimed', 'queued', 'running', 'paused')",
+            // The job as the history shows it (a HistoryEntry), once its station has run it.
+            "ALTER TABLE farm_job ADD COLUMN entry jsonb",
+            "CREATE INDEX farm_job_history ON farm_job (submitted_at DESC)",
         ],
     ]
 

@@ -35,6 +35,8 @@ public struct HistoryEntry: Codable, Sendable, Equatable, FetchableRecord, Persi
     public var durationMs: Int64?
     /// Bytes per second over the whole job.
     public var averageSpeed: Int64?
+    /// The farm station that ran the job (nil outside a farm).
+    public var station: String?
 
     public init(_ status: JobStatus) {
         jobId = status.info.jobId
@@ -56,5 +58,6 @@ public struct HistoryEntry: Codable, Sendable, Equatable, FetchableRecord, Persi
         endedAt = status.endedAt
         durationMs = status.endedAt != nil ? status.durationMs(now: status.endedAt ?? 0) : nil
         averageSpeed = status.averageSpeed
+        station = status.info.station
     }
 }

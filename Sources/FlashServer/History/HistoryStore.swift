@@ -113,6 +113,11 @@ public final class HistoryStore: Sendable {
                 table.add(column: "medium", .text).indexed()
             }
         }
+        migrator.registerMigration("v3: farm stations") { db in
+            try db.alter(table: "job") { table in
+                table.add(column: "station", .text)
+            }
+        }
         return migrator
     }
 }
