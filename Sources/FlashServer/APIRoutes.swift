@@ -99,6 +99,9 @@ struct APIRoutes: Sendable {
         } catch {
             throw APIError(.badRequest, "the body must be JSON like {\"deviceId\": \"SERIAL\", \"image\": \"boot.img\", \"partition\": \"boot\"}")
         }
+        if let farm, !farm.isReachable {
+            throw farm.refusingNewJobs()
+        }
         if let farm, let remote = try await farm.submitIfRemote(body) {
             return try remote.response(from: request, context: context)
         }

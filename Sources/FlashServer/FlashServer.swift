@@ -54,8 +54,8 @@ public final class FlashServer: Sendable {
         boundPort = BoundPort(configuration.port)
         inventory = DeviceInventory(network: networkDevices)
         starter = JobStarter(scheduler: scheduler, images: images, devices: inventory, allowedTCPDevices: configuration.allowedTCPDevices)
-        let scheduler = self.scheduler, recorder = self.recorder, starter = self.starter
-        let farm = try configuration.farm.map { try FarmLink(configuration: $0, scheduler: scheduler, starter: starter, logger: logger) }
+        let scheduler = self.scheduler, recorder = self.recorder, starter = self.starter, history = self.history
+        let farm = try configuration.farm.map { try FarmLink(configuration: $0, scheduler: scheduler, starter: starter, history: history, logger: logger) }
         self.farm = farm
         progressSocket = ProgressSocket(
             scheduler: scheduler, metrics: metrics, queueLimit: configuration.clientQueueLimit, maxMessageSize: configuration.maxFrameSize, farm: farm)

@@ -204,6 +204,42 @@ final class FarmTests: XCTestCase {
         XCTAssertTrue(again.stdout.hasSuffix("409"), again.stdout)
     }
 
+    /// The database goes away during a job: the job goes on and completes, its record
+    /// reaches the database once it is back (one row, completed), and new jobs are refused with
+    /// the reason meanwhile and taken again afterwards.
+    func testAJobOutlivesTheDatabaseGoingAwayAndIsRecordedOnceWhenItIsBack() throws {
+        let c = try station("c", ["--emulate", "1", "--emulate-speed", "2M"])
+        let image = TestImages.random(8 << 20, seed: 91)
+        try c.write(image: "boot.img", image)
+        let submitted = try curl(["-X", "POST", "-d", #"{"deviceId":"EMU1","image":"boot.img"}"#, "\(c.url)/api/flash/start"])
+        let jobId = try XCTUnwrap(submitted.events.first?["jobId"] as? String, submitted.stdout)
+        XCTAssertTrue(try waitFor(timeout: 10) { try database.sql("SELECT state FROM farm_job WHERE job_id = '\(jobId)'") == "running\n" })
+
+        database.stop()
+        XCTAssertTrue(try waitFor(timeout: 5) {
+            let refused = try curl(["-X", "POST", "-w", "\n%{http_code}", "-d", #"{"deviceId":"EMU1","image":"boot.img"}"#, "\(c.url)/api/flash/start"])
+            return refused.stdout.hasSuffix("503") && refused.stdout.contains("new jobs are refused until it is back (running jobs go on)")
+        }, "new jobs must be refused while the database is away")
+        // The 4 s job ends while the database is away: its end waits in the station's outbox.
+        XCTAssertTrue(try waitFor(timeout: 15) { try curl(["\(c.url)/api/jobs/\(jobId)"]).events.first?["state"] as? String == "completed" })
+        usleep(1_000_000)
+        try database.start()
+
+        XCTAssertTrue(try waitFor(timeout: 30) {
+            (try? database.sql("SELECT count(*), min(state) FROM farm_job WHERE job_id = '\(jobId)'")) == "1|completed\n"
+        }, "the job's end must reach the database once it is back")
+        let local = try curl(["\(c.url)/api/jobs/\(jobId)"])
+        XCTAssertEqual(local.events.first?["state"] as? String, "completed", local.stdout)
+        let partitions = try XCTUnwrap(c.banner.range(of: #"partitions in \S+/EMU1"#, options: .regularExpression).map { String(c.banner[$0].dropFirst("partitions in ".count)) })
+        XCTAssertEqual(FileManager.default.contents(atPath: partitions + "/boot.img"), image)
+
+        var again: CommandResult?
+        XCTAssertTrue(try waitFor(timeout: 10) {
+            again = try curl(["-X", "POST", "-d", #"{"deviceId":"EMU1","image":"boot.img"}"#, "\(c.url)/api/flash/start"])
+            return again?.events.first?["jobId"] != nil
+        }, "new jobs must be taken again: \(again?.stdout ?? "")")
+    }
+
     private func waitFor(timeout: Double, _ condition: () throws -> Bool) rethrows -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {

@@ -17,7 +17,7 @@ struct FarmJobs: Sendable {
 
     /// The online station that has `deviceId`: `wanted` if given (checked), else the only one.
     func locate(deviceId: String, wanted: String?) async throws -> String {
-        let rows = try await client.query("""
+        let rows = try await client.farmQuery("""
             SELECT name, lost_at IS NULL AND stopped_at IS NULL,
                 devices @> jsonb_build_array(jsonb_build_object('deviceId', \(deviceId)::text))
             FROM station ORDER BY name
@@ -45,18 +45,20 @@ struct FarmJobs: Sendable {
     /// the job is there to be claimed.
     func submit(jobId: String, to target: String, deviceId: String, request: String) async throws {
         let notice = #"{"type":"farm_job","station":"\#(target)"}"#
-        try await client.withTransaction(logger: logger) { connection in
-            try await connection.query("""
-                INSERT INTO farm_job (job_id, station, device_id, request, state, submitted_by)
-                VALUES (\(jobId), \(target), \(deviceId), \(request)::jsonb, 'submitted', \(station))
-                """, logger: logger)
-            try await connection.query("SELECT pg_notify(\(Self.channel), \(notice))", logger: logger)
+        try await FarmDeadline.run { [client, logger, station] in
+            try await client.withTransaction(logger: logger) { connection in
+                try await connection.query("""
+                    INSERT INTO farm_job (job_id, station, device_id, request, state, submitted_by)
+                    VALUES (\(jobId), \(target), \(deviceId), \(request)::jsonb, 'submitted', \(station))
+                    """, logger: logger)
+                try await connection.query("SELECT pg_notify(\(Self.channel), \(notice))", logger: logger)
+            }
         }
     }
 
     /// Takes the jobs waiting for this station; another station's claim never gets the same row.
     func claim(limit: Int = 64) async throws -> [(jobId: String, deviceId: String, request: String)] {
-        let rows = try await client.query("""
+        let rows = try await client.farmQuery("""
             UPDATE farm_job SET state = 'claimed', claimed_at = now()
             WHERE job_id IN (
                 SELECT job_id FROM farm_job WHERE station = \(station) AND state = 'submitted'
@@ -71,7 +73,7 @@ struct FarmJobs: Sendable {
     /// The state of a job this station runs (or refused), as it changes, with its history entry
     /// (`HistoryEntry` as JSON) when it has run.
     func record(jobId: String, deviceId: String, state: String, error: String?, finished: Bool, entry: String? = nil) async throws {
-        try await client.query("""
+        try await client.farmQuery("""
             INSERT INTO farm_job (job_id, station, device_id, request, state, submitted_by, claimed_at, error, ended_at, entry)
             VALUES (\(jobId), \(station), \(deviceId), '{}'::jsonb, \(state), \(station), now(), \(error),
                 CASE WHEN \(finished) THEN now() END, \(entry)::jsonb)
@@ -83,7 +85,7 @@ struct FarmJobs: Sendable {
     /// The farm's history, newest first: each job as its station recorded it, with the farm's
     /// word on how it ended (a lost station's jobs, jobs refused or cancelled before they ran).
     func history(limit: Int, deviceId: String?) async throws -> [HistoryEntry] {
-        let rows = try await client.query("""
+        let rows = try await client.farmQuery("""
             SELECT (COALESCE(entry, jsonb_build_object('jobId', job_id, 'deviceId', device_id, 'image', request->>'image',
                     'partition', request->>'partition', 'totalBytes', 0, 'bytesTransferred', 0,
                     'createdAt', (extract(epoch FROM submitted_at) * 1000)::int8))
@@ -103,7 +105,7 @@ struct FarmJobs: Sendable {
     /// The unfinished jobs of stations declared lost end `interrupted`; returns them (each once,
     /// to whichever station's update took it), for their `flash_failed` to go to every station.
     func interruptJobsOfLostStations() async throws -> [(jobId: String, deviceId: String, station: String, error: String)] {
-        let rows = try await client.query("""
+        let rows = try await client.farmQuery("""
             UPDATE farm_job SET state = 'interrupted', ended_at = now(),
                 error = CASE WHEN state = 'submitted'
                     THEN format('station %L was lost before it took the job', station)
@@ -119,14 +121,14 @@ struct FarmJobs: Sendable {
 
     /// Which station a farm job is for, and its state; nil for a job the farm does not know.
     func find(jobId: String) async throws -> (station: String, deviceId: String, state: String)? {
-        let rows = try await client.query("SELECT station, device_id, state FROM farm_job WHERE job_id = \(jobId)", logger: logger)
+        let rows = try await client.farmQuery("SELECT station, device_id, state FROM farm_job WHERE job_id = \(jobId)", logger: logger)
         for try await row in rows.decode((String, String, String).self) { return row }
         return nil
     }
 
     /// Cancels a job no station has taken yet; false when it was taken meanwhile.
     func cancelWaiting(jobId: String) async throws -> Bool {
-        let rows = try await client.query("""
+        let rows = try await client.farmQuery("""
             UPDATE farm_job SET state = 'cancelled', ended_at = now(), error = \(StopCause.user.message)
             WHERE job_id = \(jobId) AND state = 'submitted' RETURNING job_id
             """, logger: logger)
@@ -137,11 +139,11 @@ struct FarmJobs: Sendable {
     /// Asks the station running a job to pause, resume or cancel it.
     func send(_ action: String, jobId: String, to target: String) async throws {
         let notice = #"{"type":"farm_command","station":"\#(target)","jobId":"\#(jobId)","action":"\#(action)"}"#
-        try await client.query("SELECT pg_notify(\(Self.channel), \(notice))", logger: logger)
+        try await client.farmQuery("SELECT pg_notify(\(Self.channel), \(notice))", logger: logger)
     }
 
     /// Tells every station about a message of one of this station's jobs.
     func announce(_ json: String) async throws {
-        try await client.query("SELECT pg_notify(\(Self.channel), \(json))", logger: logger)
+        try await client.farmQuery("SELECT pg_notify(\(Self.channel), \(json))", logger: logger)
     }
 }

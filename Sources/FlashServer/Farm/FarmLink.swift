@@ -46,7 +46,7 @@ final class FarmLink: Sendable {
     /// Whether the last heartbeat reached the database (an outage is logged once).
     private let reachable = Atomic<Bool>(true)
 
-    init(configuration: FarmConfiguration, scheduler: JobScheduler, starter: JobStarter, logger: Logger) throws {
+    init(configuration: FarmConfiguration, scheduler: JobScheduler, starter: JobStarter, history: HistoryStore, logger: Logger) throws {
         guard FarmConfiguration.isValidStationName(configuration.station) else {
             throw FlashError(.io, "--station takes a name of letters, digits, '.', '-' and '_' (at most 63), not '\(configuration.station)'")
         }
@@ -57,7 +57,7 @@ final class FarmLink: Sendable {
         client = PostgresClient(configuration: url.clientConfiguration(), backgroundLogger: poolLogger)
         stations = FarmStations(client: client, name: configuration.station, logger: logger)
         jobs = FarmJobs(client: client, station: configuration.station, logger: logger)
-        relay = FarmRelay(jobs: jobs, scheduler: scheduler, starter: starter, logger: logger)
+        relay = FarmRelay(jobs: jobs, scheduler: scheduler, starter: starter, history: history, logger: logger)
         self.logger = logger
     }
 
@@ -81,6 +81,8 @@ final class FarmLink: Sendable {
             }
             try await stations.register(address: address)
             relay.start()
+            // What a previous run kept while the database was away.
+            relay.retryOutbox()
         } catch let error as FlashError {
             close()
             throw error
@@ -106,6 +108,7 @@ final class FarmLink: Sendable {
             try await endJobsOfLostStations()
             if !reachable.exchange(true, ordering: .relaxed) {
                 logger.notice("the farm database at \(url.redacted) is reachable again")
+                relay.retryOutbox()
             }
         } catch {
             if reachable.exchange(false, ordering: .relaxed) {
@@ -136,6 +139,14 @@ final class FarmLink: Sendable {
         close()
     }
 
+    /// False from a failed heartbeat to the next one that works: new jobs are refused meanwhile.
+    var isReachable: Bool { reachable.load(ordering: .relaxed) }
+
+    /// What a start request is told while the database is away.
+    func refusingNewJobs() -> APIError {
+        APIError(.serviceUnavailable, "the farm database at \(url.redacted) is unreachable: new jobs are refused until it is back (running jobs go on)")
+    }
+
     /// Called by the scheduler at every change of one of this station's jobs.
     func jobChanged(_ status: JobStatus) {
         relay.jobChanged(status)
@@ -160,7 +171,7 @@ final class FarmLink: Sendable {
         } catch let error as APIError {
             throw error
         } catch {
-            throw APIError(.serviceUnavailable, "the farm database at \(url.redacted) is unreachable: \(Self.describe(error))")
+            throw refusingNewJobs()
         }
         if target == stationName { return nil }
         let jobId = JobID.make()
@@ -168,7 +179,7 @@ final class FarmLink: Sendable {
         do {
             try await jobs.submit(jobId: jobId, to: target, deviceId: deviceId, request: request)
         } catch {
-            throw APIError(.serviceUnavailable, "the farm database at \(url.redacted) is unreachable: \(Self.describe(error))")
+            throw refusingNewJobs()
         }
         return JobCommandBody(jobId: jobId, status: "queued", station: target)
     }

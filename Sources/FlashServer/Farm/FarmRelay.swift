@@ -17,12 +17,20 @@ final class FarmRelay: Sendable {
     private let logger: Logger
     private let wakes: AsyncStream<Void>
     private let wake: AsyncStream<Void>.Continuation
-    private let changes: AsyncStream<JobStatus>
-    private let change: AsyncStream<JobStatus>.Continuation
+    private let history: HistoryStore
+    private let changes: AsyncStream<Change>
+    private let change: AsyncStream<Change>.Continuation
+
+    private enum Change {
+        case job(JobStatus)
+        /// The database may be reachable again: write what the outbox holds.
+        case retry
+    }
     private let running = Mutex<(tasks: [Task<Void, Never>], outbound: EventSubscription?)>(([], nil))
 
-    init(jobs: FarmJobs, scheduler: JobScheduler, starter: JobStarter, logger: Logger) {
+    init(jobs: FarmJobs, scheduler: JobScheduler, starter: JobStarter, history: HistoryStore, logger: Logger) {
         self.jobs = jobs
+        self.history = history
         self.scheduler = scheduler
         self.starter = starter
         self.logger = logger
@@ -56,7 +64,12 @@ final class FarmRelay: Sendable {
 
     /// Called by the scheduler at every change of one of this station's jobs.
     func jobChanged(_ status: JobStatus) {
-        change.yield(status)
+        change.yield(.job(status))
+    }
+
+    /// Called when the database answers again (and at start, for what a previous run kept).
+    func retryOutbox() {
+        change.yield(.retry)
     }
 
     private func listen() async {
@@ -164,20 +177,67 @@ final class FarmRelay: Sendable {
     }
 
     /// Writes each job's state when it changes (the scheduler also reports every running job once
-    /// a second, for the bytes the local history keeps).
+    /// a second, for the bytes the local history keeps). While the database is unreachable the
+    /// newest state of each job waits in the station's SQLite outbox; it is written, oldest
+    /// first and before anything newer, once the database answers. The row is keyed by job, so
+    /// a job's record appears once however often it is written.
     private func recordChanges() async {
         var recorded: [String: JobState] = [:]
-        for await status in changes {
-            if recorded[status.info.jobId] == status.state { continue }
-            recorded[status.info.jobId] = status.state.isFinished ? nil : status.state
-            do {
-                let entry = String(decoding: try JSONEncoder().encode(HistoryEntry(status)), as: UTF8.self)
-                try await jobs.record(
+        var outboxMayHold = true
+        for await change in changes {
+            let item: FarmOutboxItem?
+            switch change {
+            case .retry:
+                item = nil
+            case .job(let status):
+                if recorded[status.info.jobId] == status.state { continue }
+                recorded[status.info.jobId] = status.state.isFinished ? nil : status.state
+                item = FarmOutboxItem(
                     jobId: status.info.jobId, deviceId: status.info.deviceId, state: status.state.rawValue, error: status.error,
-                    finished: status.state.isFinished, entry: entry)
+                    finished: status.state.isFinished, entry: try? String(decoding: JSONEncoder().encode(HistoryEntry(status)), as: UTF8.self))
+            }
+            if outboxMayHold {
+                outboxMayHold = await !writeOutbox()
+            }
+            guard let item else { continue }
+            if outboxMayHold {
+                keep(item)
+                continue
+            }
+            do {
+                try await write(item)
             } catch {
-                logger.error("recording farm job \(status.info.jobId) failed: \(FarmLink.describe(error))")
+                logger.error("the farm database did not take job \(item.jobId)'s state (\(FarmLink.describe(error))); kept to be written when it is back")
+                keep(item)
+                outboxMayHold = true
             }
         }
+    }
+
+    private func write(_ item: FarmOutboxItem) async throws {
+        try await jobs.record(jobId: item.jobId, deviceId: item.deviceId, state: item.state, error: item.error, finished: item.finished, entry: item.entry)
+    }
+
+    private func keep(_ item: FarmOutboxItem) {
+        do {
+            try history.keepForFarm(item)
+        } catch {
+            logger.error("could not keep job \(item.jobId)'s state for the farm: \(error)")
+        }
+    }
+
+    /// Writes everything the outbox holds; true when it is empty afterwards.
+    private func writeOutbox() async -> Bool {
+        guard let items = try? history.farmOutbox() else { return false }
+        for item in items {
+            do {
+                try await write(item)
+                try history.removeFromFarmOutbox(jobId: item.jobId)
+            } catch {
+                return false
+            }
+        }
+        if !items.isEmpty { logger.notice("wrote \(items.count) job state(s) kept while the farm database was unreachable") }
+        return true
     }
 }

@@ -18,7 +18,7 @@ struct FarmStations: Sendable {
 
     /// Takes the station's name for this run. Refused while another station of that name is alive.
     func register(address: String) async throws {
-        let rows = try await client.query("""
+        let rows = try await client.farmQuery("""
             INSERT INTO station (name, instance, address) VALUES (\(name), \(instance), \(address))
             ON CONFLICT (name) DO UPDATE SET instance = EXCLUDED.instance, address = EXCLUDED.address,
                 started_at = now(), last_seen = now(), lost_at = NULL, stopped_at = NULL, devices = '[]', running_jobs = 0
@@ -28,7 +28,7 @@ struct FarmStations: Sendable {
             """, logger: logger)
         for try await _ in rows.decode(String.self) { return }
         var holder = "another station"
-        let current = try await client.query(
+        let current = try await client.farmQuery(
             "SELECT address, extract(epoch FROM now() - last_seen)::float8 FROM station WHERE name = \(name)", logger: logger)
         for try await (address, ago) in current.decode((String, Double).self) {
             holder = "a station at \(address), seen \(String(format: "%.1f", ago)) s ago"
@@ -40,7 +40,7 @@ struct FarmStations: Sendable {
     /// Returns false when the row is no longer this run's (another station took the name).
     @discardableResult
     func heartbeat(address: String, devices: String, runningJobs: Int) async throws -> Bool {
-        let rows = try await client.query("""
+        let rows = try await client.farmQuery("""
             UPDATE station SET last_seen = now(), lost_at = NULL, address = \(address),
                 devices = \(devices)::jsonb, running_jobs = \(runningJobs)
             WHERE name = \(name) AND instance = \(instance)
@@ -53,7 +53,7 @@ struct FarmStations: Sendable {
     /// Marks every station silent for too long as lost; returns their names. Any station may run
     /// this: the update takes each lost station once.
     func declareLost() async throws -> [String] {
-        let rows = try await client.query("""
+        let rows = try await client.farmQuery("""
             UPDATE station SET lost_at = now()
             WHERE lost_at IS NULL AND stopped_at IS NULL AND last_seen < now() - make_interval(secs => \(Self.lostAfterSeconds))
             RETURNING name
@@ -65,12 +65,12 @@ struct FarmStations: Sendable {
 
     /// A clean stop: the others show the station as stopped, not lost.
     func leave() async throws {
-        try await client.query(
+        try await client.farmQuery(
             "UPDATE station SET stopped_at = now(), running_jobs = 0 WHERE name = \(name) AND instance = \(instance)", logger: logger)
     }
 
     func list() async throws -> [StationBody] {
-        let rows = try await client.query("""
+        let rows = try await client.farmQuery("""
             SELECT name, address, (extract(epoch FROM last_seen) * 1000)::int8, (extract(epoch FROM now() - last_seen) * 1000)::int8,
                 lost_at IS NOT NULL, stopped_at IS NOT NULL, devices::text, running_jobs
             FROM station ORDER BY name

@@ -5,7 +5,7 @@ import GRDB
 /// Every job the server ran, in SQLite, so it outlives the process.
 public final class HistoryStore: Sendable {
     public let path: String
-    private let database: DatabaseQueue
+    let database: DatabaseQueue
 
     /// Opens (creating if needed) the history at `path`.
     public init(path: String) throws {
@@ -116,6 +116,16 @@ public final class HistoryStore: Sendable {
         migrator.registerMigration("v3: farm stations") { db in
             try db.alter(table: "job") { table in
                 table.add(column: "station", .text)
+            }
+        }
+        migrator.registerMigration("v4: farm outbox") { db in
+            try db.create(table: "farm_outbox") { table in
+                table.column("jobId", .text).primaryKey()
+                table.column("deviceId", .text).notNull()
+                table.column("state", .text).notNull()
+                table.column("error", .text)
+                table.column("finished", .boolean).notNull()
+                table.column("entry", .text)
             }
         }
         return migrator
