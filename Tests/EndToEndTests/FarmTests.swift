@@ -240,6 +240,54 @@ final class FarmTests: XCTestCase {
         }, "new jobs must be taken again: \(again?.stdout ?? "")")
     }
 
+    /// 300 jobs submitted at once at three stations for twelve devices of the farm: each runs
+    /// exactly once (one flash_started, one flash_completed, one partition written) and none is
+    /// lost.
+    func testThreeHundredJobsSubmittedAtOnceEachRunExactlyOnce() throws {
+        let names = ["a", "b", "c"]
+        let servers = try names.map { try station($0, ["--emulate", "4"]) }
+        let image = TestImages.random(64 << 10, seed: 101)
+        for server in servers { try server.write(image: "small.img", image) }
+        _ = try waitForStations(at: servers[0], timeout: 10) { stations in
+            names.allSatisfy { ((stations[$0]?["devices"] as? [[String: Any]]) ?? []).filter { $0["kind"] as? String == "fastboot-tcp" }.count == 4 }
+        }
+        let watcher = try DashboardSocket(serverURL: servers[0].url)
+        let count = 300
+        let answers = ConcurrentAnswers()
+        let urls = servers.map(\.url)
+        DispatchQueue.concurrentPerform(iterations: count) { index in
+            let body = #"{"deviceId":"EMU\#(index % 4 + 1)","station":"\#(names[index / 4 % 3])","image":"small.img","partition":"p\#(index)"}"#
+            let result = try? ProcessRunner.run("/usr/bin/curl", ["-sS", "-X", "POST", "-d", body, "\(urls[index % 3])/api/flash/start"], timeout: 60)
+            answers.record(index, result?.events.first?["jobId"] as? String, result?.stdout ?? "")
+        }
+        let jobIds = try answers.all(count)
+        XCTAssertEqual(Set(jobIds).count, count)
+
+        let allCompleted = try waitFor(timeout: 120) { try database.sql("SELECT count(*) FROM farm_job WHERE state = 'completed'") == "\(count)\n" }
+        let states = try database.sql("SELECT state, count(*) FROM farm_job GROUP BY state")
+        XCTAssertTrue(allCompleted, states)
+        XCTAssertTrue(watcher.waitFor(timeout: 30) { $0.filter { $0["type"] as? String == "flash_completed" }.count >= count })
+        let messages = watcher.messages
+        for type in ["flash_started", "flash_completed"] {
+            let perJob = Dictionary(grouping: messages.filter { $0["type"] as? String == type }, by: { $0["jobId"] as? String ?? "" })
+            XCTAssertEqual(Set(perJob.keys), Set(jobIds), type)
+            XCTAssertTrue(perJob.values.allSatisfy { $0.count == 1 }, "\(type) more than once: \(perJob.filter { $0.value.count > 1 }.keys)")
+        }
+        var written = 0
+        for (index, server) in servers.enumerated() {
+            let root = try XCTUnwrap(server.banner.range(of: #"partitions in \S+/EMU1"#, options: .regularExpression)
+                .map { String(server.banner[$0].dropFirst("partitions in ".count).dropLast("/EMU1".count)) })
+            for device in 1...4 {
+                let files = try FileManager.default.contentsOfDirectory(atPath: "\(root)/EMU\(device)").filter { $0.hasPrefix("p") && $0.hasSuffix(".img") }
+                let expected = (0..<count).filter { $0 % 4 + 1 == device && $0 / 4 % 3 == index }.map { "p\($0).img" }
+                XCTAssertEqual(Set(files), Set(expected), "station \(names[index]) EMU\(device)")
+                for file in files { XCTAssertEqual(FileManager.default.contents(atPath: "\(root)/EMU\(device)/\(file)"), image) }
+                written += files.count
+            }
+        }
+        XCTAssertEqual(written, count)
+    }
+
     private func waitFor(timeout: Double, _ condition: () throws -> Bool) rethrows -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
@@ -298,5 +346,27 @@ private final class ConcurrentStarts: @unchecked Sendable {
             guard let result = results[index] else { throw NSError(domain: "FarmTests", code: 1) }
             return try result.get()
         }
+    }
+}
+
+/// Answers to requests sent on several threads at once, by index.
+private final class ConcurrentAnswers: @unchecked Sendable {
+    private let lock = NSLock()
+    private var jobIds: [Int: String] = [:]
+    private var failures: [String] = []
+
+    func record(_ index: Int, _ jobId: String?, _ output: String) {
+        lock.lock()
+        defer { lock.unlock() }
+        if let jobId { jobIds[index] = jobId } else { failures.append("request \(index): \(output)") }
+    }
+
+    func all(_ count: Int) throws -> [String] {
+        lock.lock()
+        defer { lock.unlock() }
+        guard failures.isEmpty, jobIds.count == count else {
+            throw NSError(domain: "FarmTests", code: 2, userInfo: [NSLocalizedDescriptionKey: "\(failures.count) requests failed: \(failures.prefix(3))"])
+        }
+        return (0..<count).compactMap { jobIds[$0] }
     }
 }
