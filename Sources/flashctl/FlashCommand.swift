@@ -46,6 +46,9 @@ struct FlashCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Run the job in the flashctl server at this URL (e.g. http://127.0.0.1:3001).")
     var server: String?
 
+    @Option(name: .long, help: ArgumentHelp("With --server in a farm: the station whose device it is (needed when several have that id).", valueName: "name"))
+    var station: String?
+
     @Option(name: .long, help: "Access token for --server (default: $FLASHCTL_TOKEN).")
     var token: String?
 
@@ -83,6 +86,9 @@ struct FlashCommand: AsyncParsableCommand {
         }
         if disks.isEmpty, yes || force || noVerify {
             throw ValidationError("--yes, --force and --no-verify apply to disks (--device /dev/sdX)")
+        }
+        if server == nil, station != nil {
+            throw ValidationError("--station names a station of a farm: give --server too")
         }
         if server != nil, bmap != nil || noBmap || entry != nil {
             throw ValidationError("--bmap, --no-bmap and --entry apply to images flashed here; the server finds IMAGE.bmap beside its image itself")

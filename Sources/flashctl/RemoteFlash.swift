@@ -12,6 +12,7 @@ struct RemoteFlash {
         var body: [String: Any] = ["deviceId": command.device.first ?? "", "image": command.image, "reboot": command.reboot]
         if let partition = command.partition { body["partition"] = partition }
         if let limit = command.limit { body["bandwidthLimit"] = limit.value }
+        if let station = command.station { body["station"] = station }
         guard !command.device.isEmpty else {
             throw ValidationError("--server needs --device: the server flashes many devices")
         }
@@ -20,7 +21,9 @@ struct RemoteFlash {
             throw FlashError(.protocolViolation, "the server did not say which job it started")
         }
         let renderer = ProgressRenderer(json: ProgressRenderer.wantsJSON(flag: command.json))
-        if answer?["status"] as? String == "queued", !renderer.json {
+        if let station = answer?["station"] as? String, !renderer.json {
+            FileHandle.standardError.write(Data("\(jobId) runs at station \(station)\n".utf8))
+        } else if answer?["status"] as? String == "queued", !renderer.json {
             FileHandle.standardError.write(Data("\(jobId) is queued behind another job on \(command.device.first ?? "the device")\n".utf8))
         }
         let (commands, sender) = AsyncStream<String>.makeStream()
