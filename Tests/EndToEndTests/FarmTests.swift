@@ -199,6 +199,14 @@ final class FarmTests: XCTestCase {
         let atC = try curl(["\(c.url)/api/jobs/\(jobId)"])
         XCTAssertEqual(atC.events.first?["state"] as? String, "paused", atC.stdout)
 
+        // A station that joins now replays the job to its dashboards: started and paused, at c.
+        let d = try station("d", ["--emulate", "1"])
+        let late = try DashboardSocket(serverURL: d.url)
+        XCTAssertTrue(late.waitFor(timeout: 10) { $0.contains { $0["jobId"] as? String == jobId && $0["type"] as? String == "flash_paused" } })
+        let replayed = late.messages(device: "EMU2").filter { $0["jobId"] as? String == jobId }
+        XCTAssertEqual(replayed.first?["type"] as? String, "flash_started", "\(replayed)")
+        XCTAssertTrue(replayed.allSatisfy { $0["station"] as? String == "c" }, "\(replayed)")
+
         let resumed = try curl(["-X", "POST", "\(b.url)/api/jobs/\(jobId)/resume"])
         XCTAssertEqual(resumed.events.first?["status"] as? String, "resuming", resumed.stdout)
         XCTAssertTrue(seen("flash_resumed"))
@@ -206,6 +214,7 @@ final class FarmTests: XCTestCase {
         let cancelled = try curl(["-X", "POST", "\(b.url)/api/jobs/\(jobId)/cancel"])
         XCTAssertEqual(cancelled.events.first?["status"] as? String, "cancelling", cancelled.stdout)
         XCTAssertTrue(seen("flash_failed"))
+        XCTAssertTrue(late.waitFor(timeout: 10) { $0.contains { $0["jobId"] as? String == jobId && $0["type"] as? String == "flash_failed" } })
         let end = watcher.messages(device: "EMU2").last { $0["jobId"] as? String == jobId }
         XCTAssertEqual(end?["reason"] as? String, "cancelled", "\(String(describing: end))")
         XCTAssertTrue(try waitFor(timeout: 5) { try database.sql("SELECT state FROM farm_job WHERE job_id = '\(jobId)'") == "cancelled\n" })

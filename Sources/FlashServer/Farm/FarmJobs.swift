@@ -119,6 +119,20 @@ struct FarmJobs: Sendable {
         return interrupted
     }
 
+    /// The jobs other online stations are running now, with their history entries (as JSON): what
+    /// a station that just joined replays to its dashboards.
+    func runningElsewhere() async throws -> [(jobId: String, deviceId: String, station: String, paused: Bool, entry: String?)] {
+        let rows = try await client.farmQuery("""
+            SELECT job_id, device_id, station, state = 'paused', entry::text FROM farm_job
+            WHERE state IN ('running', 'paused') AND station <> \(station)
+                AND station IN (SELECT name FROM station WHERE lost_at IS NULL AND stopped_at IS NULL)
+            ORDER BY claimed_at
+            """, logger: logger)
+        var running: [(String, String, String, Bool, String?)] = []
+        for try await row in rows.decode((String, String, String, Bool, String?).self) { running.append(row) }
+        return running
+    }
+
     /// Which station a farm job is for, and its state; nil for a job the farm does not know.
     func find(jobId: String) async throws -> (station: String, deviceId: String, state: String)? {
         let rows = try await client.farmQuery("SELECT station, device_id, state FROM farm_job WHERE job_id = \(jobId)", logger: logger)

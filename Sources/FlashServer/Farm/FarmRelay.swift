@@ -74,6 +74,7 @@ final class FarmRelay: Sendable {
 
     private func listen() async {
         var failing = false
+        var caughtUp = false
         while !Task.isCancelled {
             do {
                 try await jobs.client.withConnection { connection in
@@ -81,6 +82,10 @@ final class FarmRelay: Sendable {
                     failing = false
                     // Jobs submitted while nobody listened are claimed now.
                     wake.yield()
+                    if !caughtUp {
+                        caughtUp = true
+                        await replayRunningElsewhere()
+                    }
                     for try await notification in notifications {
                         handle(notification.payload)
                     }
@@ -91,6 +96,25 @@ final class FarmRelay: Sendable {
                 failing = true
                 try? await Task.sleep(for: .seconds(1))
             }
+        }
+    }
+
+    /// Other stations' jobs that were running before this station listened: their start (and
+    /// pause) go to this station's dashboards and its replay; their progress follows within a
+    /// second, as the other stations send it.
+    private func replayRunningElsewhere() async {
+        do {
+            let now = SystemClock().epochMillis()
+            for job in try await jobs.runningElsewhere() {
+                let entry = job.entry.flatMap { try? JSONDecoder().decode(HistoryEntry.self, from: Data($0.utf8)) }
+                let info = JobInfo(
+                    jobId: job.jobId, deviceId: job.deviceId, deviceName: entry?.deviceName, image: entry?.image, partition: entry?.partition,
+                    target: entry?.target.flatMap(JobTarget.init(rawValue:)) ?? .fastboot, batchId: entry?.batchId, station: job.station)
+                scheduler.broadcaster.publish(.started(info, stage: "Running at station \(job.station)", totalBytes: entry?.totalBytes ?? 0, timestamp: now))
+                if job.paused { scheduler.broadcaster.publish(.paused(info, timestamp: now)) }
+            }
+        } catch {
+            logger.error("could not read the farm's running jobs: \(FarmLink.describe(error))")
         }
     }
 
