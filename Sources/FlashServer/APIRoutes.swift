@@ -26,10 +26,14 @@ struct APIRoutes: Sendable {
             return JobListBody(jobs: scheduler.jobs().map { JobBody($0, now: now) })
         }
         api.get("jobs/:id") { _, context in
-            try guarded {
+            try await guarded {
                 let id = try context.parameters.require("id")
-                guard let job = scheduler.job(id) else { throw FlashError(.unknownJob, "no job '\(id)'") }
-                return JobBody(job, now: SystemClock().epochMillis())
+                if let job = scheduler.job(id) { return JobBody(job, now: SystemClock().epochMillis()) }
+                // Another station's job, as the farm last recorded it.
+                if let farm, let entry = try? await farm.jobs.history(limit: 1, deviceId: nil, jobId: id).first {
+                    return JobBody(farmEntry: entry)
+                }
+                throw FlashError(.unknownJob, "no job '\(id)'")
             }
         }
         for action in ["pause", "resume", "cancel"] {

@@ -34,6 +34,32 @@ struct JobBody: Codable, ResponseEncodable {
     var durationMs: Int64?
     var averageSpeed: Int64?
 
+    /// Another station's job, as the farm recorded it at its last change of state (its live
+    /// progress is on the WebSocket).
+    init(farmEntry entry: HistoryEntry) {
+        jobId = entry.jobId
+        deviceId = entry.deviceId
+        deviceName = entry.deviceName
+        image = entry.image
+        partition = entry.partition
+        target = entry.target ?? JobTarget.fastboot.rawValue
+        batchId = entry.batchId
+        station = entry.station
+        state = entry.result
+        progress = entry.result == JobState.completed.rawValue ? 100 : 0
+        bytesTransferred = entry.bytesTransferred
+        totalBytes = entry.totalBytes
+        transferSpeed = 0
+        error = entry.error
+        sha256 = entry.sha256
+        verified = entry.verified
+        createdAt = entry.createdAt
+        startedAt = entry.startedAt
+        endedAt = entry.endedAt
+        durationMs = entry.durationMs
+        averageSpeed = entry.averageSpeed
+    }
+
     init(_ status: JobStatus, now: Int64) {
         jobId = status.info.jobId
         deviceId = status.info.deviceId

@@ -113,6 +113,11 @@ final class FarmTests: XCTestCase {
         let partitions = try XCTUnwrap(c.banner.range(of: #"partitions in \S+/EMU2"#, options: .regularExpression).map { String(c.banner[$0].dropFirst("partitions in ".count)) })
         XCTAssertEqual(FileManager.default.contents(atPath: partitions + "/boot.img"), image, "the bytes must land at station c")
         XCTAssertEqual(try database.sql("SELECT station, state FROM farm_job WHERE job_id = '\(jobId)'"), "c|completed\n")
+        // Any station answers for the job, as the farm recorded it.
+        let asked = try curl(["\(b.url)/api/jobs/\(jobId)"])
+        XCTAssertEqual(asked.events.first?["state"] as? String, "completed", asked.stdout)
+        XCTAssertEqual(asked.events.first?["station"] as? String, "c", asked.stdout)
+        XCTAssertEqual(asked.events.first?["bytesTransferred"] as? Int, image.count, asked.stdout)
 
         let missing = try curl(["-X", "POST", "-d", #"{"deviceId":"EMU2","image":"absent.img"}"#, "\(a.url)/api/flash/start"])
         let refusedId = try XCTUnwrap(missing.events.first?["jobId"] as? String, missing.stdout)

@@ -24,6 +24,7 @@ enum FarmDeadline {
 
 extension PostgresClient {
     /// `query`, within the farm's deadline.
+    @discardableResult
     func farmQuery(_ query: PostgresQuery, logger: Logger) async throws -> PostgresRowSequence {
         try await FarmDeadline.run { try await self.query(query, logger: logger) }
     }

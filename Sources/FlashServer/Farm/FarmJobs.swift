@@ -84,14 +84,14 @@ struct FarmJobs: Sendable {
 
     /// The farm's history, newest first: each job as its station recorded it, with the farm's
     /// word on how it ended (a lost station's jobs, jobs refused or cancelled before they ran).
-    func history(limit: Int, deviceId: String?) async throws -> [HistoryEntry] {
+    func history(limit: Int, deviceId: String?, jobId: String? = nil) async throws -> [HistoryEntry] {
         let rows = try await client.farmQuery("""
             SELECT (COALESCE(entry, jsonb_build_object('jobId', job_id, 'deviceId', device_id, 'image', request->>'image',
                     'partition', request->>'partition', 'totalBytes', 0, 'bytesTransferred', 0,
                     'createdAt', (extract(epoch FROM submitted_at) * 1000)::int8))
                 || jsonb_strip_nulls(jsonb_build_object('result', state, 'station', station, 'error', COALESCE(error, entry->>'error'),
                     'endedAt', COALESCE(entry->'endedAt', to_jsonb((extract(epoch FROM ended_at) * 1000)::int8)))))::text
-            FROM farm_job WHERE \(deviceId)::text IS NULL OR device_id = \(deviceId)
+            FROM farm_job WHERE (\(deviceId)::text IS NULL OR device_id = \(deviceId)) AND (\(jobId)::text IS NULL OR job_id = \(jobId))
             ORDER BY submitted_at DESC LIMIT \(limit)
             """, logger: logger)
         var entries: [HistoryEntry] = []

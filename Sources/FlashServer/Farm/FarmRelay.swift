@@ -78,16 +78,17 @@ final class FarmRelay: Sendable {
         while !Task.isCancelled {
             do {
                 try await jobs.client.withConnection { connection in
-                    let notifications = try await connection.listen(FarmJobs.channel)
-                    failing = false
-                    // Jobs submitted while nobody listened are claimed now.
-                    wake.yield()
-                    if !caughtUp {
-                        caughtUp = true
-                        await replayRunningElsewhere()
-                    }
-                    for try await notification in notifications {
-                        handle(notification.payload)
+                    try await connection.listen(on: FarmJobs.channel) { notifications in
+                        failing = false
+                        // Jobs submitted while nobody listened are claimed now.
+                        wake.yield()
+                        if !caughtUp {
+                            caughtUp = true
+                            await replayRunningElsewhere()
+                        }
+                        for try await notification in notifications {
+                            handle(notification.payload)
+                        }
                     }
                 }
             } catch {
