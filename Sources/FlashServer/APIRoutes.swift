@@ -76,9 +76,10 @@ struct APIRoutes: Sendable {
         }
         api.get("stations") { _, _ in
             try await guarded {
-                guard let farm else { throw APIError(.notFound, "this server is not a station of a farm (serve --farm)") }
+                // Not an error: a dashboard asks every server, and browsers log each 404 as one.
+                guard let farm else { return StationListBody(farm: false, stations: []) }
                 do {
-                    return StationListBody(stations: try await farm.stations.list())
+                    return StationListBody(farm: true, stations: try await farm.stations.list())
                 } catch {
                     throw APIError(.serviceUnavailable, "the farm database at \(farm.url.redacted) is unreachable: \(FarmLink.describe(error))")
                 }
@@ -110,7 +111,10 @@ struct APIRoutes: Sendable {
             return try remote.response(from: request, context: context)
         }
         switch try await starter.start(body) {
-        case .one(let answer): return try answer.response(from: request, context: context)
+        case .one(var answer):
+            // In a farm the answer always says where the job runs, this station included.
+            answer.station = farm?.stationName
+            return try answer.response(from: request, context: context)
         case .batch(let answer): return try answer.response(from: request, context: context)
         }
     }

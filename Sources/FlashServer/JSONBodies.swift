@@ -211,6 +211,8 @@ struct StationBody: Codable, ResponseEncodable {
 }
 
 struct StationListBody: Codable, ResponseEncodable {
+    /// False on a server that is not a station of a farm (then `stations` is empty).
+    var farm: Bool
     var stations: [StationBody]
 }
 

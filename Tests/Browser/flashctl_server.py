@@ -33,7 +33,7 @@ def make_image(directory, name, size):
 class Server:
     """`flashctl serve` on a fixed port (so a restart comes back where the page looks for it)."""
 
-    def __init__(self, workdir, devices=3, speed=None, token=None, port=None, tls=None):
+    def __init__(self, workdir, devices=3, speed=None, token=None, port=None, tls=None, extra_args=()):
         self.workdir = workdir
         self.images = os.path.join(workdir, "images")
         self.history = os.path.join(workdir, "history.sqlite")
@@ -44,6 +44,8 @@ class Server:
         self.port = port or free_port()
         # tls: (certificate, key) PEM files; the server then speaks https and wss.
         self.tls = tls
+        # More `serve` options, e.g. ["--farm", URL, "--station", NAME].
+        self.extra_args = list(extra_args)
         self.base = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.process = None
         self.log_path = os.path.join(workdir, "server.log")
@@ -59,6 +61,7 @@ class Server:
             command += ["--token", self.token]
         if self.tls:
             command += ["--tls-cert", self.tls[0], "--tls-key", self.tls[1]]
+        command += self.extra_args
         env = dict(os.environ, TMPDIR=self.workdir + "/")
         log = open(self.log_path, "a")
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -85,6 +88,13 @@ class Server:
                 self.process.wait()
         self.process = None
 
+    def kill(self):
+        """SIGKILL: the server ends at once, saying nothing to anyone (a station that died)."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
     def log(self):
         with open(self.log_path, errors="replace") as f:
             return f.read()
@@ -107,10 +117,12 @@ class Server:
         assert status == 200, f"GET {path}: {status} {body}"
         return body
 
-    def start_job(self, device, image, partition=None):
+    def start_job(self, device, image, partition=None, station=None):
         body = {"deviceId": device, "image": image}
         if partition:
             body["partition"] = partition
+        if station:
+            body["station"] = station
         status, answer = self.request("POST", "/api/flash/start", body)
         assert status == 200, f"start failed: {status} {answer}"
         return answer["jobId"]

@@ -541,3 +541,85 @@ def test_the_dashboard_works_over_https_and_wss(browser, workdir):
         context.close()
     finally:
         server.stop()
+
+
+def station_group(page, station):
+    """A station's group of tiles on the dashboard of a farm."""
+    return page.locator(f'#jobs section.station-group[data-station="{station}"]')
+
+
+def test_a_farms_stations_are_grouped_and_a_job_for_another_station_shows_in_its_group(page, stations):
+    here, there = stations["a"], stations["b"]
+    for server in (here, there):
+        make_image(server.images, "boot.img", 2 * MiB)
+    open_dashboard(page, here)
+    groups = page.locator("#jobs section.station-group")
+    expect(groups).to_have_count(2, timeout=5_000)
+    assert groups.evaluate_all("groups => groups.map(g => g.dataset.station)") == ["a", "b"]
+    for name in ("a", "b"):
+        group = station_group(page, name)
+        expect(group.locator("h3")).to_have_text(f"Station {name}")
+        expect(field(group, "station-state")).to_have_text("Online")
+        expect(field(tile(group, "EMU1"), "status")).to_have_text("Idle")
+    expect(page.locator("#summary-devices")).to_have_text("2")
+
+    # Started at station a for station b's EMU1: it runs at b, and shows in b's group.
+    job_id = here.start_job("EMU1", "boot.img", "boot", station="b")
+    job = station_group(page, "b").locator(f'article.tile[data-job-id="{job_id}"]')
+    expect(job).to_be_visible(timeout=2_000)
+    expect(field(job, "status")).to_have_text("Completed", timeout=15_000)
+    assert there.job(job_id)["state"] == "completed"
+    expect(field(tile(station_group(page, "a"), "EMU1"), "status")).to_have_text("Idle")
+    expect(page.locator("#jobs article.tile")).to_have_count(2)
+    expect(page.locator(f'#history tr[data-job-id="{job_id}"] td:nth-child(2)')).to_have_text("EMU1 at b", timeout=5_000)
+
+    # The start form names the station of the device chosen.
+    page.select_option("#start-image", "boot.img")
+    page.select_option("#start-device", "b/EMU1")
+    page.click("#start-button")
+    expect(page.locator("#start-result")).to_contain_text("on EMU1 at station b.")
+    started = page.locator("#start-result").inner_text().split()[1]
+    assert there.job(started)["station"] == "b"
+    expect(field(tile(station_group(page, "b"), "EMU1"), "status")).to_have_text("Completed", timeout=15_000)
+    expect(tile(station_group(page, "b"), "EMU1")).to_have_attribute("data-job-id", started)
+
+    # Clearing finished work keeps every station's device, idle.
+    page.click("#clear-finished")
+    expect(field(tile(station_group(page, "b"), "EMU1"), "status")).to_have_text("Idle")
+    expect(page.locator("#jobs article.tile")).to_have_count(2)
+    assert page.console.problems() == []
+
+
+def test_a_killed_station_shows_lost_and_its_running_job_interrupted(page, stations):
+    here, there = stations["a"], stations["b"]
+    make_image(there.images, "system.img", 16 * MiB)
+    open_dashboard(page, here)
+    job_id = here.start_job("EMU1", "system.img", station="b")
+    job = station_group(page, "b").locator(f'article.tile[data-job-id="{job_id}"]')
+    expect(field(job, "status")).to_have_text("Running", timeout=5_000)
+
+    there.kill()
+    # Silent for 10 s, it is declared lost: its group says so, and its job did not finish.
+    lost = station_group(page, "b")
+    expect(lost).to_have_attribute("data-state", "lost", timeout=15_000)
+    expect(field(lost, "station-state")).to_have_text(re.compile(r"^Lost"))
+    expect(field(job, "status")).to_have_text("Interrupted", timeout=5_000)
+    expect(field(station_group(page, "a"), "station-state")).to_have_text("Online")
+    expect(page.locator("#summary-failed")).to_have_text("1")
+
+
+def test_the_page_says_when_the_farm_is_unreachable(page, postgres, stations):
+    open_dashboard(page, stations["a"])
+    expect(station_group(page, "b")).to_be_visible(timeout=5_000)
+    banner = page.locator("#farm-status")
+    expect(banner).to_be_hidden()
+
+    postgres.stop()
+    expect(banner).to_be_visible(timeout=10_000)
+    expect(banner).to_contain_text("The farm is unreachable")
+    # The station goes on serving: the page stays connected, the groups as last seen.
+    expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
+    expect(station_group(page, "b")).to_be_visible()
+
+    postgres.start()
+    expect(banner).to_be_hidden(timeout=15_000)

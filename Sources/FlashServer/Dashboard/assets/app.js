@@ -5,31 +5,41 @@ import { ProgressConnection } from "./connection.js";
 import { DeviceTile } from "./device-tile.js";
 import { DevicesPanel } from "./devices-panel.js";
 import { DisksPanel } from "./disks-panel.js";
+import { Farm, tileKey } from "./farm.js";
 import { formatDuration, formatSpeed } from "./format.js";
 import { HistoryTable } from "./history-table.js";
 import { ACTIVE_STATES, JobStore } from "./jobs.js";
+import { StationGroups } from "./station-groups.js";
 import { JobTally } from "./tally.js";
 
 const DEVICES_REFRESH_MS = 5_000;
+// A station is declared lost after 10 s of silence: asking every 2 s shows it within 12 s.
+const STATIONS_REFRESH_MS = 2_000;
 const NOTICE_MS = 8_000;
 const TERMINAL = new Set(["flash_completed", "flash_failed"]);
 
 const store = new JobStore();
 const tally = new JobTally();
-const tiles = new Map(); // deviceId -> DeviceTile, in the order they appeared: they never move
-const listedDevices = new Map(); // deviceId -> the device as GET /api/devices last listed it
+const tiles = new Map(); // tileKey(station, deviceId) -> DeviceTile, in the order they appeared: they never move
+// tileKey(station, deviceId) -> the device as GET /api/devices (in a farm, GET /api/stations) last listed it
+const listedDevices = new Map();
 const jobsElement = document.getElementById("jobs");
+const groups = new StationGroups(jobsElement);
+const farmStatusElement = document.getElementById("farm-status");
 const connectionElement = document.getElementById("connection");
 let clockOffset = 0; // server clock minus ours, from the pong to our first ping
 let deviceCount = null;
 let historyTimer = null;
 
 const api = new Api(askToken);
+const farm = new Farm(api);
 const history = new HistoryTable();
 const devices = new DevicesPanel(async (request) => {
   const answer = await api.post("/api/flash/start", request);
-  if (answer.status === "queued") {
-    const job = store.addQueued(answer.jobId, request, serverNow());
+  const station = farm.stationOfNewJob(answer, request);
+  // A job whose station the page cannot tell yet shows with its first message instead.
+  if (answer.status === "queued" && station !== undefined) {
+    const job = store.addQueued(answer.jobId, { ...request, station }, serverNow());
     if (job) render(job);
   }
   refreshDevices();
@@ -39,9 +49,11 @@ const disks = new DisksPanel(async (request) => {
   const answer = await api.post("/api/flash/start", request);
   // One disk is answered like a fastboot job: {jobId, status}.
   const jobs = answer.jobs ?? [{ jobId: answer.jobId, deviceId: request.deviceIds[0], status: answer.status }];
+  const station = farm.stationOfNewJob(answer, request);
   for (const entry of jobs) {
-    if (entry.status !== "queued") continue;
-    const job = store.addQueued(entry.jobId, { deviceId: entry.deviceId, image: request.image, target: "disk", batchId: answer.batchId }, serverNow());
+    if (entry.status !== "queued" || station === undefined) continue;
+    const queued = { deviceId: entry.deviceId, image: request.image, target: "disk", batchId: answer.batchId, station };
+    const job = store.addQueued(entry.jobId, queued, serverNow());
     if (job) render(job);
   }
   refreshDevices();
@@ -60,10 +72,15 @@ document.getElementById("clear-finished").addEventListener("click", () => {
   for (const job of store.all()) {
     if (!ACTIVE_STATES.has(job.state)) store.remove(job.jobId);
   }
-  for (const [deviceId, tile] of tiles) {
+  for (const [key, tile] of tiles) {
     if (!tile.isIdle()) continue;
+    // A farm's tiles stand for its stations' devices: a listed device's tile stays, idle.
+    if (farm.isFarm && listedDevices.has(key)) {
+      tile.clearJob();
+      continue;
+    }
     tile.element.remove();
-    tiles.delete(deviceId);
+    tiles.delete(key);
   }
   updateSummary();
 });
@@ -75,6 +92,9 @@ setInterval(() => {
 setInterval(() => {
   if (connectionElement.dataset.state === "connected") refreshDevices();
 }, DEVICES_REFRESH_MS);
+setInterval(() => {
+  if (connectionElement.dataset.state === "connected" && farm.state !== "none") refreshStations();
+}, STATIONS_REFRESH_MS);
 
 connection.start();
 
@@ -101,17 +121,22 @@ function receive(message) {
 }
 
 function render(job) {
-  let tile = tiles.get(job.deviceId);
-  if (!tile) {
-    tile = new DeviceTile(job.deviceId, sendCommand);
-    tile.showDevice(listedDevices.get(job.deviceId));
-    tiles.set(job.deviceId, tile);
-    // New tiles go last, so the ones already on the page stay where they are.
-    jobsElement.append(tile.element);
-  }
-  tile.showJob(job, serverNow());
+  tileFor(job.station, job.deviceId).showJob(job, serverNow());
   tally.count(job);
   updateSummary();
+}
+
+function tileFor(station, deviceId) {
+  const key = tileKey(station, deviceId);
+  let tile = tiles.get(key);
+  if (!tile) {
+    tile = new DeviceTile(deviceId, sendCommand, station);
+    tile.showDevice(listedDevices.get(key));
+    tiles.set(key, tile);
+    // New tiles go last (in their station's group), so the ones already on the page stay where they are.
+    groups.place(station).append(tile.element);
+  }
+  return tile;
 }
 
 function sendCommand(job, action) {
@@ -122,11 +147,13 @@ function sendCommand(job, action) {
 
 /** Before each (re)connect: reach the API, and catch up on what happened while away. */
 async function catchUp() {
-  const [jobs] = await Promise.all([api.get("/api/jobs"), refreshDevices(), refreshImages(), refreshHistory()]);
+  const [jobs] = await Promise.all([api.get("/api/jobs"), refreshDevices(), refreshStations(), refreshImages(), refreshHistory()]);
   const known = new Map(jobs.jobs.map((record) => [record.jobId, record]));
   for (const job of store.active()) {
     const record = known.get(job.jobId);
-    const changed = record ? store.applyRecord(record) : store.applyRecord(historyRecord(job.jobId) ?? {}) ?? store.markLost(job.jobId);
+    const ended = record ? store.applyRecord(record) : store.applyRecord(historyRecord(job.jobId) ?? {});
+    // Another station's job is not in this station's GET /api/jobs: missing from it is not lost.
+    const changed = ended ?? (!record && farm.runsHere(job) ? store.markLost(job.jobId) : null);
     if (changed) render(changed);
   }
   for (const record of jobs.jobs) {
@@ -163,17 +190,41 @@ function refreshHistorySoon() {
 async function refreshDevices() {
   try {
     const answer = await api.get("/api/devices");
+    disks.showDisks(answer.devices.filter((device) => device.kind === "disk"));
+    // In a farm the stations' listing says what every station has, this one included.
+    if (farm.isListed) return;
     const fastboot = answer.devices.filter((device) => device.kind !== "disk");
     deviceCount = fastboot.length;
     devices.showDevices(fastboot);
-    disks.showDisks(answer.devices.filter((device) => device.kind === "disk"));
-    listedDevices.clear();
-    for (const device of answer.devices) listedDevices.set(device.deviceId, device);
-    for (const [deviceId, tile] of tiles) tile.showDevice(listedDevices.get(deviceId));
-    updateSummary();
+    showListedDevices(answer.devices.map((device) => [tileKey(null, device.deviceId), device]));
   } catch (error) {
     if (error.status) notice(`Devices: ${error.message}`);
   }
+}
+
+async function refreshStations() {
+  try {
+    await farm.refresh();
+  } catch (error) {
+    if (error.status) notice(`Stations: ${error.message}`);
+    return;
+  }
+  farmStatusElement.hidden = farm.state !== "unreachable";
+  if (farm.state !== "reachable") return;
+  for (const station of farm.stations) groups.showStation(station);
+  const fastboot = farm.fastbootDevices();
+  // Every fastboot device has its tile in its station's group, before any job.
+  for (const device of fastboot) tileFor(device.station, device.deviceId);
+  deviceCount = fastboot.filter((device) => device.state !== "offline").length;
+  devices.showDevices(fastboot);
+  showListedDevices(farm.stations.flatMap((station) => station.devices.map((device) => [tileKey(station.station, device.deviceId), device])));
+}
+
+function showListedDevices(entries) {
+  listedDevices.clear();
+  for (const [key, device] of entries) listedDevices.set(key, device);
+  for (const [key, tile] of tiles) tile.showDevice(listedDevices.get(key));
+  updateSummary();
 }
 
 async function refreshImages() {

@@ -1,5 +1,6 @@
 // One device's tile. It keeps its place on the page and shows the device's current job (or its
 // last one), titled with the device's serial and port, and below it the jobs queued for it next.
+// In a farm a tile stands for a device of one station, and shows it idle before any job.
 
 import { formatBytes } from "./format.js";
 import { BADGES, JobView } from "./job-view.js";
@@ -7,9 +8,12 @@ import { ACTIVE_STATES } from "./jobs.js";
 
 let tilesMade = 0;
 
+/** A tile without a job says what its device is doing (a job this page has not seen, say). */
+const DEVICE_BADGES = { offline: "Offline", flashing: "Flashing" };
+
 export class DeviceTile {
   /** onAction(job, action) sends pause/resume/cancel; it returns false when it could not. */
-  constructor(deviceId, onAction) {
+  constructor(deviceId, onAction, station = null) {
     tilesMade += 1;
     this.deviceId = deviceId;
     this.onAction = onAction;
@@ -19,11 +23,13 @@ export class DeviceTile {
 
     this.element = element("article", "tile");
     this.element.dataset.deviceId = deviceId;
+    if (station) this.element.dataset.station = station;
     const titleId = `tile-${tilesMade}-title`;
     this.element.setAttribute("aria-labelledby", titleId);
 
     const head = element("header", "tile-head");
-    const title = element("h3", "tile-title");
+    // In a farm the tiles sit under their station's heading.
+    const title = element(station ? "h4" : "h3", "tile-title");
     title.id = titleId;
     this.serial = element("span", "tile-serial");
     this.serial.dataset.role = "serial";
@@ -37,18 +43,21 @@ export class DeviceTile {
     this.details = element("p", "tile-device");
     this.details.dataset.role = "device";
     this.view = new JobView(onAction);
+    this.jobParts = element("div", "tile-job");
+    this.jobParts.append(...this.view.parts);
     this.queueList = element("ul", "tile-queue");
     this.queueList.dataset.role = "queue";
     this.queueList.setAttribute("aria-label", "Queued next");
     this.queueList.hidden = true;
-    this.element.append(head, this.details, ...this.view.parts, this.queueList);
-    this.renderDevice();
+    this.element.append(head, this.details, this.jobParts, this.queueList);
+    this.render();
   }
 
-  /** The device as GET /api/devices lists it now (undefined when it is not listed). */
+  /** The device as GET /api/devices (or GET /api/stations) lists it now (undefined when it is not listed). */
   showDevice(device) {
     if (device) this.device = device;
-    this.renderDevice();
+    if (this.current) this.renderDevice();
+    else this.render();
   }
 
   /** A job of this device changed: it becomes the tile's job, joins the queue, or leaves it. */
@@ -77,12 +86,23 @@ export class DeviceTile {
     return !this.current || (!ACTIVE_STATES.has(this.current.state) && this.queued.size === 0);
   }
 
+  /** Forgets how the last job ended (the tile must be idle): it shows the device alone. */
+  clearJob() {
+    this.current = null;
+    this.render();
+  }
+
   tick(serverNow) {
     this.view.tick(serverNow);
   }
 
   render(serverNow) {
     const job = this.current;
+    this.jobParts.hidden = !job;
+    if (!job) {
+      this.renderIdle();
+      return;
+    }
     this.element.dataset.jobId = job.jobId;
     this.element.dataset.state = job.state;
     this.badge.dataset.state = job.state;
@@ -90,6 +110,15 @@ export class DeviceTile {
     this.renderDevice();
     this.view.show(job, serverNow, this.serial.textContent);
     this.renderQueue();
+  }
+
+  renderIdle() {
+    delete this.element.dataset.jobId;
+    const state = this.device?.state in DEVICE_BADGES ? this.device.state : "idle";
+    this.element.dataset.state = state;
+    this.badge.dataset.state = state;
+    this.badge.textContent = DEVICE_BADGES[state] ?? "Idle";
+    this.renderDevice();
   }
 
   renderDevice() {

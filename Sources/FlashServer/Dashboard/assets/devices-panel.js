@@ -1,5 +1,8 @@
 // The devices panel: what is connected and in what state, and the form that starts a flash.
+// In a farm it lists every station's devices, each with its station, and a flash started for one
+// names that station (the same deviceId may be at several).
 
+import { tileKey } from "./farm.js";
 import { formatBytes } from "./format.js";
 
 export class DevicesPanel {
@@ -29,12 +32,14 @@ export class DevicesPanel {
         const item = document.createElement("li");
         item.className = "device";
         item.dataset.deviceId = device.id;
+        if (device.station) item.dataset.station = device.station;
         item.dataset.state = device.state;
         const name = document.createElement("strong");
         name.textContent = device.id;
         const details = document.createElement("span");
         details.className = "device-details";
-        details.textContent = [device.product, device.kind, device.portPath ? `port ${device.portPath}` : null, device.vidPid]
+        const station = device.station ? `station ${device.station}` : null;
+        details.textContent = [station, device.product, device.kind, device.portPath ? `port ${device.portPath}` : null, device.vidPid]
           .filter(Boolean)
           .join(" · ");
         const state = document.createElement("span");
@@ -48,7 +53,7 @@ export class DevicesPanel {
     this.empty.hidden = devices.length > 0;
     replaceOptions(
       this.device,
-      devices.map((device) => ({ value: device.id, label: device.product ? `${device.id} (${device.product})` : device.id })),
+      devices.map((device) => ({ value: tileKey(device.station, device.id), label: deviceLabel(device) })),
       "no device connected",
     );
   }
@@ -69,7 +74,9 @@ export class DevicesPanel {
   }
 
   async submit() {
-    const request = { deviceId: this.device.value, image: this.image.value };
+    const chosen = this.devices.find((device) => tileKey(device.station, device.id) === this.device.value);
+    const request = { deviceId: chosen?.id ?? "", image: this.image.value };
+    if (chosen?.station) request.station = chosen.station;
     const partition = this.partition.value.trim();
     if (partition) request.partition = partition;
     if (!request.deviceId || !request.image) {
@@ -79,7 +86,8 @@ export class DevicesPanel {
     this.button.setAttribute("aria-disabled", "true");
     try {
       const answer = await this.start(request);
-      this.say(`${answer.status === "queued" ? "Queued" : "Started"} ${answer.jobId} on ${request.deviceId}.`, false);
+      const where = request.station ? `${request.deviceId} at station ${request.station}` : request.deviceId;
+      this.say(`${answer.status === "queued" ? "Queued" : "Started"} ${answer.jobId} on ${where}.`, false);
     } catch (error) {
       this.say(error.message, true);
     } finally {
@@ -91,6 +99,11 @@ export class DevicesPanel {
     this.result.textContent = text;
     this.result.classList.toggle("error", isError);
   }
+}
+
+function deviceLabel(device) {
+  const name = device.station ? `${device.id} at station ${device.station}` : device.id;
+  return device.product ? `${name} (${device.product})` : name;
 }
 
 function replaceOptions(select, options, emptyLabel) {

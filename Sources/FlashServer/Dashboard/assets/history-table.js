@@ -5,7 +5,7 @@ import { formatBytes, formatDuration, formatSpeed, formatTime } from "./format.j
 
 const SORT_KEYS = {
   ended: (entry) => entry.endedAt ?? entry.createdAt,
-  device: (entry) => entry.deviceId,
+  device: (entry) => deviceText(entry),
   image: (entry) => imageText(entry),
   result: (entry) => resultText(entry),
   duration: (entry) => entry.durationMs,
@@ -65,6 +65,11 @@ function imageText(entry) {
   return [name, entry.partition ? `→ ${entry.partition}` : null].filter(Boolean).join(" ");
 }
 
+/** In a farm the same deviceId may be at several stations: say which. */
+function deviceText(entry) {
+  return entry.station ? `${entry.deviceId} at ${entry.station}` : entry.deviceId;
+}
+
 function resultText(entry) {
   if (entry.result === "completed" && entry.verified === true) return "completed, verified";
   if (entry.result === "completed" && entry.verified === false) return "completed, not verified";
@@ -87,7 +92,7 @@ function row(entry) {
   const cells = [
     [formatTime(entry.endedAt ?? entry.createdAt)],
     // Long values are cut to the column's width; the title holds them whole.
-    [entry.deviceId, [entry.deviceId, entry.deviceName].filter(Boolean).join("\n"), "cut"],
+    [deviceText(entry), [deviceText(entry), entry.deviceName].filter(Boolean).join("\n"), "cut"],
     [image, entry.image ? `${entry.image}${entry.partition ? ` → ${entry.partition}` : ""}` : image, "cut"],
     [wrap(result, check)],
     [Number.isFinite(entry.durationMs) ? formatDuration(entry.durationMs / 1000) : "–"],

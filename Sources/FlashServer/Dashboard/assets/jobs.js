@@ -8,7 +8,7 @@ const MAX_SAMPLES = 240;
 
 const QUEUED_STAGE = "Waiting for the device";
 
-/** flash_failed's reason: a person's cancel, or a server that stopped (not a failed flash). */
+/** flash_failed's reason: a person's cancel, or a server that stopped or a station lost (not a failed flash). */
 const STATE_OF_REASON = { cancelled: "cancelled", server_stopped: "interrupted", station_lost: "interrupted" };
 
 export const ACTIVE_STATES = new Set(["queued", "running", "paused"]);
@@ -143,6 +143,7 @@ export class JobStore {
     const job = {
       jobId,
       deviceId,
+      station: null, // the farm's station that runs the job
       deviceName: null,
       image: null,
       partition: null,
@@ -172,7 +173,7 @@ export class JobStore {
 
 function describe(message) {
   const known = {};
-  for (const key of ["deviceName", "image", "partition", "target", "batchId"]) {
+  for (const key of ["deviceName", "image", "partition", "target", "batchId", "station"]) {
     if (typeof message[key] === "string") known[key] = message[key];
   }
   return known;
