@@ -57,7 +57,7 @@ struct APIRoutes: Sendable {
             try guarded { try events(request, context) }
         }
         api.get("devices") { _, _ in
-            DeviceListBody(devices: devices.devices(busy: scheduler.busyDevices()))
+            DeviceListBody(devices: devices.devices(busy: scheduler.busyDevices()), station: farm?.stationName)
         }
         api.get("history") { request, _ in
             try await guarded {
@@ -86,7 +86,7 @@ struct APIRoutes: Sendable {
             }
         }
         api.get("images") { _, _ in
-            ImageListBody(directory: images.path, images: images.list())
+            ImageListBody(directory: images.path, images: images.list(), station: farm?.stationName)
         }
         router.get("metrics") { _, _ in
             Response(

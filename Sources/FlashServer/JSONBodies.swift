@@ -192,6 +192,8 @@ struct DeviceBody: Codable, ResponseEncodable {
 
 struct DeviceListBody: Codable, ResponseEncodable {
     var devices: [DeviceBody]
+    /// In a farm: the station these devices are at.
+    var station: String?
 }
 
 /// One station of a farm, as `GET /api/stations` lists it.
@@ -229,6 +231,8 @@ struct ImageBody: Codable {
 struct ImageListBody: Codable, ResponseEncodable {
     var directory: String
     var images: [ImageBody]
+    /// In a farm: the station whose image directory this is.
+    var station: String?
 }
 
 /// What the server sends a WebSocket client whose command could not be done (to it alone).

@@ -97,6 +97,10 @@ final class FarmTests: XCTestCase {
             ["a", "b", "c"].allSatisfy { (stations[$0]?["devices"] as? [[String: Any]])?.isEmpty == false }
         }
         let watcher = try DashboardSocket(serverURL: b.url)
+        for (path, server) in [("devices", c), ("images", c), ("devices", a)] {
+            let listing = try curl(["\(server.url)/api/\(path)"])
+            XCTAssertEqual(listing.events.first?["station"] as? String, server === c ? "c" : "a", listing.stdout)
+        }
 
         let submitted = try curl(["-X", "POST", "-d", #"{"deviceId":"EMU2","image":"boot.img"}"#, "\(a.url)/api/flash/start"])
         let answer = try XCTUnwrap(submitted.events.first, submitted.stdout)

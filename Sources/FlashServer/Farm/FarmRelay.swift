@@ -184,7 +184,9 @@ final class FarmRelay: Sendable {
                 let jobId = event.job.jobId
                 if case .progress = event {
                     let now = ContinuousClock.now
-                    if let last = lastProgress[jobId], now - last < .seconds(1) { continue }
+                    // Progress comes every 250 ms at most: one in three or four goes out, so
+                    // that another station's dashboards hear of the job at least once a second.
+                    if let last = lastProgress[jobId], now - last < .milliseconds(750) { continue }
                     lastProgress[jobId] = now
                 } else if event.isTerminal {
                     lastProgress[jobId] = nil
