@@ -69,7 +69,8 @@ import Testing
         try await harness.waitForJob(jobId) { ($0["bytesTransferred"] as? Int ?? 0) > 0 && ($0["progress"] as? Double ?? 0) > 0 }
         try await Task.sleep(for: .milliseconds(300))
         let late = try await harness.connect()
-        // The replay is queued before anything else, so it is there by the time the pong is.
+        // The replay is queued before anything else; the pong, written at once, may pass it.
+        try await late.wait(until: { _ in late.messages(job: jobId).count >= 2 })
         let replay = late.messages(job: jobId)
         #expect(replay.first?["type"] as? String == "flash_started")
         #expect(replay.dropFirst().first?["type"] as? String == "flash_progress")
@@ -78,6 +79,7 @@ import Testing
         // Paused jobs replay as paused.
         _ = try await harness.http("POST", "/api/jobs/\(jobId)/pause")
         let another = try await harness.connect(query: "?jobId=\(jobId)")
+        try await another.wait(until: { _ in another.messages(job: jobId).count >= 3 })
         #expect(another.messages(job: jobId).map { $0["type"] as? String ?? "" } == ["flash_started", "flash_progress", "flash_paused"])
         _ = try await harness.http("POST", "/api/jobs/\(jobId)/cancel")
         try await late.waitForEnd(of: jobId)
