@@ -172,6 +172,7 @@ import Testing
         #expect(!metrics.contains("flashctl_messages_dropped_total 0"))
         // The job and everyone else go on.
         let late = try await harness.connect(query: "?jobId=\(jobId)")
+        try await late.wait(until: { _ in !late.messages(job: jobId).isEmpty })
         #expect(late.messages(job: jobId).first?["type"] as? String == "flash_started")
         late.send(["type": "cancel", "jobId": jobId])
         try await late.waitForEnd(of: jobId)
