@@ -68,7 +68,7 @@ struct APIRoutes: Sendable {
                     do {
                         return HistoryListBody(jobs: try await farm.jobs.history(limit: limit, deviceId: deviceId))
                     } catch {
-                        throw APIError(.serviceUnavailable, "the farm database at \(farm.url.redacted) is unreachable: \(FarmLink.describe(error))")
+                        throw farm.unreachable(error)
                     }
                 }
                 return HistoryListBody(jobs: try history.recent(limit: limit, deviceId: deviceId))
@@ -81,7 +81,7 @@ struct APIRoutes: Sendable {
                 do {
                     return StationListBody(farm: true, stations: try await farm.stations.list())
                 } catch {
-                    throw APIError(.serviceUnavailable, "the farm database at \(farm.url.redacted) is unreachable: \(FarmLink.describe(error))")
+                    throw farm.unreachable(error)
                 }
             }
         }

@@ -142,6 +142,11 @@ final class FarmLink: Sendable {
     /// False from a failed heartbeat to the next one that works: new jobs are refused meanwhile.
     var isReachable: Bool { reachable.load(ordering: .relaxed) }
 
+    /// What an API request that needs the farm's database is told when it did not answer.
+    func unreachable(_ error: any Error) -> APIError {
+        APIError(.serviceUnavailable, "the farm database at \(url.redacted) is unreachable: \(Self.describe(error))")
+    }
+
     /// What a start request is told while the database is away.
     func refusingNewJobs() -> APIError {
         APIError(.serviceUnavailable, "the farm database at \(url.redacted) is unreachable: new jobs are refused until it is back (running jobs go on)")
@@ -191,7 +196,7 @@ final class FarmLink: Sendable {
         do {
             found = try await jobs.find(jobId: jobId)
         } catch {
-            throw APIError(.serviceUnavailable, "the farm database at \(url.redacted) is unreachable: \(Self.describe(error))")
+            throw unreachable(error)
         }
         guard let found, found.station != stationName else { return nil }
         if let state = JobState(rawValue: found.state), state.isFinished {

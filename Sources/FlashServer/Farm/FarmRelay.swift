@@ -41,14 +41,13 @@ final class FarmRelay: Sendable {
     private var station: String { jobs.station }
 
     func start() {
-        let outbound = scheduler.broadcaster.subscribe(EventFilter(extraTypes: ["flash_queued"]), limit: 4096)
         let tasks = [
             Task { await self.listen() },
             Task { await self.claimWhenWoken() },
-            Task { await self.announce(outbound) },
+            Task { await self.announceUntilStopped() },
             Task { await self.recordChanges() },
         ]
-        running.withLock { $0 = (tasks, outbound) }
+        running.withLock { $0.tasks = tasks }
     }
 
     func stop() {
@@ -176,9 +175,23 @@ final class FarmRelay: Sendable {
         }
     }
 
+    /// A subscription that overflowed (the database was slower than the jobs for a long while)
+    /// is closed by the broadcaster: a new one takes its place, so the farm hears of the jobs again.
+    private func announceUntilStopped() async {
+        while !Task.isCancelled {
+            let outbound = scheduler.broadcaster.subscribe(EventFilter(extraTypes: ["flash_queued"]), limit: 4096)
+            running.withLock { $0.outbound = outbound }
+            await announce(outbound)
+            guard outbound.didOverflow else { return }
+            logger.warning("this station's messages for the farm fell behind; some were not sent to the other stations")
+        }
+    }
+
     private func announce(_ outbound: EventSubscription) async {
         var lastProgress: [String: ContinuousClock.Instant] = [:]
-        var failing = false
+        // While the database does not answer, one message a second is tried and the rest dropped:
+        // waiting out the deadline for each would only pile them up.
+        var failedAt: ContinuousClock.Instant?
         while let batch = await outbound.nextBatch() {
             for event in batch where event.job.station == station {
                 let jobId = event.job.jobId
@@ -192,12 +205,13 @@ final class FarmRelay: Sendable {
                     lastProgress[jobId] = nil
                 }
                 guard let json = event.protocolJSON() else { continue }
+                if let failedAt, ContinuousClock.now - failedAt < .seconds(1) { continue }
                 do {
                     try await jobs.announce(json)
-                    failing = false
+                    failedAt = nil
                 } catch {
-                    if !failing { logger.error("telling the farm about this station's jobs failed: \(FarmLink.describe(error))") }
-                    failing = true
+                    if failedAt == nil { logger.error("telling the farm about this station's jobs failed: \(FarmLink.describe(error))") }
+                    failedAt = .now
                 }
             }
         }
