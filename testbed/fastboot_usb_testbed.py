@@ -36,7 +36,7 @@ script sends the uevents itself, to every libudev monitor in the test bed (see U
 
 COMMAND inherits stdin/stdout/stderr; the script exits with COMMAND's exit status (128+N when
 killed by signal N). Run it with Debian's /usr/bin/python3 (python3-gi, gir1.2-umockdev-1.0).
-See testbed/README.md and /work/shared/TESTING.md.
+See testbed/README.md and docs/BUILDING.md.
 """
 
 import collections

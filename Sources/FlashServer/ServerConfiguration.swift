@@ -84,7 +84,7 @@ public struct ServerConfiguration: Sendable {
     /// all just when the jobs' threads need to wake up, and a flash that waits for a core loses
     /// time it never makes up. One loop writes 1,000 clients' messages in a few milliseconds.
     /// The price: when flashing alone keeps every core busy, fewer loops get a smaller share of
-    /// the CPU, and messages arrive later (README, "The progress server under load").
+    /// the CPU, and messages arrive later (docs/performance.md, "The progress server under load").
     public static func defaultIOThreads(cores: Int = System.coreCount) -> Int {
         max(1, cores / 2)
     }

@@ -14,7 +14,7 @@ struct ServeCommand: AsyncParsableCommand {
             Images named in API requests must be inside --images. Jobs are recorded in --history (SQLite).
             --emulate N adds N emulated fastboot devices (EMU1...EMUN), to try everything without hardware.
             --auto-flash PROFILES.yaml flashes each USB device that a udev rule gave FLASHCTL_PROFILE=NAME \
-            with profile NAME as soon as it is plugged in (see udev/ and the README); the file is checked \
+            with profile NAME as soon as it is plugged in (see udev/ and docs/usage.md); the file is checked \
             at start and the server refuses to start when it is wrong.
             """
     )
