@@ -42,18 +42,44 @@ struct AccessPolicy: Sendable {
         return false
     }
 
-    /// nil when the request may go on, else the refusal. `needsToken` is false for the
-    /// dashboard's static files.
-    func refusal(for request: Request, port: Int, needsToken: Bool = true) -> APIError? {
+    /// Why a request is refused.
+    enum Refusal {
+        case noToken
+        case origin(String)
+    }
+
+    /// nil when the request may go on. `needsToken` is false for the dashboard's static files.
+    func check(_ request: Request, port: Int, needsToken: Bool = true) -> Refusal? {
         if let token, needsToken {
-            guard let given = Self.token(in: request), Self.constantTimeEqual(given, token) else {
-                return APIError(.unauthorized, "an access token is required: send 'Authorization: Bearer TOKEN' or add ?token=TOKEN")
-            }
+            guard let given = Self.token(in: request), Self.constantTimeEqual(given, token) else { return .noToken }
         }
         for origin in request.headers[values: .origin] where !isAllowed(origin: origin, port: port, authority: request.head.authority) {
-            return APIError(.forbidden, "requests from the web page at \(origin) are not allowed; start the server with --allow-origin \(origin) to allow it")
+            return .origin(origin)
         }
         return nil
+    }
+
+    /// The HTTP answer to a refused request: 401 or 403 with the reason.
+    func refusal(for request: Request, port: Int, needsToken: Bool = true) -> APIError? {
+        switch check(request, port: port, needsToken: needsToken) {
+        case nil: return nil
+        case .noToken:
+            return APIError(.unauthorized, "an access token is required: send 'Authorization: Bearer TOKEN' or add ?token=TOKEN")
+        case .origin(let origin):
+            return APIError(.forbidden, "requests from the web page at \(origin) are not allowed; start the server with --allow-origin \(origin) to allow it")
+        }
+    }
+
+    /// The reason a refused WebSocket is closed with (code 1008): short, since a close reason
+    /// holds at most 123 bytes.
+    func socketRefusal(for request: Request, port: Int) -> String? {
+        switch check(request, port: port) {
+        case nil: return nil
+        case .noToken: return "token required: add ?token=TOKEN"
+        case .origin(let origin):
+            let reason = "origin \(origin) not allowed (serve --allow-origin)"
+            return reason.utf8.count <= 123 ? reason : "origin not allowed (serve --allow-origin)"
+        }
     }
 
     /// `authority` is the request's Host: a page the server itself served under an IP address
@@ -109,7 +135,9 @@ struct AccessPolicy: Sendable {
     }
 }
 
-/// Applies the access policy to every HTTP request, the WebSocket upgrade included.
+/// Applies the access policy to every HTTP request. WebSocket upgrades to `/flash-progress` go
+/// through: a refused one is accepted and closed with 1008 and its reason (`ProgressSocket`),
+/// which a browser shows, where it shows nothing of an HTTP refusal.
 struct AccessMiddleware<Context: RequestContext>: RouterMiddleware {
     let policy: AccessPolicy
     let port: BoundPort
@@ -117,6 +145,9 @@ struct AccessMiddleware<Context: RequestContext>: RouterMiddleware {
     let isPublic: @Sendable (Request) -> Bool
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if request.headers[.upgrade]?.lowercased() == "websocket", ProgressSocket.serves(path: request.uri.path) {
+            return try await next(request, context)
+        }
         if let refusal = policy.refusal(for: request, port: port.value, needsToken: !isPublic(request)) {
             throw refusal
         }

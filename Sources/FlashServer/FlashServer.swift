@@ -96,11 +96,17 @@ public final class FlashServer: Sendable {
             throw FlashError(.io, "the dashboard's files (flashctl_FlashServer.resources) are missing beside the flashctl binary")
         }
         router.add(middleware: DashboardFiles.middleware(directory: dashboard, logger: logger))
-        let socket = progressSocket
-        router.ws("flash-progress") { _, _ in
-            .upgrade([:])
-        } onUpgrade: { inbound, outbound, context in
-            try await socket.serve(inbound: inbound, outbound: outbound, request: context.request, channel: context.requestContext.channel)
+        let socket = progressSocket, port = boundPort
+        for path in ProgressSocket.paths {
+            router.ws(RouterPath(path)) { _, _ in
+                .upgrade([:])
+            } onUpgrade: { inbound, outbound, context in
+                try await socket.serve(
+                    inbound: inbound, outbound: outbound, request: context.request,
+                    jobId: context.requestContext.parameters.get("jobId"),
+                    refusal: policy.socketRefusal(for: context.request, port: port.value),
+                    channel: context.requestContext.channel)
+            }
         }
         let inventory = self.inventory
         APIRoutes(

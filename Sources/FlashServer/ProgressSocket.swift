@@ -21,13 +21,26 @@ struct ProgressSocket: Sendable {
     let fanouts = EventLoopFanouts()
     let open = OpenConnectionCount()
 
-    func serve(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, request: Request, channel: any Channel) async throws {
+    /// `/flash-progress`, and the spellings third-party dashboards use: `/ws/flash-progress`, and
+    /// `/ws/flash-progress/{jobId}` for `/flash-progress?jobId={jobId}`.
+    static let paths = ["flash-progress", "ws/flash-progress", "ws/flash-progress/:jobId"]
+
+    static func serves(path: String) -> Bool {
+        path == "/flash-progress" || path == "/ws/flash-progress" || (path.hasPrefix("/ws/flash-progress/") && !path.dropFirst(19).contains("/"))
+    }
+
+    /// Serves one connection. `refusal` set: the access policy refused it, and it is closed at
+    /// once with 1008 and that reason, with nothing else sent.
+    func serve(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, request: Request, jobId: String?, refusal: String?, channel: any Channel) async throws {
+        if let refusal {
+            try await outbound.close(.policyViolation, reason: refusal)
+            return
+        }
         let query = request.uri.queryParameters
-        let include = query["include"].map { $0.split(separator: ",").map(String.init) } ?? []
         let filter = EventFilter(
-            jobId: query["jobId"].map(String.init),
+            jobId: jobId ?? query["jobId"].map(String.init),
             deviceId: query["deviceId"].map(String.init),
-            extraTypes: Set(include)
+            include: query["include"].map(String.init)
         )
         let subscription = scheduler.broadcaster.subscribe(filter, limit: queueLimit)
         metrics.clientConnected()

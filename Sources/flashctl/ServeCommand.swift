@@ -73,7 +73,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("auto-flash"), help: ArgumentHelp("Auto-flash devices udev marks with FLASHCTL_PROFILE, with the profiles in this YAML file.", valueName: "profiles.yaml"))
     var autoFlash: String?
 
-    @Option(name: .long, help: "Progress messages per job per second.")
+    @Option(name: .long, help: "The most progress messages per job in any second, its last one included.")
     var progressRate = 4.0
 
     @Option(name: .long, help: ArgumentHelp("Open connections allowed from one address; more are closed at once (in all, the open-file limit less a reserve).", valueName: "n"))
@@ -115,7 +115,7 @@ struct ServeCommand: AsyncParsableCommand {
         var configuration = ServerConfiguration(
             host: host, port: port, token: token, allowedOrigins: allowedOrigins,
             imageDirectory: images, historyPath: history,
-            scheduler: .init(maxParallelJobs: maxParallel, totalBandwidth: bandwidth?.value, progressInterval: 1 / progressRate),
+            scheduler: .init(maxParallelJobs: maxParallel, totalBandwidth: bandwidth?.value, progressRate: ProgressRate(perSecond: progressRate)),
             emulatedDevices: emulate, emulatedSpeed: emulateSpeed?.value, autoFlashProfiles: autoFlash,
             ioNiceness: ioNice, ioThreads: ioThreads
         )

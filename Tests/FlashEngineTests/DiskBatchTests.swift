@@ -49,7 +49,7 @@ import Testing
         #expect(batch.batchId != nil)
         #expect(Set(batch.jobs.map(\.info.batchId)) == [batch.batchId])
         let events = Mutex<[FlashEvent]>([])
-        let outcomes = batch.runAll { job in job.makeProgress(minInterval: 0) { event in events.withLock { $0.append(event) } } }
+        let outcomes = batch.runAll { job in job.makeProgress(rate: .unlimited) { event in events.withLock { $0.append(event) } } }
         #expect(outcomes.map(\.state) == [.completed, .failed, .completed])
         #expect(outcomes[1].error?.contains("does not fit on \(targets[1])") == true, "\(outcomes[1])")
         #expect(outcomes[0].verified == true && outcomes[2].verified == true)

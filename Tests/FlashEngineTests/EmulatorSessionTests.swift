@@ -217,7 +217,7 @@ final class EmulatorSessionTests: XCTestCase {
         XCTAssertNil(partition("boot"))
     }
 
-    func testSpeedLimitSleepsUntilTheDataIsDue() {
+    func testSpeedLimitTakesBytesAtItsPaceAndAPauseBanksOnlyOneChunk() {
         final class FakeClock: FlashClock, @unchecked Sendable {
             var now: UInt64 = 1_000_000_000
             func monotonicNanos() -> UInt64 { now }
@@ -225,16 +225,24 @@ final class EmulatorSessionTests: XCTestCase {
         }
         let clock = FakeClock()
         var slept: [UInt64] = []
-        let device = session(speedLimit: 1000, clock: clock, sleep: { nanos in
+        let device = session(speedLimit: 1_000_000, clock: clock, sleep: { nanos in
             slept.append(nanos)
             clock.now += nanos
         })
-        XCTAssertEqual(device.preferredDataChunk, 4096)
-        XCTAssertEqual(send(device, "download:00000bb8"), ["DATA00000bb8"])
-        XCTAssertEqual(send(device, [UInt8](repeating: 0, count: 1000)), [])
-        XCTAssertEqual(send(device, [UInt8](repeating: 0, count: 2000)), ["OKAY"])
-        // 3000 bytes at 1000 bytes/s: due after 1 s, then after 3 s.
-        XCTAssertEqual(slept, [1_000_000_000, 2_000_000_000])
+        XCTAssertEqual(device.preferredDataChunk, 20_000)
+        let chunk = [UInt8](repeating: 0, count: 20_000)
+        XCTAssertEqual(send(device, "download:0001d4c0"), ["DATA0001d4c0"])
+        for _ in 0..<3 { XCTAssertEqual(send(device, chunk), []) }
+        // One chunk goes at once, each next one is due 20 ms later (20,000 bytes at 1 MB/s).
+        XCTAssertEqual(slept, [20_000_000, 20_000_000])
+        // A host that pauses for 10 s gets one chunk at once after it, then the same pace: a
+        // pause banks no credit for a burst.
+        clock.now += 10_000_000_000
+        slept = []
+        XCTAssertEqual(send(device, chunk), [])
+        XCTAssertEqual(send(device, chunk), [])
+        XCTAssertEqual(send(device, chunk), ["OKAY"])
+        XCTAssertEqual(slept, [20_000_000, 20_000_000])
     }
 
     func testTheDownloadFileIsRemovedWhenTheSessionEnds() {

@@ -198,7 +198,7 @@ private let progressSnapshot = ProgressSnapshot(
     @Test func aggregatorOutputIsValidProtocol() throws {
         // Every event of a real aggregator run serialises to the protocol's shapes.
         let lines = LineLog()
-        let aggregator = ProgressAggregator(job: fullJob, totalBytes: 1_000, minInterval: 0, emit: { lines.append($0) })
+        let aggregator = ProgressAggregator(job: fullJob, totalBytes: 1_000, rate: .unlimited, emit: { lines.append($0) })
         aggregator.start(stage: "Initializing")
         aggregator.update(bytesTransferred: 500)
         aggregator.deviceMessage("hello")

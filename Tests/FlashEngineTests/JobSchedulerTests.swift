@@ -27,7 +27,7 @@ import Testing
         let finder = FastbootDeviceFinder(listUSB: { [] }, listNetwork: {
             devices.map { FastbootDeviceInfo(address: .tcp(host: $0.host, port: $0.port), serial: $0.config.serial) }
         })
-        return JobScheduler(configuration: .init(maxParallelJobs: maxParallel, totalBandwidth: totalBandwidth, progressInterval: 0.05), finder: finder)
+        return JobScheduler(configuration: .init(maxParallelJobs: maxParallel, totalBandwidth: totalBandwidth, progressRate: ProgressRate(perSecond: 20)), finder: finder)
     }
 
     func image(_ name: String, bytes: Int) throws -> (path: String, data: Data) {

@@ -23,11 +23,11 @@ private final class EventLog: Sendable {
 private let MB: Int64 = 1_000_000
 private let testJob = JobInfo(jobId: "job_test", deviceId: "SERIAL1")
 
-private func makeAggregator(totalBytes: Int64, minInterval: Double = 0.25, pacedByTicks: Bool = false) -> (ProgressAggregator, ManualClock, EventLog) {
+private func makeAggregator(totalBytes: Int64, rate: ProgressRate = .standard, pacedByTicks: Bool = false) -> (ProgressAggregator, ManualClock, EventLog) {
     let clock = ManualClock()
     let log = EventLog()
     let aggregator = ProgressAggregator(
-        job: testJob, totalBytes: totalBytes, clock: clock, minInterval: minInterval, speedWindow: 2.0,
+        job: testJob, totalBytes: totalBytes, clock: clock, rate: rate, speedWindow: 2.0,
         pacedByTicks: pacedByTicks, emit: { log.append($0) })
     return (aggregator, clock, log)
 }
@@ -52,7 +52,9 @@ private func feed(_ aggregator: ProgressAggregator, _ clock: ManualClock, from s
         feed(aggregator, clock, from: 0, bytesPerStep: MB, stepMs: 100, steps: 50)
         let progress = log.progress
         #expect(progress.count >= 10)
-        for entry in progress {
+        // The first message has one point of the curve: no pace yet.
+        #expect(progress.first?.snapshot.transferSpeed == 0)
+        for entry in progress.dropFirst() {
             #expect(entry.snapshot.transferSpeed == 10_000_000)
         }
         #expect(aggregator.latestSnapshot?.transferSpeed == 10_000_000)
@@ -86,8 +88,15 @@ private func feed(_ aggregator: ProgressAggregator, _ clock: ManualClock, from s
         feed(aggregator, clock, from: 0, bytesPerStep: MB, stepMs: 100, steps: 30)
         clock.advance(ms: 1_000)
         aggregator.tick()
-        #expect(log.progress.last?.snapshot.transferSpeed == 5_000_000)   // half the window saw bytes
-        #expect(log.progress.last?.snapshot.estimatedTimeRemaining != nil)
+        // A second without news is not a stall yet: the pace holds and the ETA counts down.
+        #expect(log.progress.last?.snapshot.transferSpeed == 10_000_000)
+        #expect(log.progress.last?.snapshot.estimatedTimeRemaining == 6)   // 70 MB at 10 MB/s, 1 s ago
+        clock.advance(ms: 500)
+        aggregator.tick()
+        // Stalled: the window ends now, 1.5 s of its 2 s without bytes; the ETA is unknown.
+        #expect(log.progress.last?.snapshot.transferSpeed == 2_500_000)
+        #expect(log.progress.last?.snapshot.estimatedTimeRemaining == nil)
+        #expect(log.progress.last?.snapshot.stage == "Writing" + ProgressAggregator.estimatingSuffix)
         clock.advance(ms: 1_000)
         aggregator.tick()
         #expect(log.progress.last?.snapshot.transferSpeed == 0)
@@ -105,42 +114,88 @@ private func feed(_ aggregator: ProgressAggregator, _ clock: ManualClock, from s
         aggregator.start(stage: "Writing")
         feed(aggregator, clock, from: 0, bytesPerStep: MB, stepMs: 100, steps: 60)
         #expect(log.progress.count >= 10)
-        for entry in log.progress {
-            let remaining = total - entry.snapshot.bytesTransferred
-            let expected = (remaining + 10_000_000 - 1) / 10_000_000
-            #expect(entry.snapshot.estimatedTimeRemaining == expected)
+        // Known once the pace has been seen for 0.3 s over 3 points; until then 0 on the wire,
+        // and the stage says so.
+        let unknown = log.progress.prefix { $0.snapshot.estimatedTimeRemaining == nil }
+        #expect(unknown.count == 1)
+        #expect(unknown.allSatisfy { $0.snapshot.stage == "Writing" + ProgressAggregator.estimatingSuffix })
+        for entry in log.progress.dropFirst(unknown.count) {
+            let remaining = Double(total - entry.snapshot.bytesTransferred)
+            #expect(entry.snapshot.estimatedTimeRemaining == Int64((remaining / 10_000_000).rounded()))
+            #expect(entry.snapshot.stage == "Writing")
         }
-        // At 40 MB of 100 MB at 10 MB/s: exactly 6 s.
-        #expect(log.progress.contains { $0.snapshot.bytesTransferred == 40 * MB && $0.snapshot.estimatedTimeRemaining == 6 })
+        // At 41 MB of 100 MB at 10 MB/s: 5.9 s, shown as 6.
+        #expect(log.progress.contains { $0.snapshot.bytesTransferred == 41 * MB && $0.snapshot.estimatedTimeRemaining == 6 })
     }
 
-    @Test func rateLimitAtMostFourPerSecondAndAtLeastOnePerInterval() {
-        let (aggregator, clock, log) = makeAggregator(totalBytes: 1_000 * MB)
+    @Test func bytesThatOnlyFilledBuffersAtTheStartDoNotMakeThePace() {
+        let total = 100 * MB
+        let (aggregator, clock, log) = makeAggregator(totalBytes: total)
+        aggregator.start(stage: "Connecting")
+        clock.advance(ms: 2_000)                     // connecting: not part of the pace
+        aggregator.setStage("Sending system")
+        clock.advance(ms: 5)
+        aggregator.update(bytesTransferred: 4 * MB)  // what the device's buffers took at once
+        feed(aggregator, clock, from: 4 * MB, bytesPerStep: 200_000, stepMs: 100, steps: 40)  // then 2 MB/s
+        let known = log.progress.filter { $0.snapshot.estimatedTimeRemaining != nil }
+        #expect(!known.isEmpty)
+        for entry in known {
+            #expect(entry.snapshot.transferSpeed == 2_000_000)
+            let remaining = Double(total - entry.snapshot.bytesTransferred)
+            #expect(entry.snapshot.estimatedTimeRemaining == Int64((remaining / 2_000_000).rounded()))
+        }
+    }
+
+    @Test func aPauseIsNotPartOfThePace() {
+        let total = 100 * MB
+        let (aggregator, clock, log) = makeAggregator(totalBytes: total, rate: .unlimited)
         aggregator.start(stage: "Writing")
-        feed(aggregator, clock, from: 0, bytesPerStep: 100_000, stepMs: 10, steps: 300)
-        let times = log.progress.map { $0.timestamp - clock.epochBase }
-        #expect(times.count >= 12)
-        #expect(times.count <= 12)
-        // At most 4 in any second: any 5 consecutive events span at least 1 s.
-        for i in 0..<(times.count - 4) where times.count > 4 {
-            #expect(times[i + 4] - times[i] >= 1_000)
+        var bytes = feed(aggregator, clock, from: 0, bytesPerStep: MB, stepMs: 100, steps: 30)
+        clock.advance(ms: 60)                          // bytes flow on, the next count is not in yet
+        aggregator.paused()
+        clock.advance(ms: 2_000)
+        aggregator.update(bytesTransferred: 31 * MB)   // the device empties its buffers
+        clock.advance(ms: 3_000)
+        aggregator.resumed()
+        // At once after the resume, and as the transfer goes on: the pace from before, unchanged.
+        let resumed = log.progress.last!.snapshot
+        #expect(resumed.transferSpeed == 10_000_000)
+        #expect(resumed.estimatedTimeRemaining == 7)   // 69 MB at 10 MB/s
+        aggregator.update(bytesTransferred: 32 * MB)   // its buffers fill again at once
+        bytes = feed(aggregator, clock, from: 32 * MB, bytesPerStep: MB, stepMs: 100, steps: 10)
+        for entry in log.progress.suffix(10) {
+            #expect(entry.snapshot.transferSpeed == 10_000_000)
+            let remaining = Double(total - entry.snapshot.bytesTransferred)
+            #expect(entry.snapshot.estimatedTimeRemaining == Int64((remaining / 10_000_000).rounded()))
         }
-        // At least one per interval while bytes flow.
-        #expect(times[0] <= 10)
-        for (earlier, later) in zip(times, times.dropFirst()) {
-            #expect(later - earlier >= 250)
-            #expect(later - earlier <= 260)
-        }
-        for second in 0..<3 {
-            let inSecond = times.filter { $0 >= Int64(second) * 1_000 && $0 < Int64(second + 1) * 1_000 }
-            #expect(inSecond.count <= 4)
-            #expect(inSecond.count >= 1)
+        #expect(bytes == 42 * MB)
+    }
+
+    @Test func rateLimitAtMostFourInAnySecondTheFinalIncluded() {
+        for endMs in stride(from: UInt64(2_000), through: 2_400, by: 10) {
+            let (aggregator, clock, log) = makeAggregator(totalBytes: 1_000 * MB)
+            aggregator.start(stage: "Writing")
+            feed(aggregator, clock, from: 0, bytesPerStep: 100_000, stepMs: 10, steps: Int(endMs / 10))
+            aggregator.completed()
+            let times = log.progress.map { $0.timestamp - clock.epochBase }
+            #expect(times.last == Int64(endMs))
+            // In any window of 1,000 ms, both ends included: at most 4, whenever the job ends.
+            for (index, time) in times.enumerated() {
+                #expect(times[index...].prefix { $0 <= time + 1_000 }.count <= 4, "ending at \(endMs) ms: \(times)")
+            }
+            // Regular ones come evenly, a little over a third of a second apart, while bytes flow.
+            let regular = times.dropLast()
+            #expect(regular.first == 10)
+            for (earlier, later) in zip(regular, regular.dropFirst()) {
+                #expect(later - earlier >= 340)
+                #expect(later - earlier <= 350)
+            }
         }
     }
 
     @Test func percentageNeverDecreasesAndStaysBelow100UntilCompleted() {
         let total = 10 * MB
-        let (aggregator, clock, log) = makeAggregator(totalBytes: total, minInterval: 0)
+        let (aggregator, clock, log) = makeAggregator(totalBytes: total, rate: .unlimited)
         aggregator.start(stage: "Writing")
         var bytes: Int64 = 0
         for step in 0..<200 {
@@ -178,7 +233,7 @@ private func feed(_ aggregator: ProgressAggregator, _ clock: ManualClock, from s
         clock.advance(ms: 100)
         aggregator.update(bytesTransferred: 1_953_857_536)
         #expect(log.progress.last?.snapshot.progress == 45.5)
-        clock.advance(ms: 300)
+        clock.advance(ms: 400)
         aggregator.update(bytesTransferred: 4_294_967_000)   // 99.99999...%
         #expect(log.progress.last?.snapshot.progress == 99.9)
     }
@@ -221,7 +276,7 @@ private func feed(_ aggregator: ProgressAggregator, _ clock: ManualClock, from s
     @Test func twoPassesShowOnePassOfBytesEachAndHalfTheJobEach() {
         let clock = ManualClock()
         let log = EventLog()
-        let aggregator = ProgressAggregator(job: testJob, totalBytes: 100 * MB, passes: 2, clock: clock, minInterval: 0, emit: { log.append($0) })
+        let aggregator = ProgressAggregator(job: testJob, totalBytes: 100 * MB, passes: 2, clock: clock, rate: .unlimited, emit: { log.append($0) })
         aggregator.start(stage: "Writing")
         feed(aggregator, clock, from: 0, bytesPerStep: MB, stepMs: 100, steps: 100)
         let written = log.progress.last!.snapshot
@@ -285,8 +340,8 @@ private func feed(_ aggregator: ProgressAggregator, _ clock: ManualClock, from s
         clock.advance(ms: 100)
         aggregator.tick()                              // still too soon
         #expect(log.progress.count == 1)
-        clock.advance(ms: 100)
-        aggregator.tick()                              // 250 ms after the last progress
+        clock.advance(ms: 200)
+        aggregator.tick()                              // 350 ms after the last progress
         #expect(log.progress.count == 2)
         #expect(log.progress.last?.snapshot.stage == "Sending boot 2/3")
         clock.advance(ms: 500)
@@ -304,8 +359,8 @@ private func feed(_ aggregator: ProgressAggregator, _ clock: ManualClock, from s
         aggregator.tick()
         #expect(log.progress.count == 1)
         #expect(log.progress.last?.snapshot.bytesTransferred == 10 * MB)
-        #expect(log.progress.last?.snapshot.stage == "Writing boot")
-        clock.advance(ms: 240)                         // a tick that comes a little early still counts
+        #expect(log.progress.last?.snapshot.stage == "Writing boot" + ProgressAggregator.estimatingSuffix)
+        clock.advance(ms: 310)                         // a tick that comes a little early still counts
         aggregator.update(bytesTransferred: 20 * MB)
         aggregator.tick()
         #expect(log.progress.count == 2)
@@ -344,7 +399,7 @@ private func feed(_ aggregator: ProgressAggregator, _ clock: ManualClock, from s
             "flash_resumed", "flash_progress", "flash_failed",
         ])
         let resumedProgress = log.progress.last!.snapshot
-        #expect(resumedProgress.stage == "Writing")
+        #expect(resumedProgress.stage == "Writing" + ProgressAggregator.estimatingSuffix)
         #expect(resumedProgress.bytesTransferred == 2 * MB)
         guard case .failed(_, let error, let reason, _) = log.events.last! else {
             Issue.record("expected failed")
@@ -352,20 +407,6 @@ private func feed(_ aggregator: ProgressAggregator, _ clock: ManualClock, from s
         }
         #expect(error == "Flash cancelled by user")
         #expect(reason == "cancelled")
-    }
-
-    @Test func pauseIsSeenAsTimeWithoutBytes() {
-        let (aggregator, clock, log) = makeAggregator(totalBytes: 1_000 * MB, minInterval: 0)
-        aggregator.start(stage: "Writing")
-        var bytes = feed(aggregator, clock, from: 0, bytesPerStep: MB, stepMs: 100, steps: 30)
-        aggregator.paused()
-        clock.advance(ms: 5_000)
-        aggregator.resumed()
-        bytes = feed(aggregator, clock, from: bytes, bytesPerStep: MB, stepMs: 100, steps: 10)
-        // The window is 1 s of pause and 1 s at 10 MB/s.
-        #expect(log.progress.last?.snapshot.transferSpeed == 5_000_000)
-        feed(aggregator, clock, from: bytes, bytesPerStep: MB, stepMs: 100, steps: 10)
-        #expect(log.progress.last?.snapshot.transferSpeed == 10_000_000)
     }
 
     @Test func zeroTotalBytes() {
@@ -427,7 +468,7 @@ private func feed(_ aggregator: ProgressAggregator, _ clock: ManualClock, from s
     @Test func concurrentFeedingKeepsOrderAndMonotonicity() {
         let log = EventLog()
         let aggregator = ProgressAggregator(
-            job: testJob, totalBytes: 1_000_000, minInterval: 0.001, emit: { log.append($0) })
+            job: testJob, totalBytes: 1_000_000, rate: ProgressRate(perSecond: 1000), emit: { log.append($0) })
         aggregator.start(stage: "Writing")
         DispatchQueue.concurrentPerform(iterations: 4) { worker in
             for i in 0..<2_000 {

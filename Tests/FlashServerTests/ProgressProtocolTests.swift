@@ -86,6 +86,26 @@ import Testing
         await harness.stop()
     }
 
+    @Test func theWsSpellingsOfThirdPartyDashboardsAreAliases() async throws {
+        let harness = try await ServerHarness.start(devices: 2, speed: 4 << 20)
+        defer { harness.removeFiles() }
+        try harness.makeImage("boot.img", bytes: 4 << 20)
+        let all = try await harness.connect(path: "/ws/flash-progress")
+        let first = try await harness.startJob(device: "EMU1", image: "boot.img")
+        let second = try await harness.startJob(device: "EMU2", image: "boot.img")
+        let one = try await harness.connect(path: "/ws/flash-progress/\(first)")
+        try await all.waitForEnd(of: first)
+        try await all.waitForEnd(of: second)
+        try await one.waitForEnd(of: first)
+        #expect(all.messages(job: second).last?["type"] as? String == "flash_completed")
+        // /ws/flash-progress/{jobId} is /flash-progress?jobId={jobId}: that job's messages only.
+        let jobMessages = one.messages.filter { $0["jobId"] != nil }
+        #expect(jobMessages.allSatisfy { $0["jobId"] as? String == first })
+        #expect(jobMessages.first?["type"] as? String == "flash_started")
+        #expect(jobMessages.last?["type"] as? String == "flash_completed")
+        await harness.stop()
+    }
+
     @Test func pauseResumeAndCancelOverTheWebSocket() async throws {
         let harness = try await ServerHarness.start(devices: 1, speed: 2 << 20)
         defer { harness.removeFiles() }

@@ -124,8 +124,16 @@ final class ServerHarness: @unchecked Sendable {
 
     // MARK: WebSocket
 
-    func connect(query: String = "", headers: [String: String] = [:]) async throws -> ProgressClient {
-        try await ProgressClient.connect(url: url.replacingOccurrences(of: "http://", with: "ws://") + "/flash-progress" + query, headers: headers)
+    func connect(path: String = "/flash-progress", query: String = "", headers: [String: String] = [:]) async throws -> ProgressClient {
+        try await ProgressClient.connect(url: url.replacingOccurrences(of: "http://", with: "ws://") + path + query, headers: headers)
+    }
+
+    /// A socket the server is expected to refuse: returned once it is closed (having sent a ping).
+    func refusedSocket(query: String = "", headers: [String: String] = [:]) async throws -> ProgressClient {
+        let client = ProgressClient(url: url.replacingOccurrences(of: "http://", with: "ws://") + "/flash-progress" + query, headers: headers)
+        client.send(["type": "ping", "timestamp": 1])
+        try await client.wait(timeout: 10, "the close", until: { _ in client.isClosed })
+        return client
     }
 }
 
@@ -147,7 +155,7 @@ final class ProgressClient: Sendable {
         throw FlashError(.timeout, "no pong from \(url)")
     }
 
-    private init(url: String, headers: [String: String]) {
+    init(url: String, headers: [String: String]) {
         let (stream, continuation) = AsyncStream<String>.makeStream()
         outgoing = continuation
         var configuration = WebSocketClientConfiguration(maxFrameSize: 4 << 20)
@@ -170,9 +178,9 @@ final class ProgressClient: Sendable {
                         }
                     }
                 }
-                store.finish(code: close.map { Int(UInt16(webSocketErrorCode: $0.closeCode)) }, error: nil)
+                store.finish(code: close.map { Int(UInt16(webSocketErrorCode: $0.closeCode)) }, reason: close?.reason, error: nil)
             } catch {
-                store.finish(code: nil, error: error)
+                store.finish(code: nil, reason: nil, error: error)
             }
         }
     }
@@ -180,6 +188,7 @@ final class ProgressClient: Sendable {
     var messages: [[String: Any]] { store.messages }
     var isClosed: Bool { store.isClosed }
     var closeStatus: Int? { store.closeCode }
+    var closeReason: String? { store.closeReason }
 
     func messages(ofType type: String) -> [[String: Any]] {
         messages.filter { $0["type"] as? String == type }
@@ -227,18 +236,20 @@ private final class MessageStore: @unchecked Sendable {
     private var received: [[String: Any]] = []
     private var closed = false
     private var code: Int?
+    private var reason: String?
     private var failure: (any Error)?
 
     func append(_ message: [String: Any]) {
         lock.lock(); received.append(message); lock.unlock()
     }
 
-    func finish(code: Int?, error: (any Error)?) {
-        lock.lock(); closed = true; self.code = code; failure = error; lock.unlock()
+    func finish(code: Int?, reason: String?, error: (any Error)?) {
+        lock.lock(); closed = true; self.code = code; self.reason = reason; failure = error; lock.unlock()
     }
 
     var messages: [[String: Any]] { lock.lock(); defer { lock.unlock() }; return received }
     var isClosed: Bool { lock.lock(); defer { lock.unlock() }; return closed }
     var closeCode: Int? { lock.lock(); defer { lock.unlock() }; return code }
+    var closeReason: String? { lock.lock(); defer { lock.unlock() }; return reason }
     var error: (any Error)? { lock.lock(); defer { lock.unlock() }; return failure }
 }

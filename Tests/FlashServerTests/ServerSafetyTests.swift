@@ -109,7 +109,15 @@ import Testing
         #expect(try await harness.http("GET", "/api/jobs", headers: ["Authorization": "Bearer \(token)"]).status == 200)
         #expect(try await harness.http("GET", "/api/jobs?token=\(token)").status == 200)
 
-        await #expect(throws: (any Error).self) { _ = try await harness.connect() }
+        // A refused WebSocket is accepted and closed at once with 1008 and a reason a person can
+        // read (a browser shows nothing of an HTTP refusal); nothing else is sent on it.
+        let anonymousSocket = try await harness.refusedSocket()
+        #expect(anonymousSocket.closeStatus == 1008)
+        #expect(anonymousSocket.closeReason?.contains("token required") == true)
+        #expect(anonymousSocket.messages.isEmpty)
+        let wrongToken = try await harness.refusedSocket(query: "?token=wrong-token-xxxxxxxx")
+        #expect(wrongToken.closeStatus == 1008)
+        #expect(wrongToken.messages.isEmpty)
         let withQuery = try await harness.connect(query: "?token=\(token)")
         #expect(!withQuery.isClosed)
         let withHeader = try await harness.connect(headers: ["Authorization": "Bearer \(token)"])
@@ -119,7 +127,10 @@ import Testing
         let evil = try await harness.http("POST", "/api/jobs/job_00000000/cancel", headers: ["Authorization": "Bearer \(token)", "Origin": "http://evil.example"])
         #expect(evil.status == 403)
         #expect((evil.json["error"] as? String ?? "").contains("http://evil.example"))
-        await #expect(throws: (any Error).self) { _ = try await harness.connect(query: "?token=\(token)", headers: ["Origin": "http://evil.example"]) }
+        let evilSocket = try await harness.refusedSocket(query: "?token=\(token)", headers: ["Origin": "http://evil.example"])
+        #expect(evilSocket.closeStatus == 1008)
+        #expect(evilSocket.closeReason?.contains("origin http://evil.example not allowed") == true)
+        #expect(evilSocket.messages.isEmpty)
         let own = try await harness.connect(query: "?token=\(token)", headers: ["Origin": "http://127.0.0.1:\(harness.port)"])
         #expect(!own.isClosed)
         let allowed = try await harness.connect(query: "?token=\(token)", headers: ["Origin": "http://dashboard.lab:8080"])

@@ -36,6 +36,12 @@ public final class EmulatedDeviceServer: @unchecked Sendable {
         state = Mutex(State(config: config))
         self.host = host
         listener = try POSIXSocket.listen(host: host, port: port)
+        if config.speedLimit > 0 {
+            // A slow device's bottleneck is its link, not megabytes queued in its kernel: without
+            // this, loopback's buffer autotuning would let the host hand over seconds of data
+            // the device has not read.
+            listener.setReceiveBufferSize(EmulatedFastbootSession.dataChunk(speedLimit: config.speedLimit))
+        }
         self.port = listener.localPort
     }
 

@@ -24,14 +24,14 @@ public final class EmulatedFastbootSession {
     }
 
     private let config: EmulatedDeviceConfig
-    private let clock: any FlashClock
     private let sleep: (UInt64) -> Void
     private var downloadPath: String?
     private var downloadFile: Int32 = -1
     private var expected: Int64 = 0
     private var received: Int64 = 0
     private var receivedInConnection: Int64 = 0
-    private var downloadStarted: UInt64 = 0
+    /// The speed limit: bytes are taken at most at its pace, with a burst of one data chunk.
+    private let bus: TokenBucket?
     private var downloaded = false
     private var stalled = false
 
@@ -42,8 +42,10 @@ public final class EmulatedFastbootSession {
     /// `sleep` waits the given number of nanoseconds (the speed limit uses it; tests replace it).
     public init(config: EmulatedDeviceConfig, clock: any FlashClock = SystemClock(), sleep: @escaping (UInt64) -> Void = EmulatedFastbootSession.systemSleep) {
         self.config = config
-        self.clock = clock
         self.sleep = sleep
+        bus = config.speedLimit > 0
+            ? TokenBucket(bytesPerSecond: config.speedLimit, burst: Int64(Self.dataChunk(speedLimit: config.speedLimit)), clock: clock)
+            : nil
     }
 
     deinit {
@@ -154,7 +156,7 @@ public final class EmulatedFastbootSession {
             stalled = true
             return [fault]
         }
-        throttle()
+        throttle(usable.count)
         guard received == expected else { return [] }
         Glibc.close(downloadFile)
         downloadFile = -1
@@ -164,8 +166,12 @@ public final class EmulatedFastbootSession {
 
     /// How many bytes to take per `receiveData` call so the speed limit is applied smoothly.
     public var preferredDataChunk: Int {
-        guard config.speedLimit > 0 else { return 1 << 20 }
-        return Int(min(max(config.speedLimit / 20, 4096), 1 << 20))
+        Self.dataChunk(speedLimit: config.speedLimit)
+    }
+
+    static func dataChunk(speedLimit: Int64) -> Int {
+        guard speedLimit > 0 else { return 1 << 20 }
+        return Int(min(max(speedLimit / 50, 4096), 1 << 20))
     }
 
     // MARK: Commands
@@ -228,7 +234,6 @@ public final class EmulatedFastbootSession {
         }
         expected = size
         received = 0
-        downloadStarted = clock.monotonicNanos()
         return [.reply(Array("DATA".utf8) + Array(hex8(size).utf8))]
     }
 
@@ -445,12 +450,11 @@ public final class EmulatedFastbootSession {
     }
 
     /// Sleeps as long as needed to keep the download at or under the configured speed.
-    private func throttle() {
-        guard config.speedLimit > 0 else { return }
-        let due = downloadStarted + UInt64(Double(received) / Double(config.speedLimit) * 1e9)
-        let now = clock.monotonicNanos()
-        if due > now {
-            sleep(due - now)
+    private func throttle(_ bytes: Int) {
+        guard let bus else { return }
+        let wait = bus.take(bytes)
+        if wait > 0 {
+            sleep(UInt64((wait * 1e9).rounded()))
         }
     }
 

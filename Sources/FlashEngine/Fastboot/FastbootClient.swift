@@ -55,6 +55,7 @@ public final class FastbootClient {
         }
         // A cancel that padded the download waits for this OKAY: it leaves the device in step.
         _ = try expectOkay(for: "download", timeoutMs: timeouts.writeMs, cutShortOnCancel: false)
+        onAcknowledged(size)
     }
 
     public func flash(partition: String) throws {

@@ -23,9 +23,9 @@ extension FlashJob {
 
     /// A progress reporter for this job that emits to `emit`: what a face that runs one job
     /// itself (the CLI) uses.
-    public func makeProgress(clock: any FlashClock = SystemClock(), minInterval: Double = 0.25, pacedByTicks: Bool = false,
+    public func makeProgress(clock: any FlashClock = SystemClock(), rate: ProgressRate = .standard, pacedByTicks: Bool = false,
                              info: JobInfo? = nil, emit: @escaping @Sendable (FlashEvent) -> Void) -> ProgressAggregator {
-        ProgressAggregator(job: info ?? self.info, totalBytes: expectedBytes, passes: passes, clock: clock, minInterval: minInterval, pacedByTicks: pacedByTicks, emit: emit)
+        ProgressAggregator(job: info ?? self.info, totalBytes: expectedBytes, passes: passes, clock: clock, rate: rate, pacedByTicks: pacedByTicks, emit: emit)
     }
 }
 

@@ -13,17 +13,17 @@ public final class JobScheduler: @unchecked Sendable {
         public var maxParallelJobs: Int
         /// Bytes per second for all jobs together, nil for no cap.
         public var totalBandwidth: Int64?
-        /// Seconds between two `flash_progress` of one job (0.25: at most 4 per second).
-        public var progressInterval: Double
+        /// How many `flash_progress` of one job may go out in any second.
+        public var progressRate: ProgressRate
         /// Finished jobs kept for `GET /api/jobs` (the history keeps them all).
         public var finishedJobsKept: Int
         /// The farm station running the jobs, stamped on each job's messages and status.
         public var station: String?
 
-        public init(maxParallelJobs: Int = 16, totalBandwidth: Int64? = nil, progressInterval: Double = 0.25, finishedJobsKept: Int = 200) {
+        public init(maxParallelJobs: Int = 16, totalBandwidth: Int64? = nil, progressRate: ProgressRate = .standard, finishedJobsKept: Int = 200) {
             self.maxParallelJobs = max(1, maxParallelJobs)
             self.totalBandwidth = totalBandwidth
-            self.progressInterval = progressInterval
+            self.progressRate = progressRate
             self.finishedJobsKept = finishedJobsKept
         }
     }
@@ -60,7 +60,7 @@ public final class JobScheduler: @unchecked Sendable {
         self.clock = clock
         self.totalBucket = configuration.totalBandwidth.map { TokenBucket(bytesPerSecond: $0, clock: clock) }
         let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "flashctl.progress-ticker"))
-        let interval = max(0.05, configuration.progressInterval)
+        let interval = max(0.05, configuration.progressRate.spacing)
         timer.schedule(deadline: .now() + interval, repeating: interval)
         timer.setEventHandler { [weak self] in self?.tickRunningJobs() }
         timer.resume()
@@ -98,7 +98,7 @@ public final class JobScheduler: @unchecked Sendable {
         let added = jobs.map { job in
             var info = job.info
             info.station = configuration.station
-            return JobEntry(job: job, info: info, progress: job.makeProgress(clock: clock, minInterval: configuration.progressInterval, pacedByTicks: true, info: info) {
+            return JobEntry(job: job, info: info, progress: job.makeProgress(clock: clock, rate: configuration.progressRate, pacedByTicks: true, info: info) {
                 broadcaster.publish($0)
             }, bandwidthLimit: bandwidthLimit, createdAt: created)
         }

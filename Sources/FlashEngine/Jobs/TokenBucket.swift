@@ -4,8 +4,9 @@ import Synchronization
 /// A bandwidth cap shared by whoever takes from it: a job's own cap, or the cap on all jobs.
 ///
 /// Takers may overdraw: taking more than is available leaves the bucket in debt, and the taker
-/// sleeps until the debt is paid at `bytesPerSecond`. A bucket holds at most a quarter of a
-/// second of bytes, so an idle period does not allow a long burst above the cap.
+/// sleeps until the debt is paid at `bytesPerSecond`. A bucket holds at most `burst` bytes (a
+/// quarter of a second's by default), so an idle period or a pause banks no more than that: after
+/// it, the pace is the cap again, as on a bus.
 public final class TokenBucket: Sendable {
     public let bytesPerSecond: Int64
     private let capacity: Double
@@ -13,12 +14,12 @@ public final class TokenBucket: Sendable {
     private let state: Mutex<(tokens: Double, refilledAt: UInt64)>
     private let clock: any FlashClock
 
-    public init(bytesPerSecond: Int64, clock: any FlashClock = SystemClock()) {
+    public init(bytesPerSecond: Int64, burst: Int64? = nil, clock: any FlashClock = SystemClock()) {
         precondition(bytesPerSecond > 0)
         self.bytesPerSecond = bytesPerSecond
-        self.capacity = Double(bytesPerSecond) / 4
+        self.capacity = Double(max(1, burst ?? bytesPerSecond / 4))
         self.clock = clock
-        state = Mutex((tokens: Double(bytesPerSecond) / 4, refilledAt: clock.monotonicNanos()))
+        state = Mutex((tokens: capacity, refilledAt: clock.monotonicNanos()))
     }
 
     /// Takes `bytes` and returns how many seconds the taker must wait before using them.

@@ -3,18 +3,20 @@ import Synchronization
 
 /// Turns the byte counts a job reports into the events of docs/PROTOCOL.md.
 ///
-/// - Speed: bytes over a sliding window of `speedWindow` seconds. The byte count at the window's
-///   start is interpolated linearly between the two samples around it, so a steady rate gives that
-///   rate exactly, a stall makes the speed fall linearly to 0 over one window, and a pause is seen
-///   by the window as time with no bytes (samples are taken at `paused()` and `resumed()`). Until
-///   the job is one window old the window starts at `start()` (0 bytes); with no span yet it is 0.
-/// - ETA: remaining bytes / smoothed speed, rounded up to whole seconds. The smoothed speed is an
-///   exponential moving average of the window speed with a time-based weight,
-///   `alpha = 1 - exp(-dt / etaTimeConstant)` with `etaTimeConstant` = 3 s (at the default 4
-///   emissions per second that is alpha ≈ 0.08 per emission). A time-based alpha makes the
-///   smoothing independent of how often the job reports, and a steady rate is left unchanged.
-///   The ETA is nil while the window speed is 0 (stalled, paused, not started) or unknown, and
-///   when `totalBytes` is 0.
+/// - Time: speed and ETA run on the job's active time, which stops while it is paused, so a
+///   resumed job is estimated from its pace, not from the pause.
+/// - Bytes: what the device has taken (the transports report acknowledged bytes, not buffered
+///   ones). Only `update` feeds the curve: the time before the first bytes (connecting, erasing)
+///   is not part of the pace, nor are the bytes a device took from its buffers while the job was
+///   paused (reported while paused or first after the resume).
+/// - Speed: over the last `speedWindow` seconds of the byte curve up to its latest point (the
+///   count at the window's start interpolated between the points around it), so a steady rate
+///   gives that rate exactly whatever the size of the steps. A curve with no point for a
+///   second is stalled: its window then ends now, and the speed falls to 0 over one window.
+/// - ETA: the bytes still to go at the latest point over the speed, less the time since that
+///   point, rounded to whole seconds. It is known once the pace has been seen for
+///   `etaMinimumSpan` seconds over at least 3 points and is not stalled; until then it is nil
+///   (0 on the wire) and, while bytes remain, the stage says " (estimating time left)".
 /// - Passes: a job may move the image's bytes more than once (a disk is written, then read back):
 ///   `passes` at creation, `beginPass` between them. Each pass reports its own bytes (0 to
 ///   `totalBytes`, which stays one pass's size: what a person knows as the image's size), while
@@ -22,14 +24,16 @@ import Synchronization
 ///   go back (fwupd's steps).
 /// - Percentage: 100 * bytes / totalBytes rounded to one decimal (over all passes), capped at 99.9 until
 ///   `completed()` (the device may still be writing), never decreasing; 0 while `totalBytes` is 0.
-/// - Rate limit: at most one `.progress` per `minInterval` seconds; a change that could not be sent
-///   (stage, bytes, speed) is sent by the first `update`/`setStage`/`tick`/`resumed` after the
-///   interval. Only the final 100% progress of `completed()` bypasses it. No `.progress` is sent
-///   while paused (a dashboard would otherwise show a paused job as running).
+/// - Rate limit (`ProgressRate`): at most its `perSecond` `.progress` in any sliding second, the
+///   final 100% of `completed()` included: regular ones are spaced so that at most one fewer fit
+///   in a second, which leaves room for the final one whenever it comes. A change that could not
+///   be sent (stage, bytes, speed) is sent by the first `update`/`setStage`/`tick`/`resumed` after
+///   the interval. No `.progress` is sent while paused (a dashboard would otherwise show a paused
+///   job as running).
 /// - With `pacedByTicks`, periodic `.progress` comes from `tick()` alone, so that a scheduler
 ///   ticking all its jobs at once publishes their progress together (see
-///   `EventBroadcaster.publishTogether`). The ticks must then come every `minInterval`; one up to
-///   a tenth early still counts.
+///   `EventBroadcaster.publishTogether`). The ticks must then come every `rate.spacing`; one up
+///   to a tenth early still counts if the sliding second allows it.
 /// - Lifecycle events (`started`, `paused`, `resumed`, `completed`, `failed`) are always emitted,
 ///   in call order. Once `completed()` or `failed()` has run, everything else is ignored.
 ///
@@ -39,8 +43,12 @@ import Synchronization
 /// (it would deadlock); reading `latestSnapshot` or `replayEvents()` from it is fine (they have
 /// their own lock).
 public final class ProgressAggregator: Sendable {
-    /// Time constant of the speed smoothing used for the ETA, in seconds.
-    public static let etaTimeConstant: Double = 3.0
+    /// Seconds of steady transfer before the ETA is given.
+    public static let etaMinimumSpan: Double = 0.3
+    /// Seconds without a new byte count after which the transfer is seen as stalled.
+    public static let stallAfter: Double = 1.0
+    /// Appended to the stage while bytes remain and the ETA is not known.
+    public static let estimatingSuffix = " (estimating time left)"
 
     public let job: JobInfo
     private let clock: any FlashClock
@@ -50,8 +58,8 @@ public final class ProgressAggregator: Sendable {
 
     /// - Parameters:
     ///   - totalBytes: the expected number of bytes (0 when unknown).
-    ///   - minInterval: seconds between two `.progress` events (0.25: at most 4 per second).
-    ///   - speedWindow: seconds of history the transfer speed is computed over.
+    ///   - rate: how many `.progress` events may go out (see `ProgressRate`).
+    ///   - speedWindow: seconds of active transfer the speed is computed over.
     ///   - pacedByTicks: periodic progress only from `tick()` (see the type's notes).
     ///   - emit: receives every event, in order; see the type's notes on threads.
     public init(
@@ -59,7 +67,7 @@ public final class ProgressAggregator: Sendable {
         totalBytes: Int64,
         passes: Int = 1,
         clock: any FlashClock = SystemClock(),
-        minInterval: Double = 0.25,
+        rate: ProgressRate = .standard,
         speedWindow: Double = 2.0,
         pacedByTicks: Bool = false,
         emit: @escaping @Sendable (FlashEvent) -> Void
@@ -71,7 +79,7 @@ public final class ProgressAggregator: Sendable {
             job: job,
             totalBytes: max(0, totalBytes),
             passes: max(1, passes),
-            minIntervalNanos: Self.nanos(seconds: minInterval, minimum: 0),
+            rate: rate,
             windowNanos: Self.nanos(seconds: speedWindow, minimum: 1_000_000),
             createdNanos: clock.monotonicNanos(),
             pacedByTicks: pacedByTicks
@@ -211,7 +219,7 @@ private struct ReplayState {
     }
 }
 
-/// A point of the cumulative byte curve.
+/// A point of the cumulative byte curve, in the job's active time.
 private struct Sample {
     var time: UInt64
     var bytes: Int64
@@ -220,7 +228,8 @@ private struct Sample {
 /// The aggregator's arithmetic, kept free of locks and clocks: every method gets the time.
 private struct AggregatorState {
     let job: JobInfo
-    let minIntervalNanos: UInt64
+    let rate: ProgressRate
+    let spacingNanos: UInt64
     let windowNanos: UInt64
     /// Samples closer together than this are merged (the newest replaces the last), which bounds
     /// the window to a few hundred samples however often the job reports.
@@ -242,27 +251,40 @@ private struct AggregatorState {
     var startedAt: UInt64?
     let createdNanos: UInt64
     var isPaused = false
+    var pausedAt: UInt64 = 0
+    /// Time spent paused before the current pause.
+    var pausedNanos: UInt64 = 0
+    /// Resumed, and no bytes reported since.
+    var resumedWithoutBytes = false
     var isFinished = false
 
-    /// Samples of the byte curve; `samples[head...]` are live.
+    /// Samples of the byte curve, in active time; `samples[head...]` are live.
     var samples: [Sample] = []
     var head = 0
+    /// Active time of the first sample: the pace is not known from before it.
+    var firstSampleAt: UInt64?
 
-    var smoothedSpeed: Double?
-    var smoothedAt: UInt64 = 0
-
+    /// When the last regular `.progress` events went out, oldest first (at most `regularPerSecond`).
+    var recentProgress: [UInt64] = []
     var lastProgressAt: UInt64?
     var lastSnapshot: ProgressSnapshot?
 
-    init(job: JobInfo, totalBytes: Int64, passes: Int, minIntervalNanos: UInt64, windowNanos: UInt64, createdNanos: UInt64, pacedByTicks: Bool) {
+    init(job: JobInfo, totalBytes: Int64, passes: Int, rate: ProgressRate, windowNanos: UInt64, createdNanos: UInt64, pacedByTicks: Bool) {
         self.job = job
         self.passes = passes
         self.pacedByTicks = pacedByTicks
         self.totalBytes = totalBytes
-        self.minIntervalNanos = minIntervalNanos
+        self.rate = rate
+        self.spacingNanos = UInt64((rate.spacing * 1e9).rounded())
         self.windowNanos = windowNanos
-        self.granularityNanos = max(1, windowNanos / 64)
+        self.granularityNanos = max(1, windowNanos / 256)
         self.createdNanos = createdNanos
+    }
+
+    /// Time the job has been running and not paused, on the monotonic clock's scale.
+    func activeTime(_ now: UInt64) -> UInt64 {
+        let paused = pausedNanos + (isPaused && now >= pausedAt ? now - pausedAt : 0)
+        return now >= paused ? now - paused : 0
     }
 
     // MARK: Lifecycle
@@ -275,7 +297,6 @@ private struct AggregatorState {
         guard startedAt == nil, !isFinished else { return [] }
         self.stage = stage
         startedAt = now
-        record(Sample(time: now, bytes: bytes), now: now)
         return [.started(job, stage: stage, totalBytes: totalBytes, timestamp: epoch)]
     }
 
@@ -288,24 +309,29 @@ private struct AggregatorState {
     mutating func paused(now: UInt64, epoch: Int64) -> [FlashEvent] {
         guard !isFinished, !isPaused else { return [] }
         var events = emitIfDue(now: now, epoch: epoch)
-        record(Sample(time: now, bytes: bytes), now: now)
+        // While bytes flow, the pause counts from the latest byte count: what the device takes
+        // between it and the resume is reported in one step after the resume, and is kept out of
+        // the pace with the time it took.
+        let active = activeTime(now)
+        let sinceLatest = samples.last.map { active >= $0.time ? active - $0.time : 0 } ?? 0
         isPaused = true
+        pausedAt = sinceLatest < UInt64(ProgressAggregator.stallAfter * 1e9) ? now - min(now, sinceLatest) : now
         events.append(.paused(job, timestamp: epoch))
         return events
     }
 
     mutating func resumed(now: UInt64, epoch: Int64) -> [FlashEvent] {
         guard !isFinished, isPaused else { return [] }
-        record(Sample(time: now, bytes: bytes), now: now)
+        pausedNanos += now >= pausedAt ? now - pausedAt : 0
         isPaused = false
+        resumedWithoutBytes = true
         return [.resumed(job, timestamp: epoch)] + emitIfDue(now: now, epoch: epoch)
     }
 
     mutating func completed(sha256: String?, verified: Bool?, now: UInt64, epoch: Int64) -> [FlashEvent] {
         guard !isFinished else { return [] }
         var events = ensureStarted(now: now, epoch: epoch)
-        record(Sample(time: now, bytes: bytes), now: now)
-        let speed = windowSpeed(now: now)
+        let speed = windowSpeed(now: now).speed
         // The job's estimate may have been off (sparse chunks skipped, compressed sizes guessed):
         // the final message reports what was really sent, as 100% of itself.
         totalBytes = passBytes
@@ -347,9 +373,16 @@ private struct AggregatorState {
     mutating func update(bytes newBytes: Int64, now: UInt64, epoch: Int64) -> [FlashEvent] {
         guard !isFinished else { return [] }
         if newBytes > passBytes {
+            let added = passOffset + newBytes - bytes
             passBytes = newBytes
             bytes = passOffset + newBytes
-            record(Sample(time: now, bytes: bytes), now: now)
+            if isPaused || resumedWithoutBytes {
+                // What the device took from its buffers while the job was paused took no active
+                // time: it moves the whole curve, not its slope.
+                for index in samples.indices.dropFirst(head) { samples[index].bytes += added }
+            }
+            resumedWithoutBytes = false
+            record(Sample(time: activeTime(now), bytes: bytes))
         }
         return pacedByTicks ? [] : emitIfDue(now: now, epoch: epoch)
     }
@@ -369,31 +402,37 @@ private struct AggregatorState {
 
     mutating func tick(now: UInt64, epoch: Int64) -> [FlashEvent] {
         guard !isFinished else { return [] }
-        return emitIfDue(now: now, epoch: epoch, interval: pacedByTicks ? minIntervalNanos / 10 * 9 : minIntervalNanos)
+        return emitIfDue(now: now, epoch: epoch, early: pacedByTicks)
     }
 
-    /// A `.progress` if the job is running, the interval has passed, and something changed.
-    private mutating func emitIfDue(now: UInt64, epoch: Int64, interval: UInt64? = nil) -> [FlashEvent] {
-        guard startedAt != nil, !isPaused, !isFinished else { return [] }
-        if let last = lastProgressAt, now < last || now - last < (interval ?? minIntervalNanos) { return [] }
+    /// A `.progress` if the job is running, the rate allows one, and something changed.
+    private mutating func emitIfDue(now: UInt64, epoch: Int64, early: Bool = false) -> [FlashEvent] {
+        guard startedAt != nil, !isPaused, !isFinished, rateAllows(now: now, early: early) else { return [] }
         let snapshot = makeSnapshot(now: now)
         guard snapshot != lastSnapshot else { return [] }
         lastSnapshot = snapshot
         lastProgressAt = now
+        if rate.isLimited {
+            recentProgress.append(now)
+            if recentProgress.count > rate.regularPerSecond { recentProgress.removeFirst() }
+        }
         return [.progress(job, snapshot, timestamp: epoch)]
     }
 
-    private mutating func makeSnapshot(now: UInt64) -> ProgressSnapshot {
-        let speed = windowSpeed(now: now)
-        if let smoothed = smoothedSpeed {
-            let dt = Double(now >= smoothedAt ? now - smoothedAt : 0) / 1e9
-            let alpha = 1 - exp(-dt / ProgressAggregator.etaTimeConstant)
-            smoothedSpeed = smoothed + alpha * (speed - smoothed)
-        } else if speed > 0 {
-            smoothedSpeed = speed
+    /// Whether a regular `.progress` may go out now: `spacing` after the last one (a tick may
+    /// come a tenth early), and fewer than `regularPerSecond` in the sliding second.
+    private func rateAllows(now: UInt64, early: Bool) -> Bool {
+        guard rate.isLimited else { return true }
+        if let last = lastProgressAt {
+            let interval = early ? spacingNanos / 10 * 9 : spacingNanos
+            if now < last || now - last < interval { return false }
         }
-        smoothedAt = now
+        let windowStart = now >= ProgressRate.windowNanos ? now - ProgressRate.windowNanos : 0
+        return recentProgress.filter { $0 > windowStart }.count < rate.regularPerSecond
+    }
 
+    private mutating func makeSnapshot(now: UInt64) -> ProgressSnapshot {
+        let (speed, paceKnown) = windowSpeed(now: now)
         var percent = 0.0
         let total = totalOverPasses
         if totalBytes > 0 {
@@ -403,19 +442,25 @@ private struct AggregatorState {
         percent = max(percent, lastSnapshot?.progress ?? 0)
 
         var eta: Int64?
-        if totalBytes > 0, speed > 0, let smoothed = smoothedSpeed, smoothed >= 1 {
-            let remaining = Double(max(0, total - bytes))
-            eta = Int64(min((remaining / smoothed).rounded(.up), Double(Int64.max / 2)))
+        if totalBytes > 0, paceKnown, speed >= 1, let latest = samples.last {
+            let sinceLatest = Double(activeTime(now) - min(activeTime(now), latest.time)) / 1e9
+            let left = Double(max(0, total - latest.bytes)) / speed - sinceLatest
+            eta = Int64(min(max(0, left), Double(Int64.max / 2)).rounded())
+        }
+        var shownStage = stage
+        if eta == nil, totalBytes > 0, !samples.isEmpty, bytes < total {
+            shownStage += ProgressAggregator.estimatingSuffix
         }
         return ProgressSnapshot(
-            progress: percent, stage: stage, bytesTransferred: passBytes,
+            progress: percent, stage: shownStage, bytesTransferred: passBytes,
             totalBytes: max(totalBytes, passBytes), transferSpeed: Int64(speed.rounded()),
             estimatedTimeRemaining: eta)
     }
 
     // MARK: Speed window
 
-    private mutating func record(_ sample: Sample, now: UInt64) {
+    private mutating func record(_ sample: Sample) {
+        if firstSampleAt == nil { firstSampleAt = sample.time }
         let live = samples.count - head
         if live >= 2, sample.time >= samples[samples.count - 2].time,
            sample.time - samples[samples.count - 2].time < granularityNanos {
@@ -423,14 +468,13 @@ private struct AggregatorState {
         } else {
             samples.append(sample)
         }
-        prune(now: now)
+        prune(before: sample.time >= windowNanos ? sample.time - windowNanos : 0)
     }
 
-    /// Drops samples before the window, keeping the last one at or before its start (the anchor
-    /// for interpolating the byte count there).
-    private mutating func prune(now: UInt64) {
-        let windowStart = now >= windowNanos ? now - windowNanos : 0
-        while samples.count - head >= 2, samples[head + 1].time <= windowStart {
+    /// Drops samples before `start`, keeping the last one at or before it (the anchor for
+    /// interpolating the byte count there).
+    private mutating func prune(before start: UInt64) {
+        while samples.count - head >= 2, samples[head + 1].time <= start {
             head += 1
         }
         if head >= 64, head * 2 >= samples.count {
@@ -439,24 +483,33 @@ private struct AggregatorState {
         }
     }
 
-    /// Bytes per second over the window ending now.
-    mutating func windowSpeed(now: UInt64) -> Double {
-        prune(now: now)
-        guard head < samples.count else { return 0 }
-        let first = samples[head]
-        let latest = samples[samples.count - 1].bytes
-        guard now > first.time else { return 0 }
-        let windowStart = now >= windowNanos ? now - windowNanos : 0
-        if first.time >= windowStart {
-            // The job is younger than the window (or the window starts exactly on a sample).
-            return Double(latest - first.bytes) * 1e9 / Double(now - first.time)
-        }
-        var bytesAtStart = Double(first.bytes)
-        if head + 1 < samples.count {
-            let next = samples[head + 1]
-            let fraction = Double(windowStart - first.time) / Double(next.time - first.time)
-            bytesAtStart += Double(next.bytes - first.bytes) * fraction
-        }
-        return max(0, (Double(latest) - bytesAtStart) * 1e9 / Double(windowNanos))
+    /// Bytes per second over the window that ends at the latest sample (or now, once the curve
+    /// has stalled), and whether that is a known pace to estimate from: long enough, over enough
+    /// points, and not stalled.
+    mutating func windowSpeed(now: UInt64) -> (speed: Double, paceKnown: Bool) {
+        guard let latest = samples.last, let first = firstSampleAt else { return (0, false) }
+        let active = activeTime(now)
+        let stalled = active > latest.time && active - latest.time > UInt64(ProgressAggregator.stallAfter * 1e9)
+        let end = stalled ? active : latest.time
+        let start = max(first, end >= windowNanos ? end - windowNanos : 0)
+        prune(before: start)
+        guard end > start else { return (0, false) }
+        let moved: Double = Double(latest.bytes) - bytes(at: start)
+        let speed: Double = max(0, moved) * 1e9 / Double(end - start)
+        let points = samples[head...].filter { $0.time >= start }.count
+        let span = Double(end - start) / 1e9
+        let paceKnown = !stalled && points >= 3 && span >= ProgressAggregator.etaMinimumSpan
+        return (speed, paceKnown)
+    }
+
+    /// The byte count at `time`, interpolated between the live samples around it.
+    private func bytes(at time: UInt64) -> Double {
+        let anchor = samples[head]
+        guard anchor.time < time else { return Double(anchor.bytes) }
+        guard head + 1 < samples.count else { return Double(anchor.bytes) }
+        let next = samples[head + 1]
+        guard next.time > anchor.time, time < next.time else { return Double(next.bytes) }
+        let fraction = Double(time - anchor.time) / Double(next.time - anchor.time)
+        return Double(anchor.bytes) + Double(next.bytes - anchor.bytes) * fraction
     }
 }

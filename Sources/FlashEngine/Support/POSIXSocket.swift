@@ -211,8 +211,23 @@ public final class POSIXSocket: @unchecked Sendable {
 
     /// Caps the kernel's send buffer, so bytes counted as sent are close to bytes the peer took.
     public func setSendBufferSize(_ bytes: Int) {
+        setBufferSize(SO_SNDBUF, bytes)
+    }
+
+    /// Caps the kernel's receive buffer (a listener's is inherited by the connections it accepts).
+    public func setReceiveBufferSize(_ bytes: Int) {
+        setBufferSize(SO_RCVBUF, bytes)
+    }
+
+    private func setBufferSize(_ option: Int32, _ bytes: Int) {
         var size = Int32(clamping: bytes)
-        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        setsockopt(fd, SOL_SOCKET, option, &size, socklen_t(MemoryLayout<Int32>.size))
+    }
+
+    /// Bytes written that the peer has not acknowledged yet (they sit in the kernel's send queue).
+    public var unacknowledgedBytes: Int {
+        var queued: Int32 = 0
+        return ioctl(fd, UInt(TIOCOUTQ), &queued) == 0 ? Int(queued) : 0
     }
 
     /// Wakes a reader blocked on this socket; the connection then reads as closed.
