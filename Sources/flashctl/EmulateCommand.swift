@@ -27,6 +27,15 @@ struct EmulateCommand: ParsableCommand {
     @Option(name: .long, help: "Product name the device reports.")
     var product = "flashctl-emulator"
 
+    @Flag(name: .long, help: "A/B slots: partitions NAME_a and NAME_b (userdata, metadata, misc, super and a few others once), slot a active.")
+    var slots = false
+
+    @Option(name: .long, help: "What getvar version-bootloader answers.")
+    var versionBootloader = "emu-bootloader-1.0"
+
+    @Option(name: .long, help: "What getvar version-baseband answers.")
+    var versionBaseband = "emu-baseband-1.0"
+
     @Option(name: .long, help: "Largest download the device accepts, e.g. 256M.")
     var maxDownloadSize: ByteCount = ByteCount(256 << 20)
 
@@ -62,7 +71,8 @@ struct EmulateCommand: ParsableCommand {
         let config = EmulatedDeviceConfig(
             directory: dir, serial: serial ?? "EMU\(tcp)", product: product,
             maxDownloadSize: maxDownloadSize.value, speedLimit: speedLimit.value,
-            faults: EmulatedFaults(failures: failures, stallPrefixes: stallOn, disconnectAfterBytes: disconnectAfterBytes?.value, stopReadingAfterBytes: stopReadingAfterBytes?.value)
+            faults: EmulatedFaults(failures: failures, stallPrefixes: stallOn, disconnectAfterBytes: disconnectAfterBytes?.value, stopReadingAfterBytes: stopReadingAfterBytes?.value),
+            slotted: slots, versionBootloader: versionBootloader, versionBaseband: versionBaseband
         )
         // Signals are caught before the announcement, so a stop request never kills us uncleanly.
         let stop = StopRequest()

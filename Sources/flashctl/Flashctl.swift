@@ -8,6 +8,8 @@ struct Flashctl: AsyncParsableCommand {
         subcommands: [
             DevicesCommand.self, FlashCommand.self, EmulateCommand.self, ServeCommand.self,
             JobsCommand.self, PauseCommand.self, ResumeCommand.self, CancelCommand.self, HistoryCommand.self,
+            GetvarCommand.self, EraseCommand.self, RebootCommand.self, SetActiveCommand.self, OemCommand.self,
+            FlashingCommand.self, BootCommand.self,
         ]
     )
 }

@@ -15,10 +15,10 @@ final class EmulatorSessionTests: XCTestCase {
         try? FileManager.default.removeItem(atPath: directory)
     }
 
-    private func session(maxDownload: Int64 = 1 << 20, speedLimit: Int64 = 0, faults: EmulatedFaults = EmulatedFaults(),
-                         clock: any FlashClock = SystemClock(), sleep: @escaping (UInt64) -> Void = { _ in }) -> EmulatedFastbootSession {
-        let config = EmulatedDeviceConfig(directory: directory, serial: "UNIT1", product: "unitboard", maxDownloadSize: maxDownload, speedLimit: speedLimit, faults: faults)
-        return EmulatedFastbootSession(config: config, clock: clock, sleep: sleep)
+    private func session(maxDownload: Int64 = 1 << 20, speedLimit: Int64 = 0, faults: EmulatedFaults = EmulatedFaults(), slotted: Bool = false,
+                         device: EmulatedDeviceState? = nil, clock: any FlashClock = SystemClock(), sleep: @escaping (UInt64) -> Void = { _ in }) -> EmulatedFastbootSession {
+        let config = EmulatedDeviceConfig(directory: directory, serial: "UNIT1", product: "unitboard", maxDownloadSize: maxDownload, speedLimit: speedLimit, faults: faults, slotted: slotted)
+        return EmulatedFastbootSession(config: config, device: device, clock: clock, sleep: sleep)
     }
 
     private func send(_ session: EmulatedFastbootSession, _ command: String) -> [String] {
@@ -32,6 +32,7 @@ final class EmulatorSessionTests: XCTestCase {
             case .stall: return "<stall>"
             case .disconnect: return "<disconnect>"
             case .stopReading: return "<stop reading>"
+            case .reboot: return "<reboot>"
             }
         }
     }
@@ -63,6 +64,51 @@ final class EmulatorSessionTests: XCTestCase {
         XCTAssertTrue(all.dropLast().allSatisfy { $0.hasPrefix("INFO") }, "\(all)")
         XCTAssertTrue(all.contains("INFOproduct:unitboard"), "\(all)")
         XCTAssertTrue(all.contains("INFOpartition-size:boot:0x00001234"), "\(all)")
+    }
+
+    func testSlotsLockAndTheTwoFastbootsLastAcrossReboots() {
+        let state = EmulatedDeviceState(slotted: true)
+        var device = session(slotted: true, device: state)
+        XCTAssertEqual(send(device, "getvar:slot-count"), ["OKAY2"])
+        XCTAssertEqual(send(device, "getvar:current-slot"), ["OKAYa"])
+        XCTAssertEqual(send(device, "getvar:has-slot:boot"), ["OKAYyes"])
+        XCTAssertEqual(send(device, "getvar:has-slot:userdata"), ["OKAYno"])
+        XCTAssertEqual(send(device, "getvar:version-bootloader"), ["OKAYemu-bootloader-1.0"])
+        XCTAssertEqual(send(device, "set_active:c"), ["FAILno slot 'c': slots are a and b"])
+        XCTAssertEqual(send(device, "set_active:b"), ["OKAY"])
+        XCTAssertEqual(send(device, "getvar:current-slot"), ["OKAYb"])
+
+        XCTAssertEqual(send(device, "flashing lock"), ["OKAY"])
+        XCTAssertEqual(send(device, "getvar:unlocked"), ["OKAYno"])
+        XCTAssertEqual(send(device, "erase:boot_b"), ["FAILFlashing is not allowed in Lock State"])
+        XCTAssertEqual(send(device, "flashing unlock"), ["OKAY"])
+        XCTAssertEqual(send(device, "oem device-info"), ["INFODevice unlocked: true", "INFOCurrent slot: b", "OKAY"])
+        XCTAssertEqual(send(device, "oem bogus"), ["FAILunknown oem command 'bogus'"])
+
+        // Logical partitions are made in fastbootd, which a reboot reaches; the state survives it.
+        XCTAssertEqual(send(device, "create-logical-partition:system_b:4096"), ["FAILlogical partitions are changed from fastbootd (reboot fastboot)"])
+        XCTAssertEqual(send(device, "reboot-fastboot"), ["OKAY", "<reboot>"])
+        device = session(slotted: true, device: state)
+        XCTAssertEqual(send(device, "getvar:is-userspace"), ["OKAYyes"])
+        XCTAssertEqual(send(device, "getvar:current-slot"), ["OKAYb"])
+        XCTAssertEqual(send(device, "create-logical-partition:system_b:4096"), ["OKAY"])
+        XCTAssertEqual(send(device, "getvar:is-logical:system_b"), ["OKAYyes"])
+        XCTAssertEqual(send(device, "getvar:partition-size:system_b"), ["OKAY0x00001000"])
+        XCTAssertEqual(send(device, "download:00002000"), ["DATA00002000"])
+        XCTAssertEqual(send(device, [UInt8](repeating: 7, count: 0x2000)), ["OKAY"])
+        XCTAssertEqual(send(device, "flash:system_b"), ["FAIL'system_b' holds 4096 bytes, the image 8192: resize it first"])
+        XCTAssertEqual(send(device, "resize-logical-partition:system_b:8192"), ["OKAY"])
+        XCTAssertEqual(send(device, "flash:system_b"), ["INFOwriting 'system_b'...", "OKAY"])
+        XCTAssertEqual(partition("system_b"), Data(repeating: 7, count: 0x2000))
+        XCTAssertEqual(send(device, "reboot-bootloader"), ["OKAY", "<reboot>"])
+        device = session(slotted: true, device: state)
+        XCTAssertEqual(send(device, "getvar:is-userspace"), ["OKAYno"])
+        XCTAssertEqual(send(device, "download:00000010"), ["DATA00000010"])
+        XCTAssertEqual(send(device, [UInt8](repeating: 1, count: 16)), ["OKAY"])
+        XCTAssertEqual(send(device, "flash:system_b"), ["FAIL'system_b' is a logical partition: flash it from fastbootd (reboot fastboot)"])
+        XCTAssertEqual(send(device, "boot"), ["OKAY", "<reboot>"])
+        XCTAssertEqual(FileManager.default.contents(atPath: directory + "/.ram-boot.img"), Data(repeating: 1, count: 16))
+        XCTAssertEqual(state.reboots, 3)
     }
 
     func testDownloadInOddFramesThenFlash() {
@@ -99,10 +145,11 @@ final class EmulatorSessionTests: XCTestCase {
         XCTAssertEqual(send(device, "download:00001001"), ["FAILdownload of 4097 bytes is larger than max-download-size (4096 bytes)"])
         XCTAssertEqual(send(device, "download:0000000g"), ["FAILbad download size '0000000g'"])
         XCTAssertEqual(send(device, "download:00000000"), ["FAILbad download size '00000000'"])
-        XCTAssertEqual(send(device, "oem unlock"), ["FAILunknown command"])
-        XCTAssertEqual(send(device, "reboot"), ["OKAY"])
-        XCTAssertEqual(send(device, "reboot-bootloader"), ["OKAY"])
-        XCTAssertEqual(send(device, "continue"), ["OKAY"])
+        XCTAssertEqual(send(device, "oem unlock"), ["FAILunknown oem command 'unlock'"])
+        XCTAssertEqual(send(device, "format:boot"), ["FAILunknown command"])
+        XCTAssertEqual(send(device, "reboot"), ["OKAY", "<reboot>"])
+        XCTAssertEqual(send(device, "reboot-bootloader"), ["OKAY", "<reboot>"])
+        XCTAssertEqual(send(device, "continue"), ["OKAY", "<reboot>"])
         XCTAssertEqual(send(device, [UInt8](repeating: 65, count: EmulatedFastbootSession.maxCommandLength + 1)), ["FAILcommand too long"])
         XCTAssertEqual(send(device, []), [], "an empty packet is not a command")
         for name in ["../etc", "a/b", ".hidden", "", "sp ace"] {

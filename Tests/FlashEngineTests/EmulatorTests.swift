@@ -187,7 +187,7 @@ final class EmulatorTests: XCTestCase {
         XCTAssertEqual(try fastboot(server, ["continue"]).status, 0)
         let oem = try fastboot(server, ["oem", "unlock-all-the-things"])
         XCTAssertNotEqual(oem.status, 0)
-        XCTAssertTrue(oem.output.contains("unknown command"), oem.output)
+        XCTAssertTrue(oem.output.contains("unknown oem command"), oem.output)
     }
 
     // MARK: Faults and limits

@@ -3,7 +3,12 @@ public struct EmulatedDeviceConfig: Sendable {
     /// Partitions are files `directory/NAME.img`.
     public var directory: String
     public var serial: String
+    /// `getvar:product`, what a factory image's `require board=` is checked against.
     public var product: String
+    /// A/B slots: partitions other than `unslottedPartitions` are `NAME_a` and `NAME_b`.
+    public var slotted: Bool
+    public var versionBootloader: String
+    public var versionBaseband: String
     public var maxDownloadSize: Int64
     /// Download speed cap in bytes per second; 0 means as fast as possible.
     public var speedLimit: Int64
@@ -11,10 +16,20 @@ public struct EmulatedDeviceConfig: Sendable {
     /// The fastboot protocol version reported by `getvar:version`.
     public var version: String
 
-    public init(directory: String, serial: String, product: String = "flashctl-emulator", maxDownloadSize: Int64 = 256 << 20, speedLimit: Int64 = 0, faults: EmulatedFaults = EmulatedFaults(), version: String = "0.4") {
+    /// The partitions an A/B device has once, as Pixels do.
+    public static let unslottedPartitions: Set<String> = ["userdata", "metadata", "misc", "super", "frp", "persist", "cache"]
+
+    public init(
+        directory: String, serial: String, product: String = "flashctl-emulator", maxDownloadSize: Int64 = 256 << 20,
+        speedLimit: Int64 = 0, faults: EmulatedFaults = EmulatedFaults(), version: String = "0.4",
+        slotted: Bool = false, versionBootloader: String = "emu-bootloader-1.0", versionBaseband: String = "emu-baseband-1.0"
+    ) {
         self.directory = directory
         self.serial = serial
         self.product = product
+        self.slotted = slotted
+        self.versionBootloader = versionBootloader
+        self.versionBaseband = versionBaseband
         self.maxDownloadSize = maxDownloadSize
         self.speedLimit = speedLimit
         self.faults = faults

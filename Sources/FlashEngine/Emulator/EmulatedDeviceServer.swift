@@ -10,6 +10,8 @@ public final class EmulatedDeviceServer: @unchecked Sendable {
         set { state.withLock { $0.config = newValue } }
     }
     public let host: String
+    /// What the device keeps from one connection to the next (a reboot ends one).
+    public let device: EmulatedDeviceState
     /// The port actually listened on (the one the kernel picked when asked for port 0).
     public let port: UInt16
     private let listener: POSIXSocket
@@ -34,6 +36,7 @@ public final class EmulatedDeviceServer: @unchecked Sendable {
             throw FlashError(.io, "cannot create the partition folder \(config.directory): \(error.localizedDescription)")
         }
         state = Mutex(State(config: config))
+        device = EmulatedDeviceState(slotted: config.slotted)
         self.host = host
         listener = try POSIXSocket.listen(host: host, port: port)
         if config.speedLimit > 0 {
@@ -135,7 +138,7 @@ public final class EmulatedDeviceServer: @unchecked Sendable {
         } catch {
             return
         }
-        let session = EmulatedFastbootSession(config: config)
+        let session = EmulatedFastbootSession(config: config, device: device)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
         defer { buffer.deallocate() }
         do {
@@ -181,6 +184,8 @@ public final class EmulatedDeviceServer: @unchecked Sendable {
                         return
                     case .stopReading:
                         try socket.waitUntilClosed()
+                        return
+                    case .reboot:
                         return
                     }
                 }

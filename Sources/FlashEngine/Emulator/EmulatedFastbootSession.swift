@@ -21,9 +21,13 @@ public final class EmulatedFastbootSession {
         case disconnect
         /// Take nothing more from the host (its sends block) and keep the connection open.
         case stopReading
+        /// The device reboots: the connection ends (after the replies before it).
+        case reboot
     }
 
     private let config: EmulatedDeviceConfig
+    /// What outlives this connection (mode, slot, lock, logical partitions).
+    public let device: EmulatedDeviceState
     private let sleep: (UInt64) -> Void
     private var downloadPath: String?
     private var downloadFile: Int32 = -1
@@ -39,9 +43,11 @@ public final class EmulatedFastbootSession {
     /// Longest command accepted; a longer command-phase frame is answered FAIL.
     public static let maxCommandLength = 4096
 
+    /// `device`: the state the device's earlier connections left (a new device without it).
     /// `sleep` waits the given number of nanoseconds (the speed limit uses it; tests replace it).
-    public init(config: EmulatedDeviceConfig, clock: any FlashClock = SystemClock(), sleep: @escaping (UInt64) -> Void = EmulatedFastbootSession.systemSleep) {
+    public init(config: EmulatedDeviceConfig, device: EmulatedDeviceState? = nil, clock: any FlashClock = SystemClock(), sleep: @escaping (UInt64) -> Void = EmulatedFastbootSession.systemSleep) {
         self.config = config
+        self.device = device ?? EmulatedDeviceState(slotted: config.slotted)
         self.sleep = sleep
         bus = config.speedLimit > 0
             ? TokenBucket(bytesPerSecond: config.speedLimit, burst: Int64(Self.dataChunk(speedLimit: config.speedLimit)), clock: clock)
@@ -109,14 +115,36 @@ public final class EmulatedFastbootSession {
             return startDownload(size)
         }
         if let name = command.dropPrefix("flash:") {
-            return flash(name)
+            return ifUnlocked { flash(name) }
         }
         if let name = command.dropPrefix("erase:") {
-            return erase(name)
+            return ifUnlocked { erase(name) }
+        }
+        if let slot = command.dropPrefix("set_active:") {
+            return setActive(slot)
+        }
+        if let text = command.dropPrefix("oem ") {
+            return oem(text)
+        }
+        if let text = command.dropPrefix("flashing ") {
+            return flashing(text)
+        }
+        if let spec = command.dropPrefix("create-logical-partition:") {
+            return inFastbootd { createLogical(spec) }
+        }
+        if let spec = command.dropPrefix("resize-logical-partition:") {
+            return inFastbootd { resizeLogical(spec) }
+        }
+        if let name = command.dropPrefix("delete-logical-partition:") {
+            return inFastbootd { deleteLogical(name) }
         }
         switch command {
-        case "reboot", "reboot-bootloader", "continue", "reboot-fastboot", "reboot-recovery":
-            return [okay()]
+        case "boot":
+            return bootFromRAM()
+        case "reboot", "continue", "reboot-recovery", "reboot-bootloader":
+            return reboot(into: .bootloader)
+        case "reboot-fastboot":
+            return reboot(into: .fastbootd)
         default:
             return [fail("unknown command")]
         }
@@ -185,9 +213,15 @@ public final class EmulatedFastbootSession {
     }
 
     private func allVariables() -> [(String, String)] {
-        var names = ["version", "product", "serialno", "max-download-size", "is-userspace", "secure", "unlocked"]
+        var names = [
+            "version", "version-bootloader", "version-baseband", "product", "serialno", "max-download-size",
+            "is-userspace", "secure", "unlocked", "slot-count", "current-slot", "super-partition-name",
+        ]
         for partition in partitionNames() {
-            names += ["partition-size:\(partition)", "partition-type:\(partition)", "has-slot:\(partition)", "is-logical:\(partition)"]
+            names += ["partition-size:\(partition)", "partition-type:\(partition)", "is-logical:\(partition)"]
+        }
+        for partition in Set(partitionNames().map(baseName)).sorted() {
+            names.append("has-slot:\(partition)")
         }
         return names.compactMap { name in variable(name).map { (name, $0) } }
     }
@@ -195,13 +229,24 @@ public final class EmulatedFastbootSession {
     private func variable(_ name: String) -> String? {
         switch name {
         case "version": return config.version
+        case "version-bootloader": return config.versionBootloader
+        case "version-baseband": return config.versionBaseband
         case "product": return config.product
         case "serialno": return config.serial
         case "max-download-size": return hex(config.maxDownloadSize)
-        case "is-userspace", "secure": return "no"
-        case "unlocked": return "yes"
+        case "is-userspace": return device.mode == .fastbootd ? "yes" : "no"
+        case "secure": return "no"
+        case "unlocked": return device.isUnlocked ? "yes" : "no"
+        case "slot-count": return config.slotted ? "2" : nil
+        case "current-slot": return config.slotted ? device.currentSlot : nil
+        case "super-partition-name": return "super"
         default:
-            if name.hasPrefix("has-slot:") || name.hasPrefix("is-logical:") { return "no" }
+            if let partition = name.dropPrefix("has-slot:") {
+                return config.slotted && !EmulatedDeviceConfig.unslottedPartitions.contains(partition) ? "yes" : "no"
+            }
+            if let partition = name.dropPrefix("is-logical:") {
+                return device.logicalPartitions[partition] != nil ? "yes" : "no"
+            }
             if let partition = name.dropPrefix("partition-size:") {
                 guard let path = partitionPath(partition), let size = fileSize(path) else { return nil }
                 return hex(size)
@@ -240,6 +285,15 @@ public final class EmulatedFastbootSession {
     private func flash(_ partition: String) -> [Action] {
         guard let target = partitionPath(partition) else { return [fail("bad partition name '\(partition)'")] }
         guard downloaded, let source = downloadPath else { return [fail("no data downloaded")] }
+        if let size = device.logicalPartitions[partition] {
+            guard device.mode == .fastbootd else {
+                return [fail("'\(partition)' is a logical partition: flash it from fastbootd (reboot fastboot)")]
+            }
+            let length = isSparse(source) ? ((try? SparseImage.open(path: source))?.expandedSize ?? 0) : (fileSize(source) ?? 0)
+            guard length <= size else {
+                return [fail("'\(partition)' holds \(size) bytes, the image \(length): resize it first")]
+            }
+        }
         let progress = info("writing '\(partition)'...")
         do {
             if isSparse(source) {
@@ -270,6 +324,106 @@ public final class EmulatedFastbootSession {
             return [fail("cannot erase '\(partition)': \(error)")]
         }
         return [okay()]
+    }
+
+    // MARK: Slots, lock, modes
+
+    /// `boot_a` -> `boot`.
+    private func baseName(_ partition: String) -> String {
+        guard config.slotted, partition.hasSuffix("_a") || partition.hasSuffix("_b") else { return partition }
+        return String(partition.dropLast(2))
+    }
+
+    private func ifUnlocked(_ body: () -> [Action]) -> [Action] {
+        device.isUnlocked ? body() : [fail("Flashing is not allowed in Lock State")]
+    }
+
+    private func inFastbootd(_ body: () -> [Action]) -> [Action] {
+        device.mode == .fastbootd ? body() : [fail("logical partitions are changed from fastbootd (reboot fastboot)")]
+    }
+
+    private func setActive(_ slot: String) -> [Action] {
+        guard config.slotted else { return [fail("this device has no slots")] }
+        guard slot == "a" || slot == "b" else { return [fail("no slot '\(slot)': slots are a and b")] }
+        device.update { $0.currentSlot = slot }
+        return [okay()]
+    }
+
+    private func oem(_ text: String) -> [Action] {
+        switch text {
+        case "device-info":
+            return [info("Device unlocked: \(device.isUnlocked)"), info("Current slot: \(config.slotted ? device.currentSlot : "none")"), okay()]
+        default:
+            return [fail("unknown oem command '\(text)'")]
+        }
+    }
+
+    private func flashing(_ text: String) -> [Action] {
+        switch text {
+        case "lock", "unlock":
+            device.update { $0.unlocked = text == "unlock" }
+            return [okay()]
+        case "get_unlock_ability":
+            return [info("get_unlock_ability: 1"), okay()]
+        default:
+            return [fail("unknown flashing command '\(text)'")]
+        }
+    }
+
+    /// `NAME:SIZE` (SIZE in decimal, as AOSP fastboot sends it).
+    private func logicalSpec(_ spec: String) -> (name: String, size: Int64)? {
+        let parts = spec.split(separator: ":", maxSplits: 1).map(String.init)
+        guard parts.count == 2, partitionPath(parts[0]) != nil, let size = Int64(parts[1]), size >= 0 else { return nil }
+        return (parts[0], size)
+    }
+
+    private func createLogical(_ spec: String) -> [Action] {
+        guard let (name, size) = logicalSpec(spec) else { return [fail("expected NAME:SIZE, got '\(spec)'")] }
+        guard device.logicalPartitions[name] == nil else { return [fail("'\(name)' exists")] }
+        return sizeLogical(name, size)
+    }
+
+    private func resizeLogical(_ spec: String) -> [Action] {
+        guard let (name, size) = logicalSpec(spec) else { return [fail("expected NAME:SIZE, got '\(spec)'")] }
+        guard device.logicalPartitions[name] != nil else { return [fail("no logical partition '\(name)'")] }
+        return sizeLogical(name, size)
+    }
+
+    private func sizeLogical(_ name: String, _ size: Int64) -> [Action] {
+        guard let path = partitionPath(name) else { return [fail("bad partition name '\(name)'")] }
+        let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0, ftruncate(fd, off_t(size)) == 0 else {
+            if fd >= 0 { Glibc.close(fd) }
+            return [fail("cannot size '\(name)': \(String(cString: strerror(errno)))")]
+        }
+        Glibc.close(fd)
+        device.update { $0.logical[name] = size }
+        return [okay()]
+    }
+
+    private func deleteLogical(_ name: String) -> [Action] {
+        guard device.logicalPartitions[name] != nil, let path = partitionPath(name) else { return [fail("no logical partition '\(name)'")] }
+        unlink(path)
+        device.update { $0.logical[name] = nil }
+        return [okay()]
+    }
+
+    /// `boot`: the downloaded image is started from RAM (kept as `.ram-boot.img`, what was booted),
+    /// which ends fastboot.
+    private func bootFromRAM() -> [Action] {
+        guard downloaded, let source = downloadPath else { return [fail("no data downloaded")] }
+        do {
+            try writeRaw(from: source, to: config.directory + "/.ram-boot.img")
+        } catch {
+            return [fail("cannot boot: \(error)")]
+        }
+        device.update { $0.reboots += 1; $0.mode = .bootloader }
+        return [okay(), .reboot]
+    }
+
+    private func reboot(into mode: EmulatedDeviceState.Mode) -> [Action] {
+        device.update { $0.reboots += 1; $0.mode = mode }
+        return [okay(), .reboot]
     }
 
     // MARK: Partition files

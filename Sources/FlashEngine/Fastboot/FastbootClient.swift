@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// How long the host waits for the device. Every INFO or TEXT restarts the wait.
 public struct FastbootTimeouts: Sendable {
     /// getvar, download handshake, reboot; and the longest the device may take no download data.
@@ -22,6 +26,8 @@ public final class FastbootClient {
     public let timeouts: FastbootTimeouts
     private let onDeviceMessage: (String) -> Void
     private var pendingText = ""
+    /// While set, INFO lines are collected here instead of passed on (`getvar:all`).
+    private var collectedInfo: [String]?
 
     /// `onDeviceMessage` receives INFO lines and TEXT output, for showing to the user.
     public init(transport: FastbootTransport, timeouts: FastbootTimeouts = FastbootTimeouts(), onDeviceMessage: @escaping (String) -> Void = { _ in }) {
@@ -74,6 +80,65 @@ public final class FastbootClient {
         _ = try command("reboot-bootloader", timeoutMs: timeouts.commandMs)
     }
 
+    /// Where `reboot` may take a device, as AOSP fastboot names them.
+    public enum RebootTarget: String, CaseIterable, Sendable {
+        case system, bootloader, fastboot, recovery
+
+        var command: String {
+            switch self {
+            case .system: return "reboot"
+            case .bootloader: return "reboot-bootloader"
+            case .fastboot: return "reboot-fastboot"
+            case .recovery: return "reboot-recovery"
+            }
+        }
+    }
+
+    public func reboot(into target: RebootTarget) throws {
+        _ = try command(target.command, timeoutMs: timeouts.commandMs)
+    }
+
+    /// `getvar:all`: each variable the device lists, in its order. A line `partition-size:boot:0x1000`
+    /// is the variable `partition-size:boot`: the value is after the last colon.
+    public func allVariables() throws -> [(name: String, value: String)] {
+        try collectingInfo { try getvar("all") }.lines.map { line in
+            guard let colon = line.lastIndex(of: ":") else { return (line, "") }
+            return (String(line[..<colon]), String(line[line.index(after: colon)...]).trimmingWhitespace)
+        }
+    }
+
+    public func setActive(slot: String) throws {
+        _ = try command("set_active:\(slot)", timeoutMs: timeouts.commandMs)
+    }
+
+    /// `oem TEXT` or `flashing TEXT`: the device's INFO lines, then its OKAY payload if any.
+    public func vendorCommand(_ text: String) throws -> [String] {
+        let (payload, lines) = try collectingInfo { try command(text, timeoutMs: timeouts.writeMs) }
+        return payload.isEmpty ? lines : lines + [payload]
+    }
+
+    /// Sends the image at `path` and boots it from RAM (`boot`); nothing is written to storage.
+    public func boot(imageAt path: String) throws {
+        var info = stat()
+        guard stat(path, &info) == 0 else {
+            throw FlashError(.image, "cannot read \(path): \(String(cString: strerror(errno)))")
+        }
+        guard (info.st_mode & S_IFMT) == S_IFREG, info.st_size > 0, access(path, R_OK) == 0 else {
+            throw FlashError(.image, "\(path) is not a readable, non-empty file")
+        }
+        let reader = SegmentReader(path: path, segments: [.file(offset: 0, length: Int64(info.st_size))])
+        defer { reader.close() }
+        try download(reader, size: Int64(info.st_size)) { _ in }
+        _ = try command("boot", timeoutMs: timeouts.commandMs)
+    }
+
+    private func collectingInfo<T>(_ body: () throws -> T) throws -> (T, lines: [String]) {
+        collectedInfo = []
+        defer { collectedInfo = nil }
+        let result = try body()
+        return (result, collectedInfo ?? [])
+    }
+
     /// Sends a command and returns the payload of its OKAY.
     @discardableResult
     public func command(_ text: String, timeoutMs: Int) throws -> String {
@@ -113,7 +178,7 @@ public final class FastbootClient {
             switch response {
             case .info(let line):
                 flushText()
-                onDeviceMessage(line)
+                if collectedInfo != nil { collectedInfo?.append(line) } else { onDeviceMessage(line) }
             case .text(let chunk):
                 pendingText += chunk
                 while let newline = pendingText.firstIndex(of: "\n") {
