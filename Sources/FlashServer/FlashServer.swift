@@ -126,7 +126,7 @@ public final class FlashServer: Sendable {
             server: HummingbirdCore.HTTPServerBuilder { [configuration] responder in
                 // Counted before anything else; the head deadline sees what TLS has decrypted.
                 let http = RequestHeadDeadline(
-                    inner: HTTP1WebSocketUpgradeChannel(
+                    inner: KeepAliveUpgradeChannel(
                         responder: responder, webSocketResponder: webSocketResponder,
                         configuration: .init(
                             http1: .init(idleTimeout: .nanoseconds(Int64(configuration.idleTimeout * 1e9))),

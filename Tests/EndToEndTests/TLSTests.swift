@@ -53,6 +53,61 @@ final class TLSTests: XCTestCase {
         XCTAssertTrue(refused.stderr.contains("is its certificate trusted (--ca FILE)"), refused.stderr)
     }
 
+    /// Over one TLS connection: a plain request, then the WebSocket upgrade and a ping.
+    func testAnUpgradeOnAReusedTLSConnection() throws {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("flashctl-tls-\(UUID().uuidString)").path
+        let (cert, key) = try certificate(in: base + "/pki")
+        let server = try ServeProcess(base: base, arguments: ["--emulate", "1", "--tls-cert", cert, "--tls-key", key])
+        servers.append(server)
+        let port = try XCTUnwrap(server.url.split(separator: ":").last.flatMap { Int($0) })
+        let client = """
+        import json, socket, ssl, sys
+        port, cafile = int(sys.argv[1]), sys.argv[2]
+        s = ssl.create_default_context(cafile=cafile).wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="127.0.0.1")
+        data = b""
+        def take(n):
+            global data
+            while len(data) < n:
+                chunk = s.recv(65536)
+                if not chunk: raise SystemExit("closed")
+                data += chunk
+            part, data = data[:n], data[n:]
+            return part
+        def response():
+            global data
+            while b"\\r\\n\\r\\n" not in data:
+                data += s.recv(65536)
+            head, data = data.split(b"\\r\\n\\r\\n", 1)
+            lines = head.decode().split("\\r\\n")
+            length = [int(l.split(":")[1]) for l in lines if l.lower().startswith("content-length:")]
+            body = take(length[0]) if length else b""
+            print(lines[0] + (" with devices" if b'"devices"' in body else ""))
+        s.sendall(b"GET /api/devices HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\n\\r\\n")
+        response()
+        s.sendall(b"GET /flash-progress HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n"
+                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\nSec-WebSocket-Version: 13\\r\\n\\r\\n")
+        response()
+        ping = b'{"type":"ping","timestamp":5}'
+        mask = b"\\x01\\x02\\x03\\x04"
+        s.sendall(bytes([0x81, 0x80 | len(ping)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(ping)))
+        while True:
+            header = take(2)
+            length = header[1] & 0x7F
+            if length == 126: length = int.from_bytes(take(2), "big")
+            message = json.loads(take(length))
+            if message["type"] == "pong":
+                print("pong")
+                break
+        """
+        let run = try ProcessRunner.run("/usr/bin/python3", ["-c", client, String(port), cert], timeout: 30)
+        XCTAssertEqual(run.status, 0, run.stderr)
+        let lines = run.stdout.split(separator: "\n").map(String.init)
+        XCTAssertEqual(lines.count, 3, run.stdout)
+        XCTAssertEqual(lines.first, "HTTP/1.1 200 OK with devices", run.stdout)
+        XCTAssertEqual(lines.dropFirst().first, "HTTP/1.1 101 Switching Protocols", run.stdout)
+        XCTAssertEqual(lines.last, "pong", run.stdout)
+    }
+
     func testAnOpenAddressWithoutTLSIsWarnedAbout() throws {
         let base = FileManager.default.temporaryDirectory.appendingPathComponent("flashctl-tls-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: base) }

@@ -20,15 +20,17 @@ final class ServerHarness: @unchecked Sendable {
 
     static func start(
         devices: Int = 2, speed: Int64? = nil, token: String? = nil, allowedOrigins: [String] = [],
-        host: String = "127.0.0.1", base: String? = nil, queueLimit: Int = 1024, maxParallel: Int = 16
+        host: String = "127.0.0.1", base: String? = nil, queueLimit: Int = 1024, maxParallel: Int = 16,
+        idleTimeout: Double = 30
     ) async throws -> ServerHarness {
         let base = base ?? NSTemporaryDirectory() + "flashctl-server-\(UUID().uuidString)"
-        let configuration = ServerConfiguration(
+        var configuration = ServerConfiguration(
             host: host, port: 0, token: token, allowedOrigins: allowedOrigins,
             imageDirectory: base + "/images", historyPath: base + "/history.sqlite",
             scheduler: .init(maxParallelJobs: maxParallel), emulatedDevices: devices, emulatedSpeed: speed,
             clientQueueLimit: queueLimit, shutdownGrace: 5
         )
+        configuration.idleTimeout = idleTimeout
         let server = try FlashServer(configuration: configuration, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
         let (addresses, continuation) = AsyncStream<String>.makeStream()
         let task = Task { try await server.run { continuation.yield($0) } }
