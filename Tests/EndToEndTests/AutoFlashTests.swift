@@ -44,7 +44,7 @@ final class AutoFlashTests: XCTestCase {
         XCTAssertEqual(progress.last?["totalBytes"] as? Int, boot.count + system.count)
         XCTAssertEqual(seen.first?["image"] as? String, "boot.img, system.img")
         XCTAssertEqual(seen.first?["partition"] as? String, "boot, system")
-        let stages = Set(progress.compactMap { ($0["stage"] as? String)?.replacingOccurrences(of: " (estimating time left)", with: "") })
+        let stages = Set(progress.compactMap(\.stageName))
         let steps: Set = ["Connecting", "Erasing userdata", "Sending boot", "Writing boot", "Sending system", "Writing system", "Rebooting"]
         XCTAssertTrue(stages.isSubset(of: steps), "each stage names a step of the profile: \(stages)")
 

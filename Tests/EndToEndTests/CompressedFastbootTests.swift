@@ -40,7 +40,7 @@ final class CompressedFastbootTests: XCTestCase {
             let result = try flash(small, ["--partition", "system", work + "/" + name])
             XCTAssertEqual(result.status, 0, "\(name): \(result.stderr)\(result.stdout)")
             XCTAssertEqual(small.partition("system"), data, "\(name) did not land byte for byte")
-            let stages = result.events.compactMap { $0["stage"] as? String }
+            let stages = result.events.compactMap(\.stageName)
             XCTAssertTrue(stages.contains { $0.hasPrefix("Writing system ") && $0.contains("/") }, "\(name) was not sent in pieces: \(Set(stages))")
             try FileManager.default.removeItem(atPath: small.directory + "/system.img")
         }

@@ -49,7 +49,7 @@ final class DiskFlashTests: XCTestCase {
                 XCTAssertEqual(result.events.last?["sha256"] as? String, imageSHA256, "\(name): the SHA-256 of what was written")
             }
             XCTAssertEqual(try device.contents().prefix(data.count), data, "\(name): the device does not hold the image")
-            let stages = result.events(ofType: "flash_progress").compactMap { $0["stage"] as? String }
+            let stages = result.events(ofType: "flash_progress").compactMap(\.stageName)
             XCTAssertTrue(stages.contains("Writing") && stages.contains("Verifying"), "\(name): stages \(Set(stages))")
             let progress = result.events(ofType: "flash_progress").compactMap { $0["progress"] as? Double }
             XCTAssertEqual(progress, progress.sorted(), "\(name): progress went backwards")
@@ -75,7 +75,7 @@ final class DiskFlashTests: XCTestCase {
         XCTAssertEqual(written[(2 * block)..<(3 * block)], data[(2 * block)..<(3 * block)])
         let mapped = data.count - stride(from: block, to: data.count, by: 3 * block).reduce(0) { $0 + min(block, data.count - $1) }
         XCTAssertEqual(result.events(ofType: "flash_started").first?["totalBytes"] as? Int, mapped, "the mapped bytes, once")
-        let lastWrite = result.events(ofType: "flash_progress").last { $0["stage"] as? String == "Writing" }
+        let lastWrite = result.events(ofType: "flash_progress").last { $0.stageName == "Writing" }
         XCTAssertLessThanOrEqual(lastWrite?["progress"] as? Double ?? 100, 50, "writing is the first half of the job")
     }
 

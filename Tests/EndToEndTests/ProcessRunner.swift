@@ -1,6 +1,13 @@
 import Foundation
 import XCTest
 
+extension Dictionary where Key == String, Value == Any {
+    /// A progress message's stage without the note that the ETA is still being estimated.
+    var stageName: String? {
+        (self["stage"] as? String).map { $0.hasSuffix(" (estimating time left)") ? String($0.dropLast(" (estimating time left)".count)) : $0 }
+    }
+}
+
 /// What a finished command printed and how it ended.
 struct CommandResult {
     var status: Int32

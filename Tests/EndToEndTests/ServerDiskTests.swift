@@ -75,7 +75,7 @@ final class ServerDiskTests: XCTestCase {
         let messages = dashboard.messages(device: device.path)
         XCTAssertEqual(messages.first?["type"] as? String, "flash_started")
         XCTAssertTrue(messages.allSatisfy { $0["jobId"] as? String == jobId && $0["target"] as? String == "disk" })
-        let stages = messages.compactMap { $0["type"] as? String == "flash_progress" ? $0["stage"] as? String : nil }
+        let stages = messages.compactMap { $0["type"] as? String == "flash_progress" ? $0.stageName : nil }
         // Progress comes four times a second, so a quick stage may not show; the order always does.
         XCTAssertTrue(Set(stages).isSubset(of: ["Opening", "Writing", "Flushing", "Verifying"]), "\(stages)")
         XCTAssertEqual(stages.last, "Verifying")

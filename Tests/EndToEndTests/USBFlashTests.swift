@@ -74,7 +74,7 @@ final class USBFlashTests: XCTestCase {
         XCTAssertEqual(result.status, 0, result.stderr)
         XCTAssertEqual(emulator.partition("system"), raw)
         // Stages read "Sending system 2/5": the piece count is what the split produced.
-        let stages = result.events(ofType: "flash_progress").compactMap { $0["stage"] as? String }
+        let stages = result.events(ofType: "flash_progress").compactMap(\.stageName)
         let pieces = stages.compactMap { $0.split(separator: "/").last.flatMap { Int($0) } }
         XCTAssertGreaterThanOrEqual(pieces.max() ?? 0, 3, "2.5 MB of data in downloads of 1 MiB: \(stages)")
         XCTAssertTrue(stages.allSatisfy { $0.hasPrefix("Sending system") || $0.hasPrefix("Writing system") }, "\(stages)")
