@@ -9,7 +9,7 @@ struct Flashctl: AsyncParsableCommand {
             DevicesCommand.self, FlashCommand.self, EmulateCommand.self, ServeCommand.self,
             JobsCommand.self, PauseCommand.self, ResumeCommand.self, CancelCommand.self, HistoryCommand.self,
             GetvarCommand.self, EraseCommand.self, RebootCommand.self, SetActiveCommand.self, OemCommand.self,
-            FlashingCommand.self, BootCommand.self,
+            FlashingCommand.self, BootCommand.self, UpdateCommand.self,
         ]
     )
 }

@@ -45,7 +45,7 @@ final class AutoFlashTests: XCTestCase {
         XCTAssertEqual(seen.first?["image"] as? String, "boot.img, system.img")
         XCTAssertEqual(seen.first?["partition"] as? String, "boot, system")
         let stages = Set(progress.compactMap(\.stageName))
-        let steps: Set = ["Connecting", "Erasing userdata", "Sending boot", "Writing boot", "Sending system", "Writing system", "Rebooting"]
+        let steps: Set = ["Connecting", "Erasing userdata", "Sending boot (1/2)", "Writing boot (1/2)", "Sending system (2/2)", "Writing system (2/2)", "Rebooting"]
         XCTAssertTrue(stages.isSubset(of: steps), "each stage names a step of the profile: \(stages)")
 
         // What the device holds: the images, and the erased partition empty.

@@ -67,9 +67,9 @@ import Testing
             if stages.last != stage { stages.append(stage) }
         }
         #expect(stages == [
-            "Erasing userdata", "Sending boot", "Writing boot",
-            "Sending system 1/3", "Writing system 1/3", "Sending system 2/3", "Writing system 2/3",
-            "Sending system 3/3", "Writing system 3/3", "Rebooting",
+            "Erasing userdata", "Sending boot (1/2)", "Writing boot (1/2)",
+            "Sending system (2/2, piece 1/3)", "Writing system (2/2, piece 1/3)", "Sending system (2/2, piece 2/3)", "Writing system (2/2, piece 2/3)",
+            "Sending system (2/2, piece 3/3)", "Writing system (2/2, piece 3/3)", "Rebooting",
         ])
         #expect(snapshots.map(\.progress) == snapshots.map(\.progress).sorted(), "progress never goes back between images")
         #expect(snapshots.last?.progress == 100)

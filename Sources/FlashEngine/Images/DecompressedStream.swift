@@ -150,7 +150,7 @@ public final class DecompressedStream: ByteStream {
     }
 
     /// The regular files in a zip, with their sizes when recorded.
-    private static func zipFiles(_ path: String) throws -> [(name: String, size: Int64?)] {
+    static func zipFiles(_ path: String) throws -> [(name: String, size: Int64?)] {
         guard let archive = archive_read_new() else { throw FlashError(.io, "libarchive could not start") }
         defer { archive_read_free(archive) }
         archive_read_support_format_zip(archive)

@@ -23,7 +23,7 @@ public final class FastbootFlashJob: FlashJob, @unchecked Sendable {
     public static func prepare(_ request: FastbootFlashRequest, jobId: String = JobID.make(), finder: FastbootDeviceFinder = FastbootDeviceFinder(), clock: FlashClock = SystemClock()) throws -> FastbootFlashJob {
         let partition = try request.resolvedPartition()
         let image = try FastbootImage.open(path: request.imagePath, bmapPath: request.bmapPath, noBmap: request.noBmap, entry: request.entry)
-        let extraImages = try request.resolvedImages().dropFirst().map { (partition: $0.partition, image: try FastbootImage.open(path: $0.imagePath, noBmap: request.noBmap)) }
+        let extraImages = try request.resolvedImages().dropFirst().map { (partition: $0.partition, image: try FastbootImage.open(path: $0.imagePath, noBmap: request.noBmap, entry: $0.entry)) }
         let erase = try request.resolvedErasePartitions()
         let device = try finder.find(request.device)
         return FastbootFlashJob(jobId: jobId, request: request, partition: partition, image: image, extraImages: extraImages, erase: erase, device: device, finder: finder, clock: clock)
@@ -52,7 +52,7 @@ public final class FastbootFlashJob: FlashJob, @unchecked Sendable {
                 image: request.imagePath, partition: partition
             )
         }
-        let names = ([image] + extraImages.map(\.image)).map { $0.path.split(separator: "/").last.map(String.init) ?? $0.path }
+        let names = ([image] + extraImages.map(\.image)).map { $0.entry ?? $0.path.split(separator: "/").last.map(String.init) ?? $0.path }
         return JobInfo(
             jobId: jobId, deviceId: found.deviceId, deviceName: found.product,
             image: names.joined(separator: ", "), partition: ([partition] + extraImages.map(\.partition)).joined(separator: ", ")
@@ -96,23 +96,47 @@ public final class FastbootFlashJob: FlashJob, @unchecked Sendable {
             cancelHandler = control.onCancel { connected.interrupt() }
             let client = FastbootClient(transport: connected, timeouts: request.timeouts) { progress.deviceMessage($0) }
             try control.checkCancelled()
+            if let requirements = request.requirements {
+                progress.setStage("Checking the device against android-info.txt")
+                try requirements.check(deviceName: device.info.deviceId) { try Self.variable($0, client) }
+            }
             let maxDownload = try Self.maxDownloadSize(client)
+            if let slot = request.activateSlot {
+                progress.setStage("Activating slot \(slot)")
+                try client.setActive(slot: slot)
+            }
+            // Each partition in its slot(s), as AOSP fastboot names them: "boot" is "boot_a".
+            let slot = request.slot ?? .current
+            var steps: [(partition: String, image: FastbootImage, layout: SparsePlanner.BlockLayout)] = []
+            for (target, layout) in zip(targets, layouts) {
+                for name in try slot.partitions(for: target.partition, client: client) {
+                    steps.append((name, target.image, layout))
+                }
+            }
             // Every image is planned before anything is erased or sent: a bad one stops the job first.
-            let plans = try zip(targets, layouts).map { target, layout in
-                try SparsePlanner.downloads(for: layout, maxDownloadBytes: maxDownload, path: target.image.path)
+            let plans = try steps.map { step in
+                try SparsePlanner.downloads(for: step.layout, maxDownloadBytes: maxDownload, path: step.image.path)
             }
             progress.setTotalBytes(plans.reduce(Int64(0)) { $0 + $1.totalLength })
 
-            for name in erase {
+            for name in try erase.flatMap({ try slot.partitions(for: $0, client: client) }) {
                 try control.waitWhilePaused()
                 progress.setStage("Erasing \(name)")
                 try client.erase(partition: name)
                 try control.checkCancelled()
             }
-            for (target, downloads) in zip(targets, plans) {
+            for (index, (step, downloads)) in zip(steps, plans).enumerated() {
                 try send(
-                    target.image, to: target.partition, downloads: downloads, client: client, transport: connected,
+                    step.image, to: step.partition, step: steps.count > 1 ? "\(index + 1)/\(steps.count)" : nil,
+                    downloads: downloads, client: client, transport: connected,
                     progress: progress, limits: limits, digest: digest, sent: &sent, downloading: &downloading)
+            }
+            if request.wipe {
+                for name in ["userdata", "cache", "metadata"] where try Self.variable("partition-type:\(name)", client) != nil {
+                    try control.waitWhilePaused()
+                    progress.setStage("Wiping \(name)")
+                    try client.erase(partition: name)
+                }
             }
             if request.reboot {
                 progress.setStage("Rebooting")
@@ -136,15 +160,17 @@ public final class FastbootFlashJob: FlashJob, @unchecked Sendable {
     /// Sends one image's downloads and flashes each to `partition`; `sent` counts on from the
     /// images before it, so progress runs over the whole job.
     private func send(
-        _ image: FastbootImage, to partition: String, downloads: DownloadPlan, client: FastbootClient, transport connected: FastbootTransport,
+        _ image: FastbootImage, to partition: String, step: String?, downloads: DownloadPlan, client: FastbootClient, transport connected: FastbootTransport,
         progress: ProgressAggregator, limits: [TokenBucket], digest: SentBytesDigest, sent: inout Int64, downloading: inout ControlledStream?
     ) throws {
         let source = image.openSource()
         defer { source.close() }
         for (index, segments) in downloads.enumerated() {
-            let piece = downloads.count > 1 ? " \(index + 1)/\(downloads.count)" : ""
+            // "system 2/3" (a piece of three) in a job of one image; "system (4/7, piece 2/3)" in one of several.
+            let piece = downloads.count > 1 ? "\(index + 1)/\(downloads.count)" : nil
+            let place = step.map { " (\($0)\(piece.map { ", piece \($0)" } ?? ""))" } ?? piece.map { " \($0)" } ?? ""
             try control.waitWhilePaused()
-            progress.setStage("Sending \(partition)\(piece)")
+            progress.setStage("Sending \(partition)\(place)")
             let reader = source.reader(for: segments)
             defer { reader.close() }
             let size = segments.totalLength
@@ -159,8 +185,17 @@ public final class FastbootFlashJob: FlashJob, @unchecked Sendable {
             try control.checkCancelled()
             sent += size
             try control.waitWhilePaused()
-            progress.setStage("Writing \(partition)\(piece)")
+            progress.setStage("Writing \(partition)\(place)")
             try client.flash(partition: partition)
+        }
+    }
+
+    /// A variable of the device; nil when it does not know it (FAIL).
+    static func variable(_ name: String, _ client: FastbootClient) throws -> String? {
+        do {
+            return try client.getvar(name).trimmingWhitespace
+        } catch let error as FlashError where error.kind == .deviceFailed {
+            return nil
         }
     }
 

@@ -6,10 +6,13 @@ public struct FastbootFlashRequest: Sendable {
         public var imagePath: String
         /// nil takes it from the image's file name, as for the first image.
         public var partition: String?
+        /// The file inside a zip at `imagePath`.
+        public var entry: String?
 
-        public init(imagePath: String, partition: String? = nil) {
+        public init(imagePath: String, partition: String? = nil, entry: String? = nil) {
             self.imagePath = imagePath
             self.partition = partition
+            self.entry = entry
         }
     }
 
@@ -31,9 +34,23 @@ public struct FastbootFlashRequest: Sendable {
     public var noBmap: Bool
     /// The file to flash from inside a zip holding several (the first image).
     public var entry: String?
+    /// The A/B slot of each partition with slots (nil: the device's current slot), as AOSP
+    /// fastboot's `--slot`; partitions without slots are written as named.
+    public var slot: SlotChoice?
+    /// Made the active slot after the checks, before anything is written (`update --slot`).
+    public var activateSlot: String?
+    /// What the device must be (a factory image's android-info.txt), checked before anything is written.
+    public var requirements: AndroidInfo?
+    /// Erase userdata, cache and metadata (those the device has) after flashing, as `fastboot -w`.
+    public var wipe: Bool
 
     public init(imagePath: String, partition: String? = nil, device: DeviceSelector? = nil, reboot: Bool = false, timeouts: FastbootTimeouts = FastbootTimeouts(),
-                erase: [String] = [], extraImages: [ExtraImage] = [], bmapPath: String? = nil, noBmap: Bool = false, entry: String? = nil) {
+                erase: [String] = [], extraImages: [ExtraImage] = [], bmapPath: String? = nil, noBmap: Bool = false, entry: String? = nil,
+                slot: SlotChoice? = nil, activateSlot: String? = nil, requirements: AndroidInfo? = nil, wipe: Bool = false) {
+        self.slot = slot
+        self.activateSlot = activateSlot
+        self.requirements = requirements
+        self.wipe = wipe
         self.bmapPath = bmapPath
         self.noBmap = noBmap
         self.entry = entry
@@ -46,11 +63,11 @@ public struct FastbootFlashRequest: Sendable {
         self.extraImages = extraImages
     }
 
-    /// Every (partition, image path) this request flashes, in order; the first is `imagePath`.
-    public func resolvedImages() throws -> [(partition: String, imagePath: String)] {
-        let first = (partition: try resolvedPartition(), imagePath: imagePath)
+    /// Every (partition, image path, zip entry) this request flashes, in order; the first is `imagePath`.
+    public func resolvedImages() throws -> [(partition: String, imagePath: String, entry: String?)] {
+        let first = (partition: try resolvedPartition(), imagePath: imagePath, entry: entry)
         return try [first] + extraImages.map { extra in
-            (partition: try FastbootFlashRequest(imagePath: extra.imagePath, partition: extra.partition).resolvedPartition(), imagePath: extra.imagePath)
+            (partition: try FastbootFlashRequest(imagePath: extra.imagePath, partition: extra.partition).resolvedPartition(), imagePath: extra.imagePath, entry: extra.entry)
         }
     }
 

@@ -1,0 +1,111 @@
+import Foundation
+import XCTest
+
+/// `flashctl update ZIP` against `fastboot update ZIP` on twin emulated devices with A/B slots.
+final class FactoryUpdateTests: XCTestCase {
+    private var emulators: [EmulatorProcess] = []
+    private var work = ""
+
+    override func setUpWithError() throws {
+        work = FileManager.default.temporaryDirectory.appendingPathComponent("flashctl-update-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+    }
+
+    override func tearDown() {
+        emulators.forEach { $0.stop() }
+        emulators = []
+        try? FileManager.default.removeItem(atPath: work)
+    }
+
+    private func emulator(_ serial: String) throws -> EmulatorProcess {
+        let device = try EmulatorProcess(serial: serial, extraArguments: ["--slots"])
+        emulators.append(device)
+        return device
+    }
+
+    /// A factory image zip: android-info.txt and the images, each of random bytes.
+    private func factoryZip(board: String = "flashctl-emulator", images: [String: Int]) throws -> String {
+        let folder = work + "/zip-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try "require board=\(board)\nrequire version-bootloader=emu-bootloader-1.0\n".write(toFile: folder + "/android-info.txt", atomically: true, encoding: .utf8)
+        for (index, (name, size)) in images.sorted(by: { $0.key < $1.key }).enumerated() {
+            try TestImages.random(size, seed: UInt64(index + 7)).write(to: URL(fileURLWithPath: folder + "/\(name).img"))
+        }
+        let zip = folder + "/image-emu.zip"
+        let made = try ProcessRunner.run("/usr/bin/zip", ["-q", "-j", zip, folder + "/android-info.txt"] + images.keys.map { folder + "/\($0).img" })
+        XCTAssertEqual(made.status, 0, made.stderr)
+        return zip
+    }
+
+    private func partitions(_ device: EmulatorProcess) throws -> [String: Data] {
+        var found: [String: Data] = [:]
+        for file in try FileManager.default.contentsOfDirectory(atPath: device.directory) where file.hasSuffix(".img") && !file.hasPrefix(".") {
+            found[String(file.dropLast(4))] = FileManager.default.contents(atPath: device.directory + "/" + file)
+        }
+        return found
+    }
+
+    private func currentSlot(_ device: EmulatorProcess) throws -> String {
+        try ProcessRunner.run(ProcessRunner.flashctl, ["getvar", "--device", device.tcpSelector, "current-slot"]).stdout
+    }
+
+    private let images = ["boot": 300_000, "dtbo": 40_000, "vbmeta": 8_192, "vendor_boot": 120_000, "system": 900_000, "vendor": 500_000]
+
+    func testUpdateLeavesTheDeviceAsFastbootUpdateDoesInOneJob() throws {
+        let zip = try factoryZip(images: images)
+        for slot in [nil, "b"] as [String?] {
+            let ours = try emulator("OURS"), theirs = try emulator("THEIRS")
+            let slotArguments = slot.map { ["--slot", $0] } ?? []
+            let aosp = try ProcessRunner.run("/usr/bin/fastboot", ["-s", theirs.tcpSelector] + slotArguments + ["update", zip])
+            XCTAssertEqual(aosp.status, 0, aosp.stderr)
+            let result = try ProcessRunner.run(ProcessRunner.flashctl, ["update", "--device", ours.tcpSelector] + slotArguments + ["--json", zip])
+            XCTAssertEqual(result.status, 0, result.stderr)
+
+            let written = try partitions(ours)
+            XCTAssertEqual(Set(written.keys), Set(images.keys.map { $0 + "_" + (slot ?? "a") }), "slot \(slot ?? "current")")
+            XCTAssertEqual(written, try partitions(theirs), "slot \(slot ?? "current"): the partitions differ from fastboot update's")
+            XCTAssertEqual(try currentSlot(ours), try currentSlot(theirs))
+            XCTAssertEqual(try currentSlot(ours), "current-slot: \(slot ?? "a")\n")
+
+            // One job: one start, one end, progress over every image's bytes, a stage per step.
+            XCTAssertEqual(result.events.compactMap { $0["type"] as? String }.filter { $0 != "flash_progress" }, ["flash_started", "flash_completed"])
+            let progress = result.events(ofType: "flash_progress")
+            let percents = progress.compactMap { $0["progress"] as? Double }
+            XCTAssertEqual(percents, percents.sorted())
+            XCTAssertEqual(progress.last?["totalBytes"] as? Int, images.values.reduce(0, +))
+            let stages = Set(progress.compactMap(\.stageName))
+            XCTAssertTrue(stages.isSubset(of: Set(["Connecting", "Checking the device against android-info.txt", "Rebooting"] + (slot.map { ["Activating slot \($0)"] } ?? [])
+                + ["boot", "dtbo", "vbmeta", "vendor_boot", "system", "vendor"].enumerated().flatMap { index, name in
+                    ["Sending", "Writing"].map { "\($0) \(name)_\(slot ?? "a") (\(index + 1)/6)" }
+                })), "\(stages)")
+            ours.stop(); theirs.stop()
+        }
+    }
+
+    func testADeviceOfAnotherBoardIsRefusedBeforeAnythingIsWritten() throws {
+        let zip = try factoryZip(board: "raven|bluejay", images: ["boot": 4096, "system": 8192])
+        let device = try emulator("OTHER")
+        let result = try ProcessRunner.run(ProcessRunner.flashctl, ["update", "--device", device.tcpSelector, zip])
+        XCTAssertEqual(result.status, 1)
+        XCTAssertTrue((result.stderr + result.stdout).contains("board is 'flashctl-emulator', this image is for board raven or bluejay"), result.stderr + result.stdout)
+        XCTAssertEqual(try partitions(device), [:], "nothing was written")
+    }
+
+    func testWipeSkipRebootAndZipsThatAreNotFactoryImages() throws {
+        let device = try emulator("WIPE")
+        FileManager.default.createFile(atPath: device.directory + "/userdata.img", contents: Data(repeating: 5, count: 65_536))
+        let zip = try factoryZip(images: ["boot": 4096])
+        let result = try ProcessRunner.run(ProcessRunner.flashctl, ["update", "--device", device.tcpSelector, "--wipe", "--skip-reboot", "--json", zip])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        XCTAssertEqual(device.partition("userdata"), Data(), "userdata was wiped")
+        let stages = result.events(ofType: "flash_progress").compactMap(\.stageName)
+        XCTAssertFalse(stages.contains("Rebooting"), "\(stages)")
+
+        let plain = work + "/plain.zip"
+        try "hello".write(toFile: work + "/readme.txt", atomically: true, encoding: .utf8)
+        XCTAssertEqual(try ProcessRunner.run("/usr/bin/zip", ["-q", "-j", plain, work + "/readme.txt"]).status, 0)
+        let refused = try ProcessRunner.run(ProcessRunner.flashctl, ["update", "--device", device.tcpSelector, plain])
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue(refused.stderr.contains("is not a factory image: it holds no android-info.txt"), refused.stderr)
+    }
+}
