@@ -98,8 +98,11 @@ let package = Package(
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
-            ]
+            ],
+            plugins: ["BuildInfo"]
         ),
+        // `flashctl --version`: the VERSION file and the git commit, read at each build.
+        .plugin(name: "BuildInfo", capability: .buildTool()),
         .testTarget(
             name: "FlashEngineTests",
             dependencies: ["FlashEngine"]

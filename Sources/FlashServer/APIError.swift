@@ -49,7 +49,7 @@ struct ErrorMessage: Codable {
     var error: String
 
     var json: String {
-        let data = (try? JSONEncoder().encode(self)) ?? Data(#"{"error":"internal error"}"#.utf8)
+        let data = (try? JSONOutput.encoder().encode(self)) ?? Data(#"{"error":"internal error"}"#.utf8)
         return String(decoding: data, as: UTF8.self)
     }
 }

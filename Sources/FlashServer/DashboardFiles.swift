@@ -6,9 +6,22 @@ import Logging
 /// `/` and `/assets/...`. They hold no data, so they load without the access token; the page
 /// then asks for the token once, for the API and the WebSocket.
 enum DashboardFiles {
-    /// Where the resources are: next to the executable (`flashctl_FlashServer.resources`) once built.
+    /// The first of `candidates()` that holds the page.
     static var directory: String? {
-        Bundle.module.url(forResource: "Dashboard", withExtension: nil)?.path
+        candidates().first { FileManager.default.fileExists(atPath: $0 + "/index.html") }
+    }
+
+    /// Beside the binary, as `swift build` puts the package's resources; then PREFIX/share/flashctl
+    /// for PREFIX/bin/flashctl, where the .deb (/usr) and scripts/install.sh (/usr/local) put them.
+    static func candidates(executable: String = executablePath()) -> [String] {
+        let bin = (executable as NSString).deletingLastPathComponent
+        let prefix = (bin as NSString).deletingLastPathComponent
+        return [bin + "/flashctl_FlashServer.resources/Dashboard", prefix + "/share/flashctl/dashboard"]
+    }
+
+    /// The running binary, symbolic links resolved.
+    static func executablePath() -> String {
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
     }
 
     /// Requests for the dashboard's own files.

@@ -93,7 +93,7 @@ public final class FlashServer: Sendable {
         let policy = AccessPolicy(token: configuration.token, host: configuration.host, allowedOrigins: configuration.allowedOrigins)
         router.add(middleware: AccessMiddleware(policy: policy, port: boundPort, isPublic: DashboardFiles.isDashboardFile))
         guard let dashboard = DashboardFiles.directory else {
-            throw FlashError(.io, "the dashboard's files (flashctl_FlashServer.resources) are missing beside the flashctl binary")
+            throw FlashError(.io, "the dashboard's files are missing: looked in \(DashboardFiles.candidates().joined(separator: " and "))")
         }
         router.add(middleware: DashboardFiles.middleware(directory: dashboard, logger: logger))
         let socket = progressSocket, port = boundPort
@@ -181,6 +181,10 @@ public final class FlashServer: Sendable {
         do {
             try autoFlash?.start()
             try await group.run()
+        } catch let error as IOError where error.errnoCode == EADDRINUSE {
+            try? await loops.shutdownGracefully()
+            let shown = host.contains(":") ? "[\(host)]" : host
+            throw FlashError(.io, "cannot listen on \(shown):\(configuration.port): the address is already in use (another flashctl serve?); choose another port with --port (-p), or --port 0 for any free one")
         } catch {
             try? await loops.shutdownGracefully()
             throw error

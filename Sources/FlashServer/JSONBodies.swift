@@ -244,6 +244,6 @@ struct CommandErrorMessage: Codable {
     var timestamp: Int64
 
     var json: String {
-        String(decoding: (try? JSONEncoder().encode(self)) ?? Data(), as: UTF8.self)
+        JSONOutput.string(self)
     }
 }

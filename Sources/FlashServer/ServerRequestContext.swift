@@ -1,3 +1,5 @@
+import FlashEngine
+import Foundation
 import Hummingbird
 import HummingbirdWebSocket
 import NIOCore
@@ -8,6 +10,9 @@ struct ServerRequestContext: RequestContext, WebSocketRequestContext {
     var coreContext: CoreRequestContextStorage
     let webSocket: WebSocketHandlerReference<Self>
     let channel: any Channel
+
+    /// Response bodies with slashes unescaped, like everything else flashctl writes.
+    var responseEncoder: JSONEncoder { JSONOutput.encoder() }
 
     init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)

@@ -22,7 +22,6 @@ enum DeviceListing {
         object["product"] = device.product
         object["state"] = device.problem ?? "fastboot"
         if case .usb(_, let portPath) = device.address { object["portPath"] = portPath }
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
-        return String(decoding: data, as: UTF8.self)
+        return JSONOutput.string(object, [.sortedKeys])
     }
 }

@@ -31,9 +31,28 @@ struct DiskFlash {
         let interrupt = InterruptHandler { jobs.forEach { $0.control.cancel() } }
         defer { interrupt.cancel() }
         let outcomes = batch.runAll { $0.makeProgress(emit: render) }
+        let image = batch.image
+        for (job, outcome) in zip(batch.jobs, outcomes) where outcome.state == .completed {
+            ProgressRenderer.writeAll(Self.summary(target: job.target.path, imagePath: image.path, imageSize: image.imageSize, outcome: outcome) + "\n", to: STDERR_FILENO)
+        }
+        if let signal = interrupt.signalReceived, outcomes.contains(where: { $0.state == .cancelled }) {
+            let lines = zip(batch.jobs, outcomes).filter { $0.1.state == .cancelled }.map {
+                CancelReport.disk($0.1, path: $0.0.target.path, imageBytes: image.totalBytes)
+            }
+            throw CancelReport.exit(lines: lines, signal: signal)
+        }
         if outcomes.contains(where: { $0.state != .completed }) {
             throw ExitCode.failure
         }
+    }
+
+    /// The line a person keeps: which disk, whether it was read back equal, what image and how big.
+    static func summary(target: String, imagePath: String, imageSize: Int64?, outcome: JobOutcome) -> String {
+        let size = (imageSize ?? outcome.bytesSent)
+        var facts = "image \(HumanFormat.bytes(size)), \(size) bytes"
+        if outcome.bytesSent != size { facts += "; \(HumanFormat.bytes(outcome.bytesSent)) written" }
+        let checked = outcome.verified == true ? "written and verified (read back equal)" : "written, not verified (--no-verify)"
+        return "\(target): \(checked): \(imagePath) (\(facts))"
     }
 
     /// Shows what will be overwritten and asks; --yes skips the question. Without a terminal to

@@ -25,7 +25,6 @@ enum DiskListing {
         object["vendor"] = disk.vendor
         object["serial"] = disk.serial
         object["backingFile"] = disk.backingFile
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
-        return String(decoding: data, as: UTF8.self)
+        return JSONOutput.string(object, [.sortedKeys])
     }
 }

@@ -12,13 +12,13 @@ struct EmulateCommand: ParsableCommand {
             """
     )
 
-    @Option(name: .long, help: "TCP port to listen on (0 picks a free one).")
+    @Option(name: [.customShort("p"), .customLong("tcp")], help: "TCP port to listen on (0 picks a free one).")
     var tcp: UInt16 = DeviceSelector.defaultTCPPort
 
     @Option(name: .long, help: "Address to listen on.")
     var host = "127.0.0.1"
 
-    @Option(name: .long, help: "Folder holding the partitions (created if missing).")
+    @Option(name: .long, help: "Folder holding the partitions (created if missing).", completion: .directory)
     var dir: String
 
     @Option(name: .long, help: "Serial number the device reports (default EMU and the port).")
@@ -36,10 +36,10 @@ struct EmulateCommand: ParsableCommand {
     @Option(name: .long, help: "What getvar version-baseband answers.")
     var versionBaseband = "emu-baseband-1.0"
 
-    @Option(name: .long, help: "Largest download the device accepts, e.g. 256M.")
+    @Option(name: .long, help: "Largest download the device accepts, e.g. 256M (M = MiB; K, M, G are binary units).")
     var maxDownloadSize: ByteCount = ByteCount(256 << 20)
 
-    @Option(name: .long, help: "Download speed cap in bytes per second, e.g. 40M.")
+    @Option(name: .long, help: "Download speed cap in bytes per second, e.g. 40M (= 40 MiB/s).")
     var speedLimit: ByteCount = ByteCount(0)
 
     @Option(name: .long, help: "Answer FAIL to commands starting with CMD, e.g. flash:boot=locked. Repeatable.")
@@ -98,7 +98,8 @@ struct EmulateCommand: ParsableCommand {
     }
 }
 
-/// A byte count given as 4096, 0x1000, 4K, 512M or 1G.
+/// A byte count given as 4096, 0x1000, 4K, 512M, 1G, or 512MiB: K, M and G are binary units (KiB,
+/// MiB, GiB), as flashctl prints sizes and speeds. 512MB is refused: it could mean either.
 struct ByteCount: ExpressibleByArgument, CustomStringConvertible {
     let value: Int64
 
@@ -123,12 +124,14 @@ struct ByteCount: ExpressibleByArgument, CustomStringConvertible {
             value = number
             return
         }
+        let units: [Character: Double] = ["K": 1024, "M": 1024 * 1024, "G": 1024 * 1024 * 1024]
         if text.hasSuffix("IB") {
             text.removeLast(2)
+            guard let last = text.last, units[last] != nil else { return nil }
         } else if text.hasSuffix("B") {
             text.removeLast()
+            guard text.last?.isNumber == true else { return nil }
         }
-        let units: [Character: Double] = ["K": 1024, "M": 1024 * 1024, "G": 1024 * 1024 * 1024]
         if let last = text.last, let unit = units[last] {
             guard let number = Double(text.dropLast()), number.isFinite, number >= 0, number * unit < 0x1p62 else { return nil }
             value = Int64(number * unit)

@@ -8,13 +8,15 @@ struct FlashCommand: AsyncParsableCommand {
         abstract: "Flash an image to a fastboot device's partition, or to USB drives and SD cards.",
         discussion: """
             Devices: SERIAL, serial:S, usb:PORTPATH (e.g. usb:1-1.2), VID:PID (e.g. 18d1:4ee0) or \
-            tcp:HOST[:PORT] (port 5554 by default). Without --device the only connected device is used.
+            tcp:HOST[:PORT] (port 5554 by default); running 'flashctl emulate' devices are found by \
+            serial too. Without --device the only connected device is used.
             Images may be raw, Android sparse, gzip, xz, zstd, bzip2 or a zip holding one image (found \
             by content); they are decompressed on the fly. Images larger than the device's \
             max-download-size are sent as several sparse pieces; a bmaptool block map (--bmap, or \
             IMAGE.bmap beside it) sends only the mapped blocks.
-            With --server the job runs in a running 'flashctl serve' (the image is then a file in the \
-            server's image directory) and its progress is shown here; Ctrl-C cancels it.
+            With --server, or $FLASHCTL_SERVER when set, the job runs in a running 'flashctl serve' \
+            (the image is then a file in the server's image directory) and its progress is shown here; \
+            Ctrl-C cancels it. Disks are always written here.
             Disks: --device /dev/sdX (repeat it to write several at once from one read of the image). \
             Mounted, system, non-removable and too-small disks are refused unless --force; \
             flashctl names the target and asks before writing unless --yes; everything written is \
@@ -22,7 +24,7 @@ struct FlashCommand: AsyncParsableCommand {
             """
     )
 
-    @Option(name: .long, help: "The device to flash (see 'flashctl devices'); for disks, repeatable.")
+    @Option(name: [.customShort("d"), .long], help: "The device to flash (see 'flashctl devices'); for disks, repeatable.")
     var device: [String] = []
 
     @Option(name: .long, help: "Partition to write (default: the image's file name without extension).")
@@ -40,10 +42,10 @@ struct FlashCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Seconds to wait for the device to write a partition.")
     var writeTimeout: Int = 120
 
-    @Option(name: .long, help: "Bandwidth cap for this job in bytes per second (e.g. 20M); only with --server.")
+    @Option(name: .long, help: "Bandwidth cap for this job in bytes per second (e.g. 20M = 20 MiB/s); only with --server.")
     var limit: ByteCount?
 
-    @Option(name: .long, help: "Run the job in the flashctl server at this URL (e.g. http://127.0.0.1:3001).")
+    @Option(name: .long, help: "Run the job in the flashctl server at this URL (e.g. http://127.0.0.1:3001; default: $FLASHCTL_SERVER when set, else flash here).")
     var server: String?
 
     @Option(name: .long, help: ArgumentHelp("With --server in a farm: the station whose device it is (needed when several have that id).", valueName: "name"))
@@ -52,10 +54,10 @@ struct FlashCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Access token for --server (default: $FLASHCTL_TOKEN).")
     var token: String?
 
-    @Option(name: .long, help: ArgumentHelp("CA certificate (PEM) to trust for an https server with a certificate of its own (default: $FLASHCTL_CA).", valueName: "file"))
+    @Option(name: .long, help: ArgumentHelp("CA certificate (PEM) to trust for an https server with a certificate of its own (default: $FLASHCTL_CA).", valueName: "file"), completion: .file())
     var ca: String?
 
-    @Option(name: .long, help: "The bmaptool block map to use (default: IMAGE.bmap beside the image, if any).")
+    @Option(name: .long, help: "The bmaptool block map to use (default: IMAGE.bmap beside the image, if any).", completion: .file(extensions: ["bmap"]))
     var bmap: String?
 
     @Flag(name: .long, help: "Ignore a block map found beside the image.")
@@ -64,16 +66,16 @@ struct FlashCommand: AsyncParsableCommand {
     @Option(name: .long, help: "The file to flash from inside a zip holding several.")
     var entry: String?
 
-    @Flag(name: .long, help: "Disks: write without asking.")
+    @Flag(name: [.customShort("y"), .long], help: "Disks: write without asking.")
     var yes = false
 
-    @Flag(name: .long, help: "Disks: write even to mounted, system, non-removable or too-small disks.")
+    @Flag(name: .long, help: "Disks: write even to non-removable or too-small disks and partitions (a mounted disk must be unmounted first).")
     var force = false
 
     @Flag(name: .long, help: "Disks: skip reading back what was written, and a block map's per-range checksums (as bmaptool --no-verify).")
     var noVerify = false
 
-    @Argument(help: "The image file (raw, Android sparse, or compressed: gz, xz, zst, bz2, zip).")
+    @Argument(help: "The image file (raw, Android sparse, or compressed: gz, xz, zst, bz2, zip).", completion: .file())
     var image: String
 
     func validate() throws {
@@ -87,10 +89,10 @@ struct FlashCommand: AsyncParsableCommand {
         if disks.isEmpty, yes || force || noVerify {
             throw ValidationError("--yes, --force and --no-verify apply to disks (--device /dev/sdX)")
         }
-        if server == nil, station != nil {
+        if serverURL == nil, station != nil {
             throw ValidationError("--station names a station of a farm: give --server too")
         }
-        if server != nil, bmap != nil || noBmap || entry != nil {
+        if serverURL != nil, !device.contains(where: isDiskPath), bmap != nil || noBmap || entry != nil {
             throw ValidationError("--bmap, --no-bmap and --entry apply to images flashed here; the server finds IMAGE.bmap beside its image itself")
         }
     }
@@ -101,7 +103,7 @@ struct FlashCommand: AsyncParsableCommand {
             try DiskFlash(command: self).run()
             return
         }
-        if server != nil {
+        if serverURL != nil {
             try await RemoteFlash(command: self).run()
             return
         }
@@ -114,13 +116,23 @@ struct FlashCommand: AsyncParsableCommand {
             timeouts: FastbootTimeouts(commandMs: commandTimeout * 1000, writeMs: writeTimeout * 1000),
             bmapPath: bmap, noBmap: noBmap, entry: entry
         )
-        let job = try FastbootFlashJob.prepare(request)
+        // Emulators are found as `flashctl devices` lists them, by serial as well as by address.
+        let finder = FastbootDeviceFinder(listNetwork: { EmulatorRegistry.liveDevices() })
+        let job = try FastbootFlashJob.prepare(request, finder: finder)
         let renderer = ProgressRenderer(json: ProgressRenderer.wantsJSON(flag: json))
         let interrupt = InterruptHandler { job.control.cancel() }
         defer { interrupt.cancel() }
-        let succeeded = job.run { event in renderer.render(event) }
-        if !succeeded {
+        let outcome = job.run(progress: job.makeProgress { event in renderer.render(event) })
+        if outcome.state == .cancelled, let signal = interrupt.signalReceived {
+            throw CancelReport.exit(lines: [CancelReport.fastboot(outcome, partition: job.partition, device: job.device.info.addressSelector)], signal: signal)
+        }
+        if outcome.state != .completed {
             throw ExitCode.failure
         }
+    }
+
+    /// `--server`, else `$FLASHCTL_SERVER` (as the job commands read it) for fastboot jobs.
+    var serverURL: String? {
+        server ?? ProcessInfo.processInfo.environment["FLASHCTL_SERVER"].flatMap { $0.isEmpty ? nil : $0 }
     }
 }

@@ -1,18 +1,17 @@
 import FlashEngine
 import Foundation
 
-/// Human formats for the terminal: sizes in binary units, speeds in decimal MB/s like `fastboot`,
-/// durations like `1m 50s`.
+/// Human formats for the terminal, in the units the dashboard shows: sizes and speeds in binary
+/// units (KiB, MiB, GiB: the units size options take), durations like `1m 50s`.
 enum HumanFormat {
     /// `512 B`, `12.5 KiB`, `1.8 GiB`, `3.6 TiB`.
     static func bytes(_ count: Int64) -> String {
         ByteCountText.binary(count)
     }
 
-    /// `512 B/s`, `12.3 kB/s`, `21.3 MB/s`, `1.2 GB/s`.
+    /// `512 B/s`, `12.3 KiB/s`, `21.3 MiB/s`, `1.2 GiB/s`.
     static func speed(_ bytesPerSecond: Int64) -> String {
-        let units = ["B", "kB", "MB", "GB", "TB", "PB", "EB"]
-        return ByteCountText.scaled(Double(max(0, bytesPerSecond)), base: 1000, units: units, suffix: "/s")
+        ByteCountText.binary(bytesPerSecond) + "/s"
     }
 
     /// `45s`, `1m 50s`, `2h 3m` (whole seconds, rounded up by the caller if it wants).

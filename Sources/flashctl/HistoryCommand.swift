@@ -10,8 +10,8 @@ struct HistoryCommand: AsyncParsableCommand {
         discussion: "Reads the history database the server writes (no server needed), or asks a server with --server."
     )
 
-    @Option(name: .long, help: "History database to read.")
-    var history = HistoryStore.defaultPath()
+    @Option(name: .long, help: "History database to read (default: $XDG_STATE_HOME/flashctl/history.sqlite, else ~/.local/state/flashctl/history.sqlite).", completion: .file())
+    var history: String?
 
     @Option(name: .long, help: "Ask this server instead of reading the database.")
     var server: String?
@@ -19,7 +19,7 @@ struct HistoryCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Access token for --server (default: $FLASHCTL_TOKEN).")
     var token: String?
 
-    @Option(name: .long, help: ArgumentHelp("CA certificate (PEM) to trust for an https server with a certificate of its own (default: $FLASHCTL_CA).", valueName: "file"))
+    @Option(name: .long, help: ArgumentHelp("CA certificate (PEM) to trust for an https server with a certificate of its own (default: $FLASHCTL_CA).", valueName: "file"), completion: .file())
     var ca: String?
 
     @Option(name: .long, help: "Only this device's jobs.")
@@ -40,15 +40,14 @@ struct HistoryCommand: AsyncParsableCommand {
             let data = try JSONSerialization.data(withJSONObject: (answer as? [String: Any])?["jobs"] ?? [])
             entries = try JSONDecoder().decode([HistoryEntry].self, from: data)
         } else {
+            let history = self.history ?? HistoryStore.defaultPath()
             guard FileManager.default.fileExists(atPath: history) else {
                 throw FlashError(.io, "no history at \(history) yet (the server creates it when it starts)")
             }
             entries = try HistoryStore(path: history).recent(limit: limit, deviceId: device)
         }
         if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            return print(String(decoding: try encoder.encode(entries), as: UTF8.self))
+            return print(String(decoding: try JSONOutput.encoder([.prettyPrinted, .sortedKeys]).encode(entries), as: UTF8.self))
         }
         guard !entries.isEmpty else { return print("no jobs recorded") }
         let rows = entries.map { entry -> [String] in

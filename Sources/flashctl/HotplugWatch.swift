@@ -35,7 +35,6 @@ struct HotplugWatch {
         object["serial"] = event.serial
         object["vidPid"] = event.vidPid
         object["profile"] = event.properties[profileProperty]
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
-        return String(decoding: data, as: UTF8.self)
+        return JSONOutput.string(object, [.sortedKeys])
     }
 }

@@ -1,19 +1,28 @@
 import Dispatch
 import Foundation
+import Synchronization
 
 /// Turns Ctrl-C and SIGTERM into a clean cancel of the running job instead of an abrupt exit.
 final class InterruptHandler {
     private let sources: [DispatchSourceSignal]
+    private let received = ReceivedSignal()
 
     init(_ onInterrupt: @escaping @Sendable () -> Void) {
+        let received = self.received
         sources = [SIGINT, SIGTERM].map { number in
             signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            source.setEventHandler(handler: onInterrupt)
+            source.setEventHandler {
+                received.record(number)
+                onInterrupt()
+            }
             source.resume()
             return source
         }
     }
+
+    /// The first signal that came (SIGINT or SIGTERM), if any.
+    var signalReceived: Int32? { received.value }
 
     func cancel() {
         for source in sources { source.cancel() }
@@ -54,4 +63,11 @@ private final class StopState: @unchecked Sendable {
         while !requested { condition.wait() }
         condition.unlock()
     }
+}
+
+private final class ReceivedSignal: Sendable {
+    private let first = Mutex<Int32?>(nil)
+
+    func record(_ number: Int32) { first.withLock { $0 = $0 ?? number } }
+    var value: Int32? { first.withLock { $0 } }
 }

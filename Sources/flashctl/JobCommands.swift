@@ -10,7 +10,7 @@ struct ServerOptions: ParsableArguments {
     @Option(name: .long, help: "Access token (default: $FLASHCTL_TOKEN).")
     var token: String?
 
-    @Option(name: .long, help: ArgumentHelp("CA certificate (PEM) to trust for an https server with a certificate of its own (default: $FLASHCTL_CA).", valueName: "file"))
+    @Option(name: .long, help: ArgumentHelp("CA certificate (PEM) to trust for an https server with a certificate of its own (default: $FLASHCTL_CA).", valueName: "file"), completion: .file())
     var ca: String?
 
     @Flag(name: .long, help: "Print the server's JSON answer.")
@@ -78,6 +78,5 @@ struct CancelCommand: AsyncParsableCommand {
 }
 
 func printJSON(_ value: Any) {
-    let data = (try? JSONSerialization.data(withJSONObject: value, options: [.prettyPrinted, .sortedKeys])) ?? Data()
-    print(String(decoding: data, as: UTF8.self))
+    print(JSONOutput.string(value, [.prettyPrinted, .sortedKeys]))
 }

@@ -11,7 +11,7 @@ import Darwin
 /// - JSON mode: every event's `protocolJSON()` on its own line of standard output, written with one
 ///   `write(2)` per line (nothing is buffered, so a pipe reader sees each line at once). Device
 ///   messages appear as `device_message` lines (our NDJSON extension).
-/// - Terminal mode: one line `[=====>    ]  45.5%  1.8 GiB / 4.0 GiB  21.3 MB/s  ETA 1m 50s  Writing
+/// - Terminal mode: one line `[=====>    ]  45.5%  1.8 GiB / 4.0 GiB  21.3 MiB/s  ETA 1m 50s  Writing
 ///   system` redrawn with `\r` + clear-to-end-of-line, fitted to the terminal's width; device text
 ///   on its own line above it as `(bootloader) text`; `Done: …` when the job completes; `error: …`
 ///   on standard error when it fails.
@@ -134,7 +134,7 @@ final class ProgressRenderer: Sendable {
 
     /// The bar line for a snapshot, at most `width - 1` characters (the last column is left free
     /// so the terminal never wraps):
-    /// `[=========>          ]  45.5%  1.8 GiB / 4.0 GiB  21.3 MB/s  ETA 1m 50s  Writing system`.
+    /// `[=========>          ]  45.5%  1.8 GiB / 4.0 GiB  21.3 MiB/s  ETA 1m 50s  Writing system`.
     /// When the width is short, the stage is shortened first, then the ETA, the speed and the byte
     /// counts are left out, then the bar shrinks (10 to 30 columns inside the brackets).
     static func barLine(_ snapshot: ProgressSnapshot, paused: Bool, width: Int) -> String {

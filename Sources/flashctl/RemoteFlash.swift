@@ -1,6 +1,7 @@
 import ArgumentParser
 import FlashEngine
 import Foundation
+import Synchronization
 
 /// `flashctl flash --server URL ...`: submits the job to a running server and shows its progress
 /// as if it ran here.
@@ -8,7 +9,7 @@ struct RemoteFlash {
     let command: FlashCommand
 
     func run() async throws {
-        let client = ServerClient(server: command.server, token: command.token, ca: command.ca)
+        let client = ServerClient(server: command.serverURL, token: command.token, ca: command.ca)
         var body: [String: Any] = ["deviceId": command.device.first ?? "", "image": command.image, "reboot": command.reboot]
         if let partition = command.partition { body["partition"] = partition }
         if let limit = command.limit { body["bandwidthLimit"] = limit.value }
@@ -31,10 +32,34 @@ struct RemoteFlash {
             sender.yield(#"{"type":"cancel","jobId":"\#(jobId)"}"#)
         }
         defer { interrupt.cancel() }
-        let terminal = try await client.follow(jobId: jobId, onEvent: { renderer.render($0) }, commands: commands)
+        let seen = RemoteStages()
+        let terminal = try await client.follow(jobId: jobId, onEvent: { event in
+            seen.note(event)
+            renderer.render(event)
+        }, commands: commands)
         renderer.finish()
+        if case .failed(let job, _, "cancelled"?, _)? = terminal, let signal = interrupt.signalReceived {
+            let outcome = JobOutcome(state: .cancelled, bytesSent: 0, targetTouched: seen.touched)
+            let device = "\(job.deviceId) (\(jobId) at \(client.baseURL))"
+            throw CancelReport.exit(lines: [CancelReport.fastboot(outcome, partition: job.partition ?? command.partition ?? "the partition", device: device)], signal: signal)
+        }
         guard case .completed = terminal else {
             throw ExitCode.failure
         }
     }
+}
+
+/// Whether a remote job's stages reached a write or an erase: a cancel after that may have left
+/// the partition incomplete.
+private final class RemoteStages: Sendable {
+    private let reached = Mutex(false)
+
+    func note(_ event: FlashEvent) {
+        guard case .progress(_, let snapshot, _) = event else { return }
+        if snapshot.stage.hasPrefix("Writing") || snapshot.stage.hasPrefix("Erasing") {
+            reached.withLock { $0 = true }
+        }
+    }
+
+    var touched: Bool { reached.withLock { $0 } }
 }

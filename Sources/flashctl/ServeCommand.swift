@@ -22,19 +22,19 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Address to listen on.")
     var host = "127.0.0.1"
 
-    @Option(name: .long, help: "Port to listen on (0: any free port, printed at start).")
+    @Option(name: [.customShort("p"), .long], help: "Port to listen on (0: any free port, printed at start).")
     var port = 3001
 
     @Option(name: .long, help: "Access token clients must send (at least 16 characters); other users see it in ps: prefer --token-file or $FLASHCTL_TOKEN.")
     var token: String?
 
-    @Option(name: .long, help: "File holding the access token.")
+    @Option(name: .long, help: "File holding the access token.", completion: .file())
     var tokenFile: String?
 
-    @Option(name: .long, help: ArgumentHelp("PEM certificate (chain) to serve https and wss with; give --tls-key too.", valueName: "file"))
+    @Option(name: .long, help: ArgumentHelp("PEM certificate (chain) to serve https and wss with; give --tls-key too.", valueName: "file"), completion: .file())
     var tlsCert: String?
 
-    @Option(name: .long, help: ArgumentHelp("PEM private key of --tls-cert.", valueName: "file"))
+    @Option(name: .long, help: ArgumentHelp("PEM private key of --tls-cert.", valueName: "file"), completion: .file())
     var tlsKey: String?
 
     @Option(name: .customLong("allow-origin"), help: "A web origin (e.g. http://bench.local:8080) whose pages may use the server; repeatable.")
@@ -52,25 +52,25 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Where the farm's users reach this station (default: the address it listens on).", valueName: "url"))
     var stationAddress: String?
 
-    @Option(name: .long, help: "Directory API requests take images from.")
-    var images = ServerConfiguration.defaultImageDirectory()
+    @Option(name: .long, help: "Directory API requests take images from (default: $XDG_DATA_HOME/flashctl/images, else ~/.local/share/flashctl/images).", completion: .directory)
+    var images: String?
 
-    @Option(name: .long, help: "Job history database (SQLite).")
-    var history = HistoryStore.defaultPath()
+    @Option(name: .long, help: "Job history database (SQLite; default: $XDG_STATE_HOME/flashctl/history.sqlite, else ~/.local/state/flashctl/history.sqlite).", completion: .file())
+    var history: String?
 
     @Option(name: .long, help: "Number of emulated fastboot devices to add.")
     var emulate = 0
 
-    @Option(name: .long, help: "Write speed of each emulated device in bytes per second (e.g. 40M; default: unlimited).")
+    @Option(name: .long, help: "Write speed of each emulated device in bytes per second (e.g. 40M = 40 MiB/s; default: unlimited).")
     var emulateSpeed: ByteCount?
 
     @Option(name: .long, help: "Jobs that may run at once (one per device).")
     var maxParallel = 16
 
-    @Option(name: .long, help: "Bandwidth cap for all jobs together, bytes per second (e.g. 100M).")
+    @Option(name: .long, help: "Bandwidth cap for all jobs together, bytes per second (e.g. 100M = 100 MiB/s).")
     var bandwidth: ByteCount?
 
-    @Option(name: .customLong("auto-flash"), help: ArgumentHelp("Auto-flash devices udev marks with FLASHCTL_PROFILE, with the profiles in this YAML file.", valueName: "profiles.yaml"))
+    @Option(name: .customLong("auto-flash"), help: ArgumentHelp("Auto-flash devices udev marks with FLASHCTL_PROFILE, with the profiles in this YAML file.", valueName: "profiles.yaml"), completion: .file(extensions: ["yaml", "yml"]))
     var autoFlash: String?
 
     @Option(name: .long, help: "The most progress messages per job in any second, its last one included.")
@@ -85,8 +85,8 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("io-nice"), parsing: .unconditional, help: ArgumentHelp("Niceness for the threads that serve dashboards and the API: below 0 (e.g. -10; root or CAP_SYS_NICE) progress goes out sooner while flashing keeps every core busy; above 0 (e.g. 10; no privilege needed) flashing gets the CPU first, so many dashboards slow it less, and messages arrive later. Default 0: left as they are.", valueName: "n"))
     var ioNice: Int32 = 0
 
-    @Option(name: .customLong("io-threads"), help: ArgumentHelp("Threads that serve dashboards and the API. Default: half the cores, at least 1, so that a burst of messages to many dashboards never holds every core while jobs need to wake; one per core gets messages out sooner when flashing alone keeps every core busy.", valueName: "n"))
-    var ioThreads = ServerConfiguration.defaultIOThreads()
+    @Option(name: .customLong("io-threads"), help: ArgumentHelp("Threads that serve dashboards and the API. Default: half the number of cores, at least 1, so that a burst of messages to many dashboards never holds every core while jobs need to wake; one per core gets messages out sooner when flashing alone keeps every core busy.", valueName: "n"))
+    var ioThreads: Int?
 
     func validate() throws {
         guard progressRate > 0, progressRate <= 100 else {
@@ -95,7 +95,7 @@ struct ServeCommand: AsyncParsableCommand {
         guard (-20...19).contains(ioNice) else {
             throw ValidationError("--io-nice must be between -20 and 19")
         }
-        if !(1...256).contains(ioThreads) {
+        if let ioThreads, !(1...256).contains(ioThreads) {
             throw ValidationError("--io-threads must be between 1 and 256")
         }
     }
@@ -114,10 +114,10 @@ struct ServeCommand: AsyncParsableCommand {
         }
         var configuration = ServerConfiguration(
             host: host, port: port, token: token, allowedOrigins: allowedOrigins,
-            imageDirectory: images, historyPath: history,
+            imageDirectory: images ?? ServerConfiguration.defaultImageDirectory(), historyPath: history ?? HistoryStore.defaultPath(),
             scheduler: .init(maxParallelJobs: maxParallel, totalBandwidth: bandwidth?.value, progressRate: ProgressRate(perSecond: progressRate)),
             emulatedDevices: emulate, emulatedSpeed: emulateSpeed?.value, autoFlashProfiles: autoFlash,
-            ioNiceness: ioNice, ioThreads: ioThreads
+            ioNiceness: ioNice, ioThreads: ioThreads ?? ServerConfiguration.defaultIOThreads()
         )
         configuration.idleTimeout = idleTimeout
         configuration.maxConnectionsPerPeer = maxConnectionsPerPeer

@@ -157,7 +157,7 @@ final class AutoFlashTests: XCTestCase {
         let before = try mounted.contents()
         try bench.plug("add-disk \(mounted.path),slot=3,prop.FLASHCTL_PROFILE=cards")
         XCTAssertTrue(bench.server.waitFor("not writing disk \(mounted.path)", timeout: 10), bench.server.output)
-        XCTAssertTrue(bench.server.output.contains("\(mounted.path) is mounted at \(bench.base)/mnt: unmount it first. Nothing was written."), bench.server.output)
+        XCTAssertTrue(bench.server.output.contains("\(mounted.path) is mounted at \(bench.base)/mnt: unmount it first (umount '\(bench.base)/mnt'). Nothing was written."), bench.server.output)
         XCTAssertEqual(try mounted.contents(), before)
 
         // The same card taken out and put back: it holds what it was given, and is left alone.

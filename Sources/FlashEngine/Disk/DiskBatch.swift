@@ -49,7 +49,7 @@ public final class DiskBatch: @unchecked Sendable {
         }
         if !problems.isEmpty {
             // Only the CLI has --force; the API and auto-flash have none.
-            let overridable = problems.count > resolved.compactMap(\.hardRefusal).count && request.offersForce
+            let overridable = request.offersForce && resolved.allSatisfy { $0.hardRefusal == nil && !$0.forceIsNoAnswer }
             throw FlashError(.unsafeTarget, problems.joined(separator: "; ") + (overridable ? ". Nothing was written. --force writes anyway." : ". Nothing was written."))
         }
         // After the refusals: a disk that may not be written at all says why, whatever its token.

@@ -52,7 +52,8 @@ public struct DiskTarget: Sendable, Equatable {
         if disk.holdsSystem {
             reasons.append("\(path) holds the running system (\(disk.mountPoints.joined(separator: ", ")))")
         } else if disk.isMounted {
-            reasons.append("\(path) is mounted at \(disk.mountPoints.joined(separator: ", ")): unmount it first")
+            let commands = disk.mountPoints.map { "umount '\($0)'" }.joined(separator: "; ")
+            reasons.append("\(path) is mounted at \(disk.mountPoints.joined(separator: ", ")): unmount it first (\(commands))")
         }
         if !disk.isRemovable {
             reasons.append("\(path) is not a removable disk (\(disk.transport), \(disk.description))")
@@ -61,6 +62,12 @@ public struct DiskTarget: Sendable, Equatable {
             reasons.append("the image (\(ByteCountText.binary(imageSize)), \(imageSize) bytes) is larger than \(path) (\(ByteCountText.binary(disk.size)), \(disk.size) bytes)")
         }
         return reasons
+    }
+
+    /// Whether telling a person that `--force` writes anyway would mislead: a mounted disk is
+    /// held by the kernel (the exclusive open fails), and writing the system's disk destroys it.
+    public var forceIsNoAnswer: Bool {
+        disk.map { $0.holdsSystem || $0.isMounted } ?? false
     }
 
     /// A refusal `--force` cannot override.

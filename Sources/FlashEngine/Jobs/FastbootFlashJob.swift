@@ -86,6 +86,7 @@ public final class FastbootFlashJob: FlashJob, @unchecked Sendable {
         }
         let digest = SentBytesDigest()
         var sent: Int64 = 0
+        var touched = false
         var downloading: ControlledStream?
         do {
             let layouts = try targets.map { try $0.image.layout(checkCancelled: control.checkCancelled) }
@@ -122,6 +123,7 @@ public final class FastbootFlashJob: FlashJob, @unchecked Sendable {
             for name in try erase.flatMap({ try slot.partitions(for: $0, client: client) }) {
                 try control.waitWhilePaused()
                 progress.setStage("Erasing \(name)")
+                touched = true
                 try client.erase(partition: name)
                 try control.checkCancelled()
             }
@@ -129,12 +131,13 @@ public final class FastbootFlashJob: FlashJob, @unchecked Sendable {
                 try send(
                     step.image, to: step.partition, step: steps.count > 1 ? "\(index + 1)/\(steps.count)" : nil,
                     downloads: downloads, client: client, transport: connected,
-                    progress: progress, limits: limits, digest: digest, sent: &sent, downloading: &downloading)
+                    progress: progress, limits: limits, digest: digest, sent: &sent, touched: &touched, downloading: &downloading)
             }
             if request.wipe {
                 for name in ["userdata", "cache", "metadata"] where try Self.variable("partition-type:\(name)", client) != nil {
                     try control.waitWhilePaused()
                     progress.setStage("Wiping \(name)")
+                    touched = true
                     try client.erase(partition: name)
                 }
             }
@@ -147,13 +150,13 @@ public final class FastbootFlashJob: FlashJob, @unchecked Sendable {
         } catch let error as FlashError where error.kind == .cancelled {
             if downloading != nil { transport?.abandonDownload() }
             progress.stopped(by: control.stopCause)
-            return .stopped(by: control.stopCause, bytesSent: sent)
+            return .stopped(by: control.stopCause, bytesSent: sent, targetTouched: touched)
         } catch let error as FlashError {
             progress.failed(error: error.message)
-            return JobOutcome(state: .failed, error: error.message, bytesSent: sent, sha256: nil)
+            return JobOutcome(state: .failed, error: error.message, bytesSent: sent, sha256: nil, targetTouched: touched)
         } catch {
             progress.failed(error: "\(error)")
-            return JobOutcome(state: .failed, error: "\(error)", bytesSent: sent, sha256: nil)
+            return JobOutcome(state: .failed, error: "\(error)", bytesSent: sent, sha256: nil, targetTouched: touched)
         }
     }
 
@@ -161,7 +164,7 @@ public final class FastbootFlashJob: FlashJob, @unchecked Sendable {
     /// images before it, so progress runs over the whole job.
     private func send(
         _ image: FastbootImage, to partition: String, step: String?, downloads: DownloadPlan, client: FastbootClient, transport connected: FastbootTransport,
-        progress: ProgressAggregator, limits: [TokenBucket], digest: SentBytesDigest, sent: inout Int64, downloading: inout ControlledStream?
+        progress: ProgressAggregator, limits: [TokenBucket], digest: SentBytesDigest, sent: inout Int64, touched: inout Bool, downloading: inout ControlledStream?
     ) throws {
         let source = image.openSource()
         defer { source.close() }
@@ -186,6 +189,7 @@ public final class FastbootFlashJob: FlashJob, @unchecked Sendable {
             sent += size
             try control.waitWhilePaused()
             progress.setStage("Writing \(partition)\(place)")
+            touched = true
             try client.flash(partition: partition)
         }
     }

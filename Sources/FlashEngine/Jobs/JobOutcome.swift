@@ -51,16 +51,20 @@ public struct JobOutcome: Sendable, Equatable {
     public var sha256: String?
     /// For disks: whether what was written was read back and found equal.
     public var verified: Bool?
+    /// Whether the target may have changed: a disk got bytes, or a fastboot device was told to
+    /// write or erase a partition (downloaded data alone changes nothing on it).
+    public var targetTouched: Bool
 
-    public init(state: JobState, error: String? = nil, bytesSent: Int64, sha256: String? = nil, verified: Bool? = nil) {
+    public init(state: JobState, error: String? = nil, bytesSent: Int64, sha256: String? = nil, verified: Bool? = nil, targetTouched: Bool? = nil) {
         self.state = state
         self.error = error
         self.bytesSent = bytesSent
         self.sha256 = sha256
         self.verified = verified
+        self.targetTouched = targetTouched ?? (bytesSent > 0)
     }
 
-    public static func stopped(by cause: StopCause, bytesSent: Int64) -> JobOutcome {
-        JobOutcome(state: cause.endState, error: cause.message, bytesSent: bytesSent)
+    public static func stopped(by cause: StopCause, bytesSent: Int64, targetTouched: Bool? = nil) -> JobOutcome {
+        JobOutcome(state: cause.endState, error: cause.message, bytesSent: bytesSent, targetTouched: targetTouched)
     }
 }

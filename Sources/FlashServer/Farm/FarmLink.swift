@@ -96,7 +96,7 @@ final class FarmLink: Sendable {
     func tick(heartbeat: (address: String, devices: [DeviceBody], runningJobs: Int)?) async {
         do {
             if let heartbeat {
-                let json = String(decoding: try JSONEncoder().encode(heartbeat.devices), as: UTF8.self)
+                let json = String(decoding: try JSONOutput.encoder().encode(heartbeat.devices), as: UTF8.self)
                 if try await !stations.heartbeat(address: heartbeat.address, devices: json, runningJobs: heartbeat.runningJobs) {
                     logger.error("station '\(stationName)' was taken over by another run of that name; registering again")
                     try await stations.register(address: heartbeat.address)
@@ -180,7 +180,7 @@ final class FarmLink: Sendable {
         }
         if target == stationName { return nil }
         let jobId = JobID.make()
-        let request = String(decoding: try JSONEncoder().encode(body), as: UTF8.self)
+        let request = String(decoding: try JSONOutput.encoder().encode(body), as: UTF8.self)
         do {
             try await jobs.submit(jobId: jobId, to: target, deviceId: deviceId, request: request)
         } catch {

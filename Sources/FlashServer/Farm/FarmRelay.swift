@@ -235,7 +235,7 @@ final class FarmRelay: Sendable {
                 recorded[status.info.jobId] = status.state.isFinished ? nil : status.state
                 item = FarmOutboxItem(
                     jobId: status.info.jobId, deviceId: status.info.deviceId, state: status.state.rawValue, error: status.error,
-                    finished: status.state.isFinished, entry: try? String(decoding: JSONEncoder().encode(HistoryEntry(status)), as: UTF8.self))
+                    finished: status.state.isFinished, entry: JSONOutput.string(HistoryEntry(status)))
             }
             if outboxMayHold {
                 outboxMayHold = await !writeOutbox()
