@@ -143,6 +143,7 @@ final class DiskFlashTests: XCTestCase {
         let tooBig = try flash(["--device", small.path, "--yes", path])
         XCTAssertNotEqual(tooBig.status, 0)
         XCTAssertTrue(tooBig.stderr.contains("larger than \(small.path)"), tooBig.stderr)
+        XCTAssertTrue(tooBig.stderr.contains("--force writes anyway"), tooBig.stderr)
         XCTAssertEqual(try small.contents(), Data(repeating: 0xAB, count: 2 << 20))
 
         let mounted = try loop(8 << 20)
@@ -151,7 +152,8 @@ final class DiskFlashTests: XCTestCase {
         let before = try mounted.contents()
         let refused = try flash(["--device", mounted.path, "--yes", path])
         XCTAssertNotEqual(refused.status, 0)
-        XCTAssertTrue(refused.stderr.contains("mounted at \(work)/mnt"), refused.stderr)
+        XCTAssertTrue(refused.stderr.contains("mounted at \(work)/mnt: unmount it first (umount '\(work)/mnt')"), refused.stderr)
+        XCTAssertFalse(refused.stderr.contains("--force"), "--force cannot write a mounted disk: \(refused.stderr)")
         // Even --force cannot write a disk the kernel has mounted: the exclusive open says so.
         let forced = try flash(["--device", mounted.path, "--yes", "--force", path])
         XCTAssertNotEqual(forced.status, 0)
@@ -170,8 +172,9 @@ final class DiskFlashTests: XCTestCase {
     func testARegularFileCanStandInForADisk() throws {
         let (data, _) = try source()
         try DiskImages.tool("zstd -q -1 os.img && truncate -s 8M target.img", in: work)
-        let result = try flash(["--device", work + "/target.img", "--yes", work + "/os.img.zst"])
+        let result = try flash(["-d", work + "/target.img", "-y", work + "/os.img.zst"])
         XCTAssertEqual(result.status, 0, result.stderr)
+        XCTAssertTrue(result.stderr.contains("\(work)/target.img: written and verified (read back equal): \(work)/os.img.zst (image \(String(format: "%.1f", Double(data.count) / 1048576)) MiB, \(data.count) bytes"), result.stderr)
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: work + "/target.img")).prefix(data.count), data)
     }
 }

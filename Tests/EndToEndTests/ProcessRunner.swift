@@ -36,7 +36,7 @@ enum ProcessRunner {
 
     /// Runs a command to its end; a command still running after `timeout` seconds is killed and
     /// the test fails, because a hang is exactly what users must never see.
-    static func run(_ executable: String, _ arguments: [String], timeout: Double = 60, stdin: String? = nil,
+    static func run(_ executable: String, _ arguments: [String], timeout: Double = 60, stdin: String? = nil, environment: [String: String] = [:],
                     file: StaticString = #filePath, line: UInt = #line) throws -> CommandResult {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("flashctl-run-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -49,6 +49,9 @@ enum ProcessRunner {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         process.standardOutput = FileHandle(forWritingAtPath: outPath)
         process.standardError = FileHandle(forWritingAtPath: errPath)
         let input = Pipe()

@@ -99,10 +99,11 @@ final class ServeCommandTests: XCTestCase {
         let flash = try RunningCommand(ProcessRunner.flashctl, ["flash", "--server", server.url, "--device", "EMU1", "boot.img", "--json"])
         XCTAssertTrue(flash.waitFor("\"bytesTransferred\":"), flash.output)
         flash.signal(SIGINT)
-        XCTAssertEqual(flash.wait(timeout: 20), 1)
+        XCTAssertEqual(flash.wait(timeout: 20), 130)
         let last = try XCTUnwrap(flash.events.last)
         XCTAssertEqual(last["type"] as? String, "flash_failed")
         XCTAssertEqual(last["reason"] as? String, "cancelled")
+        XCTAssertTrue(flash.output.contains("flashctl: cancelled before anything was written to boot on EMU1"), flash.output)
     }
 
     func testSIGTERMStopsRunningJobsAsServerStoppedRecordsThemAndEndsClientStreams() throws {

@@ -40,11 +40,12 @@ final class StalledTCPDeviceTests: XCTestCase {
         let interrupted = Date()
         flash.signal(SIGINT)
         let status = flash.wait(timeout: 10)
-        XCTAssertEqual(status, 1, "Ctrl-C did not end the job: \(flash.output)")
+        XCTAssertEqual(status, 130, "Ctrl-C ends flashctl as the shell expects: \(flash.output)")
         XCTAssertLessThan(Date().timeIntervalSince(interrupted), 1.5, "Ctrl-C must end the job within a second")
         let failed = flash.events.first { $0["type"] as? String == "flash_failed" }
         XCTAssertEqual(failed?["reason"] as? String, "cancelled", flash.output)
         XCTAssertEqual(failed?["error"] as? String, "Flash cancelled by user")
+        XCTAssertTrue(flash.output.contains("flashctl: cancelled before anything was written to boot on \(emulator.tcpSelector)"), flash.output)
     }
 
     /// A host that takes the connection and never answers the fastboot handshake: Ctrl-C ends the
@@ -58,7 +59,7 @@ final class StalledTCPDeviceTests: XCTestCase {
         usleep(500_000)
         let interrupted = Date()
         flash.signal(SIGINT)
-        XCTAssertEqual(flash.wait(timeout: 10), 1, flash.output)
+        XCTAssertEqual(flash.wait(timeout: 10), 130, flash.output)
         XCTAssertLessThan(Date().timeIntervalSince(interrupted), 1.5, "Ctrl-C must not wait for the connect timeout")
         let failed = flash.events.first { $0["type"] as? String == "flash_failed" }
         XCTAssertEqual(failed?["reason"] as? String, "cancelled", flash.output)

@@ -73,14 +73,17 @@ final class DiskDiscoveryTests: XCTestCase {
         let reasons = system.refusals(imageSize: 4 << 30)
         XCTAssertTrue(reasons.contains { $0.contains("holds the running system") }, "\(reasons)")
         XCTAssertTrue(reasons.contains { $0.contains("not a removable disk") }, "\(reasons)")
+        XCTAssertTrue(system.forceIsNoAnswer, "--force is never suggested for the system's disk")
 
         let stick = DiskTarget(path: "/dev/sdb", disk: try XCTUnwrap(disks.first { $0.name == "sdb" }))
         let stickReasons = stick.refusals(imageSize: 64 << 30)
-        XCTAssertTrue(stickReasons.contains { $0.contains("mounted at /media/user/MY STICK") }, "\(stickReasons)")
+        XCTAssertTrue(stickReasons.contains { $0.contains("mounted at /media/user/MY STICK: unmount it first (umount '/media/user/MY STICK')") }, "\(stickReasons)")
+        XCTAssertTrue(stick.forceIsNoAnswer, "a mounted disk needs umount, not --force")
         XCTAssertTrue(stickReasons.contains { $0.contains("larger than /dev/sdb") }, "\(stickReasons)")
 
         let card = DiskTarget(path: "/dev/mmcblk0", disk: try XCTUnwrap(disks.first { $0.name == "mmcblk0" }))
         XCTAssertEqual(card.refusals(imageSize: 1 << 30), [])
+        XCTAssertFalse(card.forceIsNoAnswer)
         XCTAssertEqual(card.refusals(imageSize: nil), [], "an unknown size is checked while writing")
     }
 
