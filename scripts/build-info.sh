@@ -1,13 +1,13 @@
 #!/bin/sh
 # Writes Swift constants with flashctl's version (the VERSION file) and the commit it is built
-# from: $FLASHCTL_COMMIT when set, else git's (with -dirty for uncommitted changes), else
-# "unknown" (a tree without git). Run by the BuildInfo plugin before every build; the file is
+# from: git's (with -dirty for uncommitted changes), or "unknown" in a tree without git. (SwiftPM
+# runs this with an environment of its own, so a variable cannot pass a commit in.) Run by the BuildInfo plugin before every build; the file is
 # rewritten only when it changes, so a build with nothing new compiles nothing.
 set -eu
 root=$1
 out=$2
 version=$(tr -d ' \n' < "$root/VERSION")
-commit=${FLASHCTL_COMMIT:-$(git -C "$root" describe --always --dirty --abbrev=12 --exclude='*' 2>/dev/null || echo unknown)}
+commit=$(git -C "$root" describe --always --dirty --abbrev=12 --exclude='*' 2>/dev/null || echo unknown)
 mkdir -p "$(dirname "$out")"
 text="enum BuildInfo {
     static let version = \"$version\"
