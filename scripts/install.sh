@@ -23,7 +23,8 @@ root=$dest$prefix
 install -d "$root/bin" "$root/share/flashctl/dashboard" "$root/share/flashctl/examples" "$root/share/man/man1" \
   "$root/share/bash-completion/completions" "$root/share/zsh/vendor-completions" "$root/share/fish/vendor_completions.d" \
   "$root/lib/udev/rules.d" "$root/lib/systemd/system"
-install -m 755 "$binary" "$root/bin/flashctl"
+# Stripped: the symbols and debug information are most of the release binary's size.
+install -m 755 -s "$binary" "$root/bin/flashctl"
 cp -R Sources/FlashServer/Dashboard/. "$root/share/flashctl/dashboard/"
 chmod -R u=rwX,go=rX "$root/share/flashctl/dashboard"
 gzip -9n < "$manual" > "$root/share/man/man1/flashctl.1.gz"

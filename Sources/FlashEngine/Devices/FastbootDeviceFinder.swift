@@ -26,7 +26,8 @@ public struct FastbootDeviceFinder: Sendable {
         }
     }
 
-    /// `selector` nil means "the only device connected".
+    /// `selector` nil means "the only device connected". USB devices come first: a network device
+    /// is chosen only when no USB device matches (an emulator bridged to USB has the same serial).
     public func find(_ selector: DeviceSelector?) throws -> Found {
         let network = listNetwork()
         if case .tcp(let host, let port) = selector {
@@ -35,17 +36,18 @@ public struct FastbootDeviceFinder: Sendable {
         }
         let usb = try listUSB()
         let devices = usb.map(\.info) + network
+        let usbMatching = usb.map(\.info).filter { selector?.matches($0) ?? true }
+        let matching = usbMatching.isEmpty ? network.filter { selector?.matches($0) ?? true } : usbMatching
         guard let selector else {
-            switch devices.count {
+            switch matching.count {
             case 0:
                 throw FlashError(.deviceSelection, "no fastboot device found on USB; is the device in fastboot mode and plugged in? (for an emulated device: flashctl emulate --tcp 5554 --dir DIR, then --device tcp:127.0.0.1:5554)")
             case 1:
-                return found(devices[0], usb: usb)
+                return found(matching[0], usb: usb)
             default:
-                throw FlashError(.deviceSelection, "\(devices.count) fastboot devices are connected; choose one with --device:\n" + Self.list(devices))
+                throw FlashError(.deviceSelection, "\(matching.count) fastboot devices are connected; choose one with --device:\n" + Self.list(matching))
             }
         }
-        let matching = devices.filter { selector.matches($0) }
         switch matching.count {
         case 1:
             return found(matching[0], usb: usb)
