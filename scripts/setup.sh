@@ -9,7 +9,7 @@ packages=(
   umockdev libumockdev-dev gir1.2-umockdev-1.0 python3-gi
   fastboot android-sdk-libsparse-utils bc time
   curl libcurl4
-  debootstrap systemd
+  debootstrap
   postgresql
   chromium fonts-dejavu-core
 )

@@ -11,6 +11,8 @@ if git grep -n -e '\.\./shared' -- ':!scripts/test.sh'; then
   echo "test.sh: the files above refer to ../shared, outside the repository" >&2
   exit 1
 fi
+# Plans the build again, so that the BuildInfo plugin records this checkout's commit (see BUILDING.md).
+touch Package.swift
 swift build --build-tests
 swift test --skip-build
 /usr/bin/python3 testbed/test_hotplug.py --flashctl "$(swift build --show-bin-path)/flashctl"
