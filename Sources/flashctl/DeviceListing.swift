@@ -3,6 +3,9 @@ import Foundation
 
 /// How `flashctl devices` shows devices.
 enum DeviceListing {
+    /// Finds a device as `flashctl devices` lists them: USB, and running emulators by serial too.
+    static let finder = FastbootDeviceFinder(listNetwork: { EmulatorRegistry.liveDevices() })
+
     static func table(_ devices: [FastbootDeviceInfo]) -> String {
         let header = ["SERIAL", "ADDRESS", "VID:PID", "PRODUCT", "STATE"]
         let rows = devices.map { device in

@@ -4,7 +4,7 @@ import Foundation
 
 /// The device and timeouts every fastboot command takes.
 struct FastbootDeviceOptions: ParsableArguments {
-    @Option(name: .long, help: "The device (see 'flashctl devices'); default: the only one connected.")
+    @Option(name: [.customShort("d"), .long], help: "The device (see 'flashctl devices'); default: the only one connected.")
     var device: String?
 
     @Option(name: .long, help: "Seconds to wait for the device to answer a command.")
@@ -22,6 +22,7 @@ struct FastbootDeviceOptions: ParsableArguments {
             device: try device.map(DeviceSelector.parse),
             timeouts: FastbootTimeouts(commandMs: commandTimeout * 1000, writeMs: writeTimeout * 1000),
             control: control,
+            finder: DeviceListing.finder,
             onDeviceMessage: { ProgressRenderer.writeAll("(device) \($0)\n", to: STDERR_FILENO) },
             body)
     }
@@ -48,8 +49,7 @@ struct GetvarCommand: ParsableCommand {
         if json {
             var object: [String: String] = [:]
             for variable in variables { object[variable.name] = variable.value }
-            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
-            print(String(decoding: data, as: UTF8.self))
+            print(JSONOutput.string(object, [.sortedKeys]))
         } else {
             for variable in variables { print("\(variable.name): \(variable.value)") }
         }

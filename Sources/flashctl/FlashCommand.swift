@@ -116,9 +116,7 @@ struct FlashCommand: AsyncParsableCommand {
             timeouts: FastbootTimeouts(commandMs: commandTimeout * 1000, writeMs: writeTimeout * 1000),
             bmapPath: bmap, noBmap: noBmap, entry: entry
         )
-        // Emulators are found as `flashctl devices` lists them, by serial as well as by address.
-        let finder = FastbootDeviceFinder(listNetwork: { EmulatorRegistry.liveDevices() })
-        let job = try FastbootFlashJob.prepare(request, finder: finder)
+        let job = try FastbootFlashJob.prepare(request, finder: DeviceListing.finder)
         let renderer = ProgressRenderer(json: ProgressRenderer.wantsJSON(flag: json))
         let interrupt = InterruptHandler { job.control.cancel() }
         defer { interrupt.cancel() }
