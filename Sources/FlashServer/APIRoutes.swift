@@ -21,6 +21,18 @@ struct APIRoutes: Sendable {
         api.post("flash/start") { request, context in
             try await guarded { try await start(request, context) }
         }
+        api.post("flash/update") { request, context in
+            try await guarded {
+                let body: UpdateRequestBody
+                do {
+                    body = try await request.decode(as: UpdateRequestBody.self, context: context)
+                } catch {
+                    throw APIError(.badRequest, "the body must be JSON like {\"deviceId\": \"SERIAL\", \"image\": \"image-oriole.zip\", \"slot\": \"b\", \"wipe\": false}")
+                }
+                if let farm, !farm.isReachable { throw farm.refusingNewJobs() }
+                return try await starter.startUpdate(body)
+            }
+        }
         api.get("jobs") { _, _ in
             let now = SystemClock().epochMillis()
             return JobListBody(jobs: scheduler.jobs().map { JobBody($0, now: now) })

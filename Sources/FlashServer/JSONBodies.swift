@@ -130,6 +130,17 @@ struct StartRequestBody: Codable {
     var station: String?
 }
 
+/// `POST /api/flash/update`: a factory image zip from the image directory, flashed as `fastboot update`.
+struct UpdateRequestBody: Codable {
+    var deviceId: String
+    var image: String
+    /// a, b, other or all (default: the current slot).
+    var slot: String?
+    var wipe: Bool?
+    var skipReboot: Bool?
+    var bandwidthLimit: Int64?
+}
+
 /// `confirm` as a client sends it: `"token"` for the one disk of `deviceId`, or
 /// `{"/dev/sdb": "token", ...}`.
 enum ConfirmTokens: Codable {

@@ -35,6 +35,24 @@ struct JobStarter: Sendable {
         return .one(JobCommandBody(jobId: status.info.jobId, status: Self.startAnswer(status)))
     }
 
+    /// A factory image zip flashed as `fastboot update` does: one job (`POST /api/flash/update`).
+    func startUpdate(_ body: UpdateRequestBody) async throws -> JobCommandBody {
+        let path = try images.resolve(body.image)
+        let selector = try DeviceSelector.parse(body.deviceId)
+        if case .tcp(let host, let port) = selector { try checkTCPAllowed(host: host, port: port) }
+        let slot: SlotChoice?
+        do {
+            slot = try body.slot.map(SlotChoice.init)
+        } catch let error as FlashError {
+            throw APIError(.badRequest, error.message)
+        }
+        // Reading the zip's directory and android-info.txt: not on an event loop.
+        let factory = try await NIOThreadPool.singleton.runIfActive { try FactoryImage.open(path: path) }
+        let request = factory.request(device: selector, slot: slot, wipe: body.wipe ?? false, reboot: !(body.skipReboot ?? false))
+        let status = try scheduler.submit(request, bandwidthLimit: body.bandwidthLimit)
+        return JobCommandBody(jobId: status.info.jobId, status: Self.startAnswer(status))
+    }
+
     /// One job per disk, fed by one read of the image. Each disk must come with the confirm token
     /// `GET /api/devices` gave for it, and pass every check the CLI makes without `--force`.
     private func startDisks(_ disks: [String], image: String, body: StartRequestBody) async throws -> Answer {

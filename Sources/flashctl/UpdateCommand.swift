@@ -38,10 +38,16 @@ struct UpdateCommand: AsyncParsableCommand {
         let request = factory.request(
             device: try options.device.map(DeviceSelector.parse), slot: try slot.map(SlotChoice.init), wipe: wipe, reboot: !skipReboot,
             timeouts: FastbootTimeouts(commandMs: options.commandTimeout * 1000, writeMs: options.writeTimeout * 1000))
-        let job = try FastbootFlashJob.prepare(request)
+        let job = try FastbootFlashJob.prepare(request, finder: DeviceListing.finder)
         let renderer = ProgressRenderer(json: ProgressRenderer.wantsJSON(flag: json))
         let interrupt = InterruptHandler { job.control.cancel() }
         defer { interrupt.cancel() }
-        guard job.run(emit: { renderer.render($0) }) else { throw ExitCode.failure }
+        let outcome = job.run(progress: job.makeProgress { event in renderer.render(event) })
+        if outcome.state == .cancelled, let signal = interrupt.signalReceived {
+            throw CancelReport.exit(lines: [CancelReport.fastboot(outcome, partition: job.info.partition ?? job.partition, device: job.device.info.addressSelector)], signal: signal)
+        }
+        if outcome.state != .completed {
+            throw ExitCode.failure
+        }
     }
 }
