@@ -128,6 +128,8 @@ struct StartRequestBody: Codable {
     var verify: Bool?
     /// In a farm: the station whose device this is (may be left out when the id is unique).
     var station: String?
+    /// Fastboot: the A/B slot to write (a, b, other, all; default: the current one).
+    var slot: String?
 }
 
 /// `POST /api/flash/update`: a factory image zip from the image directory, flashed as `fastboot update`.

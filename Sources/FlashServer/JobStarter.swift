@@ -30,7 +30,7 @@ struct JobStarter: Sendable {
         if case .tcp(let host, let port) = selector { try checkTCPAllowed(host: host, port: port) }
         let flashRequest = FastbootFlashRequest(
             imagePath: path, partition: body.partition.flatMap { $0.isEmpty ? nil : $0 },
-            device: selector, reboot: body.reboot ?? false)
+            device: selector, reboot: body.reboot ?? false, slot: try Self.slot(body.slot))
         let status = try scheduler.submit(flashRequest, bandwidthLimit: body.bandwidthLimit, jobId: jobId)
         return .one(JobCommandBody(jobId: status.info.jobId, status: Self.startAnswer(status)))
     }
@@ -40,12 +40,7 @@ struct JobStarter: Sendable {
         let path = try images.resolve(body.image)
         let selector = try DeviceSelector.parse(body.deviceId)
         if case .tcp(let host, let port) = selector { try checkTCPAllowed(host: host, port: port) }
-        let slot: SlotChoice?
-        do {
-            slot = try body.slot.map(SlotChoice.init)
-        } catch let error as FlashError {
-            throw APIError(.badRequest, error.message)
-        }
+        let slot = try Self.slot(body.slot)
         // Reading the zip's directory and android-info.txt: not on an event loop.
         let factory = try await NIOThreadPool.singleton.runIfActive { try FactoryImage.open(path: path) }
         let request = factory.request(device: selector, slot: slot, wipe: body.wipe ?? false, reboot: !(body.skipReboot ?? false))
@@ -59,8 +54,8 @@ struct JobStarter: Sendable {
         guard disks.allSatisfy(isDiskPath) else {
             throw APIError(.badRequest, "disks and fastboot devices cannot be flashed in one request")
         }
-        guard body.partition == nil, body.reboot == nil else {
-            throw APIError(.badRequest, "\"partition\" and \"reboot\" apply to fastboot devices, not to disks")
+        guard body.partition == nil, body.reboot == nil, body.slot == nil else {
+            throw APIError(.badRequest, "\"partition\", \"slot\" and \"reboot\" apply to fastboot devices, not to disks")
         }
         let request = DiskFlashRequest(
             imagePath: image, targets: disks, verify: body.verify ?? true,
@@ -82,6 +77,15 @@ struct JobStarter: Sendable {
         let emulated = devices.network().contains { $0.address == .tcp(host: host, port: port) }
         guard emulated || allowedTCPDevices.contains(host) || allowedTCPDevices.contains("\(host):\(port)") else {
             throw APIError(.forbidden, "tcp:\(host):\(port) is not a device this server may reach; start the server with --allow-tcp \(host):\(port) to allow it")
+        }
+    }
+
+    /// A body's `"slot"`; a bad one is the client's mistake (400).
+    private static func slot(_ text: String?) throws -> SlotChoice? {
+        do {
+            return try text.map(SlotChoice.init)
+        } catch let error as FlashError {
+            throw APIError(.badRequest, error.message)
         }
     }
 

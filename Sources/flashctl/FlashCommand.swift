@@ -27,8 +27,11 @@ struct FlashCommand: AsyncParsableCommand {
     @Option(name: [.customShort("d"), .long], help: "The device to flash (see 'flashctl devices'); for disks, repeatable.")
     var device: [String] = []
 
-    @Option(name: .long, help: "Partition to write (default: the image's file name without extension).")
-    var partition: String?
+    @Option(name: .customLong("partition"), help: "Partition to write (default: the image's file name without extension).")
+    var partitionOption: String?
+
+    @Option(name: .long, help: "A/B slot to write: a, b, other or all (default: the current one, for a partition with slots).")
+    var slot: String?
 
     @Flag(name: .long, help: "Print protocol events as newline-delimited JSON (the default when stdout is not a terminal).")
     var json = false
@@ -75,11 +78,27 @@ struct FlashCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Disks: skip reading back what was written, and a block map's per-range checksums (as bmaptool --no-verify).")
     var noVerify = false
 
-    @Argument(help: "The image file (raw, Android sparse, or compressed: gz, xz, zst, bz2, zip).", completion: .file())
-    var image: String
+    @Argument(help: ArgumentHelp("[PARTITION] IMAGE: the image file (raw, Android sparse, or compressed: gz, xz, zst, bz2, zip), after the partition if it is named first, as with fastboot.", valueName: "partition-and-image"), completion: .file())
+    var words: [String]
+
+    /// The image: the last word.
+    var image: String { words.last ?? "" }
+
+    /// `flash PARTITION IMAGE` (fastboot's habit) or `--partition`.
+    var partition: String? { words.count == 2 ? words[0] : partitionOption }
 
     func validate() throws {
+        guard (1...2).contains(words.count) else {
+            throw ValidationError("give the image, or the partition and the image (flash boot boot.img)")
+        }
+        if words.count == 2, partitionOption != nil {
+            throw ValidationError("the partition is named twice: as the first word and with --partition")
+        }
         let disks = device.filter(isDiskPath)
+        if !disks.isEmpty, words.count == 2 || slot != nil {
+            throw ValidationError("a disk is written whole: give it the image only, without a partition or --slot")
+        }
+        if let slot { _ = try SlotChoice(slot) }
         if !disks.isEmpty, disks.count != device.count {
             throw ValidationError("--device names both disks and fastboot devices; flash them separately")
         }
@@ -114,7 +133,7 @@ struct FlashCommand: AsyncParsableCommand {
         let request = FastbootFlashRequest(
             imagePath: image, partition: partition, device: selector, reboot: reboot,
             timeouts: FastbootTimeouts(commandMs: commandTimeout * 1000, writeMs: writeTimeout * 1000),
-            bmapPath: bmap, noBmap: noBmap, entry: entry
+            bmapPath: bmap, noBmap: noBmap, entry: entry, slot: try slot.map(SlotChoice.init)
         )
         let job = try FastbootFlashJob.prepare(request, finder: DeviceListing.finder)
         let renderer = ProgressRenderer(json: ProgressRenderer.wantsJSON(flag: json))

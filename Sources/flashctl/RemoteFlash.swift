@@ -12,6 +12,7 @@ struct RemoteFlash {
         let client = ServerClient(server: command.serverURL, token: command.token, ca: command.ca)
         var body: [String: Any] = ["deviceId": command.device.first ?? "", "image": command.image, "reboot": command.reboot]
         if let partition = command.partition { body["partition"] = partition }
+        if let slot = command.slot { body["slot"] = slot }
         if let limit = command.limit { body["bandwidthLimit"] = limit.value }
         if let station = command.station { body["station"] = station }
         guard !command.device.isEmpty else {

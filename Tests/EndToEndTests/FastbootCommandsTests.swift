@@ -99,6 +99,28 @@ final class FastbootCommandsTests: XCTestCase {
         XCTAssertTrue(refused.stderr.contains("refused set_active:b: this device has no slots"), refused.stderr)
     }
 
+    func testFlashWritesTheSlotsFastbootWrites() throws {
+        let (ours, theirs) = try twins()
+        let image = ours.directory + "/../flashctl-slot-\(UUID().uuidString).img"
+        try TestImages.random(200_000).write(to: URL(fileURLWithPath: image))
+        defer { try? FileManager.default.removeItem(atPath: image) }
+        // fastboot's habit (PARTITION IMAGE) in the current slot, then --slot b, then both.
+        for slot in [nil, "b", "all"] as [String?] {
+            let slotArguments = slot.map { ["--slot", $0] } ?? []
+            let result = try flashctl(ours, ["flash"] + slotArguments + ["--json", "boot", image])
+            XCTAssertEqual(result.status, 0, result.stderr)
+            XCTAssertEqual(try fastboot(theirs, slotArguments + ["flash", "boot", image]).status, 0)
+            for name in ["boot_a", "boot_b"] {
+                XCTAssertEqual(ours.partition(name), theirs.partition(name), "\(name) after --slot \(slot ?? "none")")
+            }
+        }
+        XCTAssertEqual(ours.partition("boot_b"), try Data(contentsOf: URL(fileURLWithPath: image)))
+        XCTAssertNil(ours.partition("boot"), "a partition with slots is never written unsuffixed")
+        let twice = try flashctl(ours, ["flash", "--partition", "boot", "boot", image])
+        XCTAssertNotEqual(twice.status, 0)
+        XCTAssertTrue(twice.stderr.contains("the partition is named twice"), twice.stderr)
+    }
+
     func testRebootIntoFastbootdAndBackOemFlashingAndBoot() throws {
         let (ours, _) = try twins()
         XCTAssertEqual(try flashctl(ours, ["reboot", "fastboot"]).stdout, "rebooting into fastboot\n")

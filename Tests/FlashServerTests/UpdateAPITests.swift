@@ -48,6 +48,8 @@ import Testing
         let badSlot = try await harness.http("POST", "/api/flash/update", body: ["deviceId": "EMU2", "image": "image-emu.zip", "slot": "c"])
         #expect(badSlot.status == 400)
         #expect((badSlot.json["error"] as? String ?? "").contains("no slot 'c'"))
+        let badStartSlot = try await harness.http("POST", "/api/flash/start", body: ["deviceId": "EMU2", "image": "image-emu.zip", "slot": "z"])
+        #expect(badStartSlot.status == 400)
         try "x".write(toFile: harness.images + "/plain.img", atomically: true, encoding: .utf8)
         let notAZip = try await harness.http("POST", "/api/flash/update", body: ["deviceId": "EMU2", "image": "plain.img"])
         #expect(notAZip.status == 422)
