@@ -70,6 +70,36 @@ final class AutoFlashTests: XCTestCase {
         XCTAssertEqual(dashboard.messages.types.filter { $0 == "flash_started" }.count, 1)
     }
 
+    func testAProfileNamingAFactoryZipUpdatesTheDeviceInTheSlotItNames() throws {
+        let device = try EmulatorProcess(serial: "AUTO-FACTORY", extraArguments: ["--slots"])
+        defer { device.stop() }
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("flashctl-factory-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let boot = TestImages.random(200_000, seed: 3), system = TestImages.random(600_000, seed: 4)
+        try "require board=flashctl-emulator\n".write(toFile: folder + "/android-info.txt", atomically: true, encoding: .utf8)
+        try boot.write(to: URL(fileURLWithPath: folder + "/boot.img"))
+        try system.write(to: URL(fileURLWithPath: folder + "/system.img"))
+        let zipped = try ProcessRunner.run("/usr/bin/zip", ["-q", "-j", folder + "/image-emu.zip", folder + "/android-info.txt", folder + "/boot.img", folder + "/system.img"])
+        XCTAssertEqual(zipped.status, 0, zipped.stderr)
+        let bench = try AutoFlashBench(profiles: """
+            profiles:
+              factory:
+                update: image-emu.zip
+                slot: b
+            """, images: ["image-emu.zip": try Data(contentsOf: URL(fileURLWithPath: folder + "/image-emu.zip"))])
+        defer { bench.stop() }
+        let dashboard = try DashboardSocket(serverURL: bench.url)
+        try bench.plug("add \(device.usbDevice(serial: "EMU0007", port: "1-7", extra: "prop.FLASHCTL_PROFILE=factory"))")
+        let end = try XCTUnwrap(dashboard.end(of: "EMU0007"), "no end of the job; got \(dashboard.messages.types)\n\(bench.server.output)")
+        XCTAssertEqual(end["type"] as? String, "flash_completed", "\(end)")
+        XCTAssertEqual(device.partition("boot_b"), boot)
+        XCTAssertEqual(device.partition("system_b"), system)
+        XCTAssertNil(device.partition("boot_a"))
+        let slot = try ProcessRunner.run(ProcessRunner.flashctl, ["getvar", "-d", device.tcpSelector, "current-slot"])
+        XCTAssertEqual(slot.stdout, "current-slot: b\n", "the slot named was made active")
+    }
+
     func testDevicesFlashInParallelAndAnUnplugFailsOnlyItsJob() throws {
         // One device there when the server starts, two plugged in at once while it runs.
         let emulators = try (1...3).map { try EmulatorProcess(serial: "AUTO-\($0)", extraArguments: ["--speed-limit", "3M"]) }

@@ -109,6 +109,22 @@ import Testing
             """)
         #expect(outside.contains("line 4"), "\(outside)")
 
+        let notAFactoryZip = failure("""
+            profiles:
+              factory:
+                update: boot.img
+                slot: b
+            """)
+        #expect(notAFactoryZip.contains("line 3") && notAFactoryZip.contains("update 'boot.img'"), "\(notAFactoryZip)")
+        let updateAndFlash = failure("""
+            profiles:
+              factory:
+                update: boot.img
+                flash:
+                  - image: boot.img
+            """)
+        #expect(updateAndFlash.contains("unknown key 'flash'"), "\(updateAndFlash)")
+
         let notYAML = failure("profiles: [unclosed")
         #expect(notYAML.contains("not valid YAML"), "\(notYAML)")
         #expect(failure("").contains("empty"))

@@ -2,11 +2,17 @@
 /// and the partition images, flashed as AOSP fastboot flashes them: the boot-critical images
 /// first, then the OS images, each in the order of fastboot's table. Files fastboot would not
 /// flash are left alone.
-public struct FactoryImage: Sendable {
+public struct FactoryImage: Sendable, Equatable {
+    /// A partition (without slot) and the zip entry flashed to it.
+    public struct Image: Sendable, Equatable {
+        public var partition: String
+        public var entry: String
+    }
+
     public let path: String
     public let info: AndroidInfo
-    /// What is flashed, in order: the partition (without slot) and the zip entry.
-    public let images: [(partition: String, entry: String)]
+    /// What is flashed, in order.
+    public let images: [Image]
 
     /// Boot-critical partitions, then the others, in AOSP fastboot's order.
     static let bootCritical = [
@@ -31,7 +37,7 @@ public struct FactoryImage: Sendable {
         }
         let info = try AndroidInfo(parsing: try readText(entry: "android-info.txt", of: path))
         let images = (bootCritical + operatingSystem).compactMap { partition in
-            names.contains(file(for: partition)) ? (partition, file(for: partition)) : nil
+            names.contains(file(for: partition)) ? Image(partition: partition, entry: file(for: partition)) : nil
         }
         guard !images.isEmpty else {
             throw FlashError(.image, "\(path) holds no image fastboot update flashes (boot.img, system.img, vendor.img...)")

@@ -3,7 +3,8 @@ import Foundation
 import Yams
 
 /// What to do with a device that udev gave `FLASHCTL_PROFILE=NAME`. For a fastboot device: erase
-/// steps, images per partition, a reboot at the end, and whether a serial is flashed only once.
+/// steps, images per partition (or a factory image zip, as `flashctl update`), a reboot at the
+/// end, and whether a serial is flashed only once.
 /// For a disk (`target: disk`): the image, whether to read it back, and whether one medium is
 /// written only once.
 public struct AutoFlashProfile: Sendable, Equatable {
@@ -11,6 +12,13 @@ public struct AutoFlashProfile: Sendable, Equatable {
         public var partition: String
         /// The image's path inside the image directory.
         public var imagePath: String
+    }
+
+    /// A factory image zip flashed as `flashctl update` flashes it.
+    public struct FactoryUpdate: Sendable, Equatable {
+        public var image: FactoryImage
+        public var slot: SlotChoice?
+        public var wipe: Bool
     }
 
     public struct DiskWrite: Sendable, Equatable {
@@ -29,6 +37,8 @@ public struct AutoFlashProfile: Sendable, Equatable {
     public var oncePerSerial: Bool = false
     /// Set for `target: disk`.
     public var disk: DiskWrite? = nil
+    /// Set for a fastboot profile that names a factory zip (`update:`) instead of `flash:` steps.
+    public var update: FactoryUpdate? = nil
 }
 
 /// The profiles file (YAML), checked completely at start: an error names the file and line, and
@@ -88,6 +98,7 @@ private struct ProfileFileParser {
             return target
         } ?? .fastboot
         if target == .disk { return try diskProfile(name, node, fields) }
+        if fields["update"] != nil { return try updateProfile(name, node, fields) }
         try allowOnly(["target", "erase", "flash", "reboot", "once-per-serial"], in: fields, of: what)
         let erase = try (fields["erase"].map { try sequence($0, "\(what): 'erase'") } ?? []).map { node in
             try partition(node, "\(what): an 'erase' entry")
@@ -122,6 +133,32 @@ private struct ProfileFileParser {
             name: name, target: .fastboot, erase: erase, flash: steps,
             reboot: try fields["reboot"].map { try bool($0, "\(what): 'reboot'") } ?? false,
             oncePerSerial: try fields["once-per-serial"].map { try bool($0, "\(what): 'once-per-serial'") } ?? false)
+    }
+
+    /// `update: image-oriole.zip`, with `slot`, `wipe`, `reboot` (true unless said) and `once-per-serial`.
+    private func updateProfile(_ name: String, _ node: Node, _ fields: [(Node, Node)]) throws -> AutoFlashProfile {
+        let what = "profile '\(name)'"
+        try allowOnly(["target", "update", "slot", "wipe", "reboot", "once-per-serial"], in: fields, of: "\(what) (update:)")
+        guard let imageNode = fields["update"] else { throw error(node, "\(what) has no 'update'") }
+        let zip = try scalar(imageNode, "a factory image zip")
+        let image: FactoryImage
+        do {
+            image = try FactoryImage.open(path: try resolveImage(zip))
+        } catch let flash as FlashError {
+            throw error(imageNode, "\(what): update '\(zip)': \(flash.message)")
+        }
+        let slot = try fields["slot"].map { node -> SlotChoice in
+            do {
+                return try SlotChoice(try scalar(node, "a slot"))
+            } catch let flash as FlashError {
+                throw error(node, "\(what): \(flash.message)")
+            }
+        }
+        return AutoFlashProfile(
+            name: name, target: .fastboot,
+            reboot: try fields["reboot"].map { try bool($0, "\(what): 'reboot'") } ?? true,
+            oncePerSerial: try fields["once-per-serial"].map { try bool($0, "\(what): 'once-per-serial'") } ?? false,
+            update: .init(image: image, slot: slot, wipe: try fields["wipe"].map { try bool($0, "\(what): 'wipe'") } ?? false))
     }
 
     private func diskProfile(_ name: String, _ node: Node, _ fields: [(Node, Node)]) throws -> AutoFlashProfile {

@@ -90,6 +90,8 @@ final class AutoFlashService: @unchecked Sendable {
             if let write = profile.disk, let devnode = event.devnode {
                 let batch = try DiskBatch.prepare(DiskFlashRequest(imagePath: write.imagePath, targets: [devnode], verify: write.verify))
                 status = try scheduler.submit(batch.jobs[0])
+            } else if let update = profile.update {
+                status = try submitWhenListed(update.image.request(device: .usbPort(event.portPath), slot: update.slot, wipe: update.wipe, reboot: profile.reboot))
             } else {
                 let first = profile.flash[0]
                 status = try submitWhenListed(FastbootFlashRequest(
