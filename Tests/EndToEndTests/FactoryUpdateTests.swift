@@ -24,15 +24,24 @@ final class FactoryUpdateTests: XCTestCase {
     }
 
     /// A factory image zip: android-info.txt and the images, each of random bytes.
-    private func factoryZip(board: String = "flashctl-emulator", images: [String: Int]) throws -> String {
+    private func factoryZip(board: String = "flashctl-emulator", images: [String: Int], superPartitions: [String] = []) throws -> String {
         let folder = work + "/zip-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         try "require board=\(board)\nrequire version-bootloader=emu-bootloader-1.0\n".write(toFile: folder + "/android-info.txt", atomically: true, encoding: .utf8)
         for (index, (name, size)) in images.sorted(by: { $0.key < $1.key }).enumerated() {
             try TestImages.random(size, seed: UInt64(index + 7)).write(to: URL(fileURLWithPath: folder + "/\(name).img"))
         }
+        var files = [folder + "/android-info.txt"] + images.keys.map { folder + "/\($0).img" }
+        if !superPartitions.isEmpty {
+            // The metadata of a super partition of 256 MiB with a group per slot, as lpmake writes it.
+            let groups = ["main_a:134217728", "main_b:134217728"]
+            let partitions = superPartitions.flatMap { ["\($0)_a:main_a", "\($0)_b:main_b"] }
+            let made = try ProcessRunner.run("/usr/bin/python3", [ProcessRunner.packageRoot + "/testbed/make_super_empty.py", folder + "/super_empty.img", "268435456"] + groups + partitions)
+            XCTAssertEqual(made.status, 0, made.stderr)
+            files.append(folder + "/super_empty.img")
+        }
         let zip = folder + "/image-emu.zip"
-        let made = try ProcessRunner.run("/usr/bin/zip", ["-q", "-j", zip, folder + "/android-info.txt"] + images.keys.map { folder + "/\($0).img" })
+        let made = try ProcessRunner.run("/usr/bin/zip", ["-q", "-j", zip] + files)
         XCTAssertEqual(made.status, 0, made.stderr)
         return zip
     }
@@ -80,6 +89,26 @@ final class FactoryUpdateTests: XCTestCase {
                 })), "\(stages)")
             ours.stop(); theirs.stop()
         }
+    }
+
+    func testDynamicPartitionsAreWrittenFromFastbootdAsFastbootUpdateWritesThem() throws {
+        let zip = try factoryZip(images: ["boot": 200_000, "vendor_boot": 90_000, "system": 700_000, "vendor": 300_000], superPartitions: ["system", "vendor"])
+        let ours = try emulator("OURS"), theirs = try emulator("THEIRS")
+        let aosp = try ProcessRunner.run("/usr/bin/fastboot", ["-s", theirs.tcpSelector, "update", zip])
+        XCTAssertEqual(aosp.status, 0, aosp.stderr)
+        XCTAssertTrue(aosp.stderr.contains("Updating super partition"), aosp.stderr)
+        let result = try ProcessRunner.run(ProcessRunner.flashctl, ["update", "-d", ours.tcpSelector, "--json", zip])
+        XCTAssertEqual(result.status, 0, result.stderr)
+
+        // boot and vendor_boot from the bootloader; system and vendor, logical, from fastbootd,
+        // each sized to its image; the other slot's logical partitions reset to empty.
+        let written = try partitions(ours)
+        XCTAssertEqual(Set(written.keys), ["boot_a", "vendor_boot_a", "system_a", "vendor_a", "system_b", "vendor_b"])
+        XCTAssertEqual(written, try partitions(theirs), "the partitions differ from fastboot update's")
+        XCTAssertEqual(written["system_b"], Data())
+        let back = try ProcessRunner.run(ProcessRunner.flashctl, ["getvar", "-d", ours.tcpSelector, "is-userspace"])
+        XCTAssertEqual(back.stdout, "is-userspace: no\n", "the device rebooted out of fastbootd at the end")
+        XCTAssertEqual(result.events.compactMap { $0["type"] as? String }.filter { $0 != "flash_progress" }, ["flash_started", "flash_completed"])
     }
 
     func testADeviceOfAnotherBoardIsRefusedBeforeAnythingIsWritten() throws {

@@ -138,6 +138,9 @@ public final class EmulatedFastbootSession {
         if let name = command.dropPrefix("delete-logical-partition:") {
             return inFastbootd { deleteLogical(name) }
         }
+        if let spec = command.dropPrefix("update-super:") {
+            return inFastbootd { ifUnlocked { updateSuper(spec) } }
+        }
         switch command {
         case "boot":
             return bootFromRAM()
@@ -398,6 +401,41 @@ public final class EmulatedFastbootSession {
         }
         Glibc.close(fd)
         device.update { $0.logical[name] = size }
+        return [okay()]
+    }
+
+    /// `update-super:super[:wipe]` after a download of super metadata (`super_empty.img`): the
+    /// logical partitions become those it lists; those already there keep their contents unless
+    /// `wipe`, new ones are empty, and the others are deleted.
+    private func updateSuper(_ spec: String) -> [Action] {
+        let parts = spec.split(separator: ":").map(String.init)
+        guard let name = parts.first, name == "super", parts.count <= 2, parts.count == 1 || parts[1] == "wipe" else {
+            return [fail("expected update-super:super[:wipe], got '\(spec)'")]
+        }
+        guard downloaded, let source = downloadPath, let size = fileSize(source), size <= 1 << 20 else {
+            return [fail("download the super metadata (super_empty.img) first")]
+        }
+        let metadata: LogicalPartitionMetadata
+        do {
+            let fd = open(source, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { return [fail("cannot read the download")] }
+            defer { Glibc.close(fd) }
+            var bytes = [UInt8](repeating: 0, count: Int(size))
+            guard pread(fd, &bytes, bytes.count, 0) == bytes.count else { return [fail("cannot read the download")] }
+            metadata = try LogicalPartitionMetadata(parsing: bytes, source: "the download")
+        } catch let error as FlashError {
+            return [fail(error.message)]
+        } catch {
+            return [fail("\(error)")]
+        }
+        let wanted = Set(metadata.partitions.map(\.name))
+        for old in device.logicalPartitions.keys where !wanted.contains(old) {
+            _ = deleteLogical(old)
+        }
+        for partition in metadata.partitions.map(\.name) {
+            let keep = parts.count == 1 ? device.logicalPartitions[partition] : nil
+            if case let actions = sizeLogical(partition, keep ?? 0), actions != [okay()] { return actions }
+        }
         return [okay()]
     }
 

@@ -1,7 +1,8 @@
 /// A factory image zip, what `fastboot update` takes (`image-PRODUCT-BUILD.zip`): android-info.txt
 /// and the partition images, flashed as AOSP fastboot flashes them: the boot-critical images
 /// first, then the OS images, each in the order of fastboot's table. Files fastboot would not
-/// flash are left alone.
+/// flash are left alone. With dynamic partitions (`super_empty.img`, the metadata of `super`) the
+/// OS images are flashed from fastbootd, after the metadata.
 public struct FactoryImage: Sendable, Equatable {
     /// A partition (without slot) and the zip entry flashed to it.
     public struct Image: Sendable, Equatable {
@@ -13,6 +14,10 @@ public struct FactoryImage: Sendable, Equatable {
     public let info: AndroidInfo
     /// What is flashed, in order.
     public let images: [Image]
+    /// `super_empty.img` when the device has dynamic partitions.
+    public let superMetadata: String?
+    /// How many of `images` are boot-critical (flashed first, from the bootloader).
+    public let bootCriticalCount: Int
 
     /// Boot-critical partitions, then the others, in AOSP fastboot's order.
     static let bootCritical = [
@@ -32,17 +37,18 @@ public struct FactoryImage: Sendable, Equatable {
         guard names.contains("android-info.txt") else {
             throw FlashError(.image, "\(path) is not a factory image: it holds no android-info.txt")
         }
-        if names.contains("super_empty.img") {
-            throw FlashError(.image, "\(path) has dynamic partitions (super_empty.img), which flashctl update cannot flash yet")
-        }
         let info = try AndroidInfo(parsing: try readText(entry: "android-info.txt", of: path))
-        let images = (bootCritical + operatingSystem).compactMap { partition in
-            names.contains(file(for: partition)) ? Image(partition: partition, entry: file(for: partition)) : nil
+        let present = { (partitions: [String]) in
+            partitions.compactMap { names.contains(file(for: $0)) ? Image(partition: $0, entry: file(for: $0)) : nil }
         }
+        let boot = present(bootCritical)
+        let images = boot + present(operatingSystem)
         guard !images.isEmpty else {
             throw FlashError(.image, "\(path) holds no image fastboot update flashes (boot.img, system.img, vendor.img...)")
         }
-        return FactoryImage(path: path, info: info, images: images)
+        return FactoryImage(
+            path: path, info: info, images: images,
+            superMetadata: names.contains("super_empty.img") ? "super_empty.img" : nil, bootCriticalCount: boot.count)
     }
 
     /// The job that flashes it: one job, every image in order, the checks first.
@@ -57,7 +63,8 @@ public struct FactoryImage: Sendable, Equatable {
         return FastbootFlashRequest(
             imagePath: path, partition: images[0].partition, device: device, reboot: reboot, timeouts: timeouts,
             extraImages: images.dropFirst().map { .init(imagePath: path, partition: $0.partition, entry: $0.entry) },
-            noBmap: true, entry: images[0].entry, slot: slot, activateSlot: activate, requirements: info, wipe: wipe)
+            noBmap: true, entry: images[0].entry, slot: slot, activateSlot: activate, requirements: info, wipe: wipe,
+            userspace: superMetadata.map { .init(firstImage: bootCriticalCount, superMetadataEntry: $0) })
     }
 
     private static func readText(entry: String, of path: String) throws -> String {

@@ -17,7 +17,7 @@ public final class FastbootFlashJob: FlashJob, @unchecked Sendable {
     /// Partitions erased before anything is flashed, in this order.
     public let erase: [String]
     public let control = JobControl()
-    private let finder: FastbootDeviceFinder
+    let finder: FastbootDeviceFinder
     private let clock: FlashClock
 
     public static func prepare(_ request: FastbootFlashRequest, jobId: String = JobID.make(), finder: FastbootDeviceFinder = FastbootDeviceFinder(), clock: FlashClock = SystemClock()) throws -> FastbootFlashJob {
@@ -91,11 +91,11 @@ public final class FastbootFlashJob: FlashJob, @unchecked Sendable {
         do {
             let layouts = try targets.map { try $0.image.layout(checkCancelled: control.checkCancelled) }
             if measuring { progress.setStage("Connecting") }
-            let connected = try finder.connect(device, control: control)
+            var connected = try finder.connect(device, control: control)
             transport = connected
             // A device that stops reading or answering must not hold a cancel back.
-            cancelHandler = control.onCancel { connected.interrupt() }
-            let client = FastbootClient(transport: connected, timeouts: request.timeouts) { progress.deviceMessage($0) }
+            cancelHandler = control.onCancel { [connected] in connected.interrupt() }
+            var client = FastbootClient(transport: connected, timeouts: request.timeouts) { progress.deviceMessage($0) }
             try control.checkCancelled()
             if let requirements = request.requirements {
                 progress.setStage("Checking the device against android-info.txt")
@@ -108,14 +108,14 @@ public final class FastbootFlashJob: FlashJob, @unchecked Sendable {
             }
             // Each partition in its slot(s), as AOSP fastboot names them: "boot" is "boot_a".
             let slot = request.slot ?? .current
-            var steps: [(partition: String, image: FastbootImage, layout: SparsePlanner.BlockLayout)] = []
-            for (target, layout) in zip(targets, layouts) {
+            var steps: [(partition: String, image: FastbootImage, layout: SparsePlanner.BlockLayout, target: Int)] = []
+            for (index, (target, layout)) in zip(targets, layouts).enumerated() {
                 for name in try slot.partitions(for: target.partition, client: client) {
-                    steps.append((name, target.image, layout))
+                    steps.append((name, target.image, layout, index))
                 }
             }
             // Every image is planned before anything is erased or sent: a bad one stops the job first.
-            let plans = try steps.map { step in
+            var plans = try steps.map { step in
                 try SparsePlanner.downloads(for: step.layout, maxDownloadBytes: maxDownload, path: step.image.path)
             }
             progress.setTotalBytes(plans.reduce(Int64(0)) { $0 + $1.totalLength })
@@ -127,10 +127,28 @@ public final class FastbootFlashJob: FlashJob, @unchecked Sendable {
                 try client.erase(partition: name)
                 try control.checkCancelled()
             }
-            for (index, (step, downloads)) in zip(steps, plans).enumerated() {
+            var inUserspace = false
+            for index in steps.indices {
+                let step = steps[index]
+                if let phase = request.userspace, step.target >= phase.firstImage {
+                    if !inUserspace {
+                        (connected, client) = try enterFastbootd(phase, client: client, transport: connected, progress: progress, cancelHandler: &cancelHandler)
+                        transport = connected
+                        inUserspace = true
+                        touched = true
+                        // fastbootd may take downloads of another size: what is left is planned again.
+                        let maxDownload = try Self.maxDownloadSize(client)
+                        for later in index..<steps.count {
+                            plans[later] = try SparsePlanner.downloads(for: steps[later].layout, maxDownloadBytes: maxDownload, path: steps[later].image.path)
+                        }
+                        progress.setTotalBytes(sent + plans[index...].reduce(Int64(0)) { $0 + $1.totalLength })
+                        try resetLogicalPartitions(steps[index...].map(\.partition), client: client, progress: progress)
+                    }
+                    try resizeIfLogical(step.partition, to: step.layout.expandedSize, client: client)
+                }
                 try send(
                     step.image, to: step.partition, step: steps.count > 1 ? "\(index + 1)/\(steps.count)" : nil,
-                    downloads: downloads, client: client, transport: connected,
+                    downloads: plans[index], client: client, transport: connected,
                     progress: progress, limits: limits, digest: digest, sent: &sent, touched: &touched, downloading: &downloading)
             }
             if request.wipe {

@@ -43,10 +43,26 @@ public struct FastbootFlashRequest: Sendable {
     public var requirements: AndroidInfo?
     /// Erase userdata, cache and metadata (those the device has) after flashing, as `fastboot -w`.
     public var wipe: Bool
+    /// A factory image with dynamic partitions: from image `firstImage` on (0 is `imagePath`), the
+    /// images are flashed from fastbootd, after the super metadata (`superMetadataEntry`, a file
+    /// in the zip at `imagePath`) has been sent with `update-super`.
+    public var userspace: UserspacePhase?
+
+    public struct UserspacePhase: Sendable, Equatable {
+        public var firstImage: Int
+        public var superMetadataEntry: String
+
+        public init(firstImage: Int, superMetadataEntry: String) {
+            self.firstImage = firstImage
+            self.superMetadataEntry = superMetadataEntry
+        }
+    }
 
     public init(imagePath: String, partition: String? = nil, device: DeviceSelector? = nil, reboot: Bool = false, timeouts: FastbootTimeouts = FastbootTimeouts(),
                 erase: [String] = [], extraImages: [ExtraImage] = [], bmapPath: String? = nil, noBmap: Bool = false, entry: String? = nil,
-                slot: SlotChoice? = nil, activateSlot: String? = nil, requirements: AndroidInfo? = nil, wipe: Bool = false) {
+                slot: SlotChoice? = nil, activateSlot: String? = nil, requirements: AndroidInfo? = nil, wipe: Bool = false,
+                userspace: UserspacePhase? = nil) {
+        self.userspace = userspace
         self.slot = slot
         self.activateSlot = activateSlot
         self.requirements = requirements
