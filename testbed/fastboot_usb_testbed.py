@@ -323,6 +323,10 @@ class ClientState:
         self.gone = False
 
 
+# Commands after which a device re-enumerates when it ends its session (fastboot to fastboot).
+REENUMERATING_COMMANDS = (b"reboot-bootloader", b"reboot-fastboot")
+
+
 class TcpLink:
     """One fastboot-over-TCP connection; a reader thread queues the frames the device sends."""
 
@@ -380,6 +384,8 @@ class TcpLink:
         when the connection is gone."""
         if self.closed:
             raise OSError(errno.EPIPE, "connection closed")
+        if len(payload) <= 64:
+            self.device.last_command = bytes(payload)
         header = struct.pack(">Q", len(payload))
         with self.cond:
             if not self.unacked:  # nothing waiting: keeps frames and completions in order
@@ -458,6 +464,8 @@ class Device:
         self.connect_failed = False
         self.fifo_fd = None
         self.ready = True
+        self.last_command = b""             # the last short frame sent: a command, for reboots
+        self.rebooting = False              # its session ended by a reboot: it takes no other
 
         # The handler must be attached before the device is added.
         self.handler = Handler(self)
@@ -603,6 +611,8 @@ class Device:
             return err
         if self.link is not None:
             return None
+        if self.rebooting:  # leaving the bus: what it had to say is being read, nothing more
+            return ENODEV
         try:
             link = TcpLink(self)
         except (OSError, EOFError) as e:
@@ -652,6 +662,9 @@ class Device:
     def link_ended(self, link):  # reader thread
         if link is self.link and not self.unplugged:
             dbg("%s: TCP device closed the connection" % self.spec.serial)
+            if self.last_command in REENUMERATING_COMMANDS:
+                self.rebooting = True
+                self.call_soon(self.bed.rebooted, self)
 
     def _deliver_cb(self, *_):
         with self.lock:
@@ -1360,6 +1373,24 @@ class Bed:
             self.sender.send(dev.syspath, "add")
             self.sender.send(dev.iface_syspath, "add")
         return dev
+
+    def rebooted(self, dev, waited=0):
+        """A device told to reboot into its bootloader or fastbootd ended its session: as a real
+        one, it leaves the bus once the host has read its answer (up to 2 s), and comes back on
+        the same port with a new device number."""
+        if dev.unplugged or dev not in self.present:
+            return
+        with dev.lock:
+            answered = not dev.frames
+        if not answered and waited < 2000:
+            later = GLib.Timeout(20)
+            later.set_callback(lambda *_: self.rebooted(dev, waited + 20) or False)
+            later.attach(dev.ctx)
+            return
+        spec = dev.spec.replugged("")
+        dev.unplug("(rebooting: %s)" % dev.last_command.decode(errors="replace"))
+        new = self.plug(spec)
+        log("%s: back after its reboot at %s as %s" % (new.spec.serial, new.spec.portpath, new.devnode))
 
     def unplugged(self, dev):
         """Device.unplug's last step: "remove" uevents (interface, device), then the entries go."""

@@ -23,27 +23,8 @@ final class FactoryUpdateTests: XCTestCase {
         return device
     }
 
-    /// A factory image zip: android-info.txt and the images, each of random bytes.
     private func factoryZip(board: String = "flashctl-emulator", images: [String: Int], superPartitions: [String] = []) throws -> String {
-        let folder = work + "/zip-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        try "require board=\(board)\nrequire version-bootloader=emu-bootloader-1.0\n".write(toFile: folder + "/android-info.txt", atomically: true, encoding: .utf8)
-        for (index, (name, size)) in images.sorted(by: { $0.key < $1.key }).enumerated() {
-            try TestImages.random(size, seed: UInt64(index + 7)).write(to: URL(fileURLWithPath: folder + "/\(name).img"))
-        }
-        var files = [folder + "/android-info.txt"] + images.keys.map { folder + "/\($0).img" }
-        if !superPartitions.isEmpty {
-            // The metadata of a super partition of 256 MiB with a group per slot, as lpmake writes it.
-            let groups = ["main_a:134217728", "main_b:134217728"]
-            let partitions = superPartitions.flatMap { ["\($0)_a:main_a", "\($0)_b:main_b"] }
-            let made = try ProcessRunner.run("/usr/bin/python3", [ProcessRunner.packageRoot + "/testbed/make_super_empty.py", folder + "/super_empty.img", "268435456"] + groups + partitions)
-            XCTAssertEqual(made.status, 0, made.stderr)
-            files.append(folder + "/super_empty.img")
-        }
-        let zip = folder + "/image-emu.zip"
-        let made = try ProcessRunner.run("/usr/bin/zip", ["-q", "-j", zip] + files)
-        XCTAssertEqual(made.status, 0, made.stderr)
-        return zip
+        try FactoryZip.make(in: work + "/\(UUID().uuidString)", board: board, images: images, superPartitions: superPartitions)
     }
 
     private func partitions(_ device: EmulatorProcess) throws -> [String: Data] {

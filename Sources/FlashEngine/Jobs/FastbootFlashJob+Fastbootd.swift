@@ -11,12 +11,16 @@ extension FastbootFlashJob {
         if try Self.variable("is-userspace", client) != "yes" {
             try control.waitWhilePaused()
             progress.setStage("Rebooting into fastbootd")
-            try client.reboot(into: .fastboot)
+            do {
+                try client.reboot(into: .fastboot)
+            } catch let error as FlashError where error.kind == .disconnected {
+                // Gone before its OKAY was read: it is rebooting, which is what was asked.
+            }
             transport.close()
-            transport = try reconnect()
             cancelHandler.map(control.removeCancelHandler)
+            cancelHandler = nil
+            (transport, client) = try reconnect(progress: progress)
             cancelHandler = control.onCancel { [transport] in transport.interrupt() }
-            client = FastbootClient(transport: transport, timeouts: request.timeouts) { progress.deviceMessage($0) }
             guard try Self.variable("is-userspace", client) == "yes" else {
                 throw FlashError(.protocolViolation, "\(device.info.deviceId) came back from 'reboot fastboot' without fastbootd (is-userspace is not yes)")
             }
@@ -52,15 +56,23 @@ extension FastbootFlashJob {
         try client.command("resize-logical-partition:\(partition):\(size)", timeoutMs: request.timeouts.writeMs)
     }
 
-    /// The device after a reboot: found again at the same address (a USB port, a TCP address),
-    /// waited for up to 60 s.
-    private func reconnect() throws -> FastbootTransport {
+    /// The device after a reboot: found again at the same address (a USB port, a TCP address)
+    /// and answering, waited for up to 60 s. Until it has left, the old one may still be found.
+    private func reconnect(progress: ProgressAggregator) throws -> (FastbootTransport, FastbootClient) {
         let selector = try DeviceSelector.parse(device.info.addressSelector)
         var waited = 0.0
         while true {
             try control.checkCancelled()
             do {
-                return try finder.connect(try finder.find(selector), connectTimeoutMs: 2_000, control: control)
+                let transport = try finder.connect(try finder.find(selector), connectTimeoutMs: 2_000, control: control)
+                let client = FastbootClient(transport: transport, timeouts: request.timeouts) { progress.deviceMessage($0) }
+                do {
+                    _ = try client.getvar("product")
+                } catch {
+                    transport.close()
+                    throw error
+                }
+                return (transport, client)
             } catch let error as FlashError where error.kind != .cancelled {
                 guard waited < 60 else {
                     throw FlashError(.disconnected, "\(device.info.deviceId) did not come back within 60 s of rebooting into fastbootd: \(error.message)")
