@@ -13,18 +13,24 @@ struct FastbootDeviceOptions: ParsableArguments {
     @Option(name: .long, help: "Seconds to wait for the device to write or erase a partition.")
     var writeTimeout: Int = 120
 
-    /// Talks to the device; its INFO lines go to stderr as "(device) ...", Ctrl-C stops a wait.
+    /// Talks to the device; its INFO lines go to stderr as "(device) ...". Ctrl-C stops a wait
+    /// and ends flashctl with the signal's status, saying the command may not have been done.
     func talk<T>(_ body: (FastbootClient) throws -> T) throws -> T {
         let control = JobControl()
         let interrupt = InterruptHandler { control.cancel() }
         defer { interrupt.cancel() }
-        return try FastbootConversation.run(
-            device: try device.map(DeviceSelector.parse),
-            timeouts: FastbootTimeouts(commandMs: commandTimeout * 1000, writeMs: writeTimeout * 1000),
-            control: control,
-            finder: DeviceListing.finder,
-            onDeviceMessage: { ProgressRenderer.writeAll("(device) \($0)\n", to: STDERR_FILENO) },
-            body)
+        do {
+            return try FastbootConversation.run(
+                device: try device.map(DeviceSelector.parse),
+                timeouts: FastbootTimeouts(commandMs: commandTimeout * 1000, writeMs: writeTimeout * 1000),
+                control: control,
+                finder: DeviceListing.finder,
+                onDeviceMessage: { ProgressRenderer.writeAll("(device) \($0)\n", to: STDERR_FILENO) },
+                body)
+        } catch let error as FlashError where error.kind == .cancelled {
+            guard let signal = interrupt.signalReceived else { throw error }
+            throw CancelReport.exit(lines: ["cancelled while waiting for \(device ?? "the device"): it may or may not have done what it was asked"], signal: signal)
+        }
     }
 }
 

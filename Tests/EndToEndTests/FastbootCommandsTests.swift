@@ -121,6 +121,16 @@ final class FastbootCommandsTests: XCTestCase {
         XCTAssertTrue(twice.stderr.contains("the partition is named twice"), twice.stderr)
     }
 
+    func testCtrlCWhileTheDeviceErasesExitsWith130AndSaysSo() throws {
+        let stalled = try EmulatorProcess(serial: "STALLED", extraArguments: ["--stall-on", "erase"])
+        emulators.append(stalled)
+        let erase = try RunningCommand(ProcessRunner.flashctl, ["erase", "-d", stalled.tcpSelector, "userdata"])
+        usleep(500_000)
+        erase.signal(SIGINT)
+        XCTAssertEqual(erase.wait(timeout: 10), 130, erase.output)
+        XCTAssertTrue(erase.output.contains("flashctl: cancelled while waiting for \(stalled.tcpSelector): it may or may not have done what it was asked"), erase.output)
+    }
+
     func testRebootIntoFastbootdAndBackOemFlashingAndBoot() throws {
         let (ours, _) = try twins()
         XCTAssertEqual(try flashctl(ours, ["reboot", "fastboot"]).stdout, "rebooting into fastboot\n")
