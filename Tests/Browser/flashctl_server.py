@@ -2,6 +2,7 @@
 
 The binary is $FLASHCTL, or the debug build scripts/test.sh makes (.build/debug/flashctl).
 """
+import glob
 import json
 import os
 import re
@@ -129,6 +130,17 @@ class Server:
 
     def job(self, job_id):
         return self.get(f"/api/jobs/{job_id}")
+
+    def partition(self, device, name):
+        """What emulated `device` holds in partition `name`, or None if it has no such partition.
+
+        `serve --emulate` keeps each device's partitions as files NAME.img under
+        $TMPDIR/flashctl-UID/serve-PID-N/DEVICE/ (TMPDIR is the workdir)."""
+        found = glob.glob(os.path.join(self.workdir, f"flashctl-{os.geteuid()}", f"serve-{self.process.pid}-*", device, name + ".img"))
+        if not found:
+            return None
+        with open(found[0], "rb") as f:
+            return f.read()
 
     def wait_for_job(self, job_id, condition, timeout=30):
         deadline = time.monotonic() + timeout

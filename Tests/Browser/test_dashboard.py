@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 import time
+import zipfile
 
 from playwright.sync_api import expect
 
@@ -146,7 +147,7 @@ def test_controls_are_reachable_with_the_keyboard(page, server):
     assert reached[-1] == "pause", f"Tab never reached the job's Pause button: {reached}"
     page.keyboard.press("Enter")
     server.wait_for_job(job_id, lambda j: j["state"] == "paused", timeout=10)
-    for name in ("start-image", "start-device", "start-partition", "start-button"):
+    for name in ("start-image", "start-device", "start-partition", "start-slot", "start-button"):
         assert name in reached or _tab_reaches(page, name), f"{name} is not reachable with Tab"
     server.request("POST", f"/api/jobs/{job_id}/cancel")
 
@@ -202,6 +203,104 @@ def test_start_a_flash_from_the_devices_panel(page, server):
     assert status == 422
     expect(page.locator("#start-result")).to_have_text(answer["error"])
     assert len([d for d in emulated["devices"] if d["kind"] != "disk"]) == 3
+
+
+def test_the_slot_chosen_for_a_plain_flash_is_sent_and_the_current_slot_is_left_out(page, server):
+    make_image(server.images, "boot.img", 64 * 1024)
+    open_dashboard(page, server)
+    page.select_option("#start-image", "boot.img")
+    page.select_option("#start-device", "EMU2")
+    expect(page.get_by_label("Slot", exact=True)).to_have_value("")
+    with page.expect_request("**/api/flash/start") as sent:
+        page.click("#start-button")
+    assert sent.value.post_data_json == {"deviceId": "EMU2", "image": "boot.img"}
+    expect(page.locator("#start-result")).to_contain_text("Started job_")
+
+    page.get_by_label("Slot", exact=True).select_option("b")
+    with page.expect_request("**/api/flash/start") as sent:
+        page.click("#start-button")
+    assert sent.value.post_data_json == {"deviceId": "EMU2", "image": "boot.img", "slot": "b"}
+    expect(page.locator("#start-result")).to_contain_text(re.compile(r"(Started|Queued) job_"))
+    job_id = page.locator("#start-result").inner_text().split()[1]
+    # The emulated device has no slots: boot_b is its boot, as fastboot --slot b would have it.
+    expect(field(card(page, job_id), "status")).to_have_text("Completed", timeout=15_000)
+    assert server.job(job_id)["state"] == "completed"
+
+
+def make_factory_zip(directory, name, board, images):
+    """A zip as `fastboot update` takes it: android-info.txt and NAME.img for each partition."""
+    with zipfile.ZipFile(os.path.join(directory, name), "w") as archive:
+        archive.writestr("android-info.txt", f"require board={board}\n")
+        for partition, data in images.items():
+            archive.writestr(f"{partition}.img", data)
+
+
+def start_factory_update(page, image, device):
+    """Chooses the zip and a factory update in the devices panel, as a person would, and submits."""
+    page.select_option("#start-image", image)
+    choice = page.get_by_label("Factory update (fastboot update)")
+    expect(choice).to_be_visible()
+    if not choice.is_checked():
+        choice.focus()
+        page.keyboard.press("Space")
+    page.select_option("#start-device", device)
+    page.get_by_role("button", name="Start factory update").click()
+
+
+def test_a_factory_update_from_the_devices_panel_writes_every_image_of_the_zip(page, server):
+    board = listed_device(server, "EMU1")["product"]
+    boot, system = os.urandom(512 * 1024), os.urandom(1 * MiB)
+    make_factory_zip(server.images, "image-emu.zip", board, {"boot": boot, "system": system})
+    make_image(server.images, "boot.img", 64 * 1024)
+    open_dashboard(page, server)
+    # Offered for a zip only.
+    page.select_option("#start-image", "boot.img")
+    expect(page.get_by_label("Factory update (fastboot update)")).to_be_hidden()
+    page.select_option("#start-image", "image-emu.zip")
+    page.get_by_label("Factory update (fastboot update)").check()
+    # Its options replace the partition: wipe off and reboot on unless changed.
+    expect(page.locator("#start-partition")).to_be_hidden()
+    expect(page.get_by_label("Wipe user data")).not_to_be_checked()
+    expect(page.get_by_label("Reboot at the end")).to_be_checked()
+    expect(page.get_by_label("Slot", exact=True)).to_have_value("")
+
+    with page.expect_request("**/api/flash/update") as sent:
+        start_factory_update(page, "image-emu.zip", "EMU1")
+    assert sent.value.post_data_json == {"deviceId": "EMU1", "image": "image-emu.zip"}
+    expect(page.locator("#start-result")).to_contain_text("Started job_")
+    job_id = page.locator("#start-result").inner_text().split()[1]
+    job = card(page, job_id)
+    expect(field(job, "status")).to_have_text("Completed", timeout=15_000)
+    expect(job).to_contain_text("boot.img, system.img → boot, system")
+    expect(field(job, "bytes")).to_have_text("1.5 MiB / 1.5 MiB")
+    record = server.job(job_id)
+    assert record["state"] == "completed" and record["totalBytes"] == len(boot) + len(system)
+    assert server.partition("EMU1", "boot") == boot
+    assert server.partition("EMU1", "system") == system
+    assert page.console.problems() == []
+
+
+def test_a_factory_update_for_another_board_fails_naming_both_and_a_zip_that_is_not_one_is_refused(page, server):
+    board = listed_device(server, "EMU2")["product"]
+    make_factory_zip(server.images, "image-raven.zip", "raven", {"boot": os.urandom(64 * 1024)})
+    with zipfile.ZipFile(os.path.join(server.images, "photos.zip"), "w") as archive:
+        archive.writestr("photo.jpg", os.urandom(1024))
+    open_dashboard(page, server)
+
+    start_factory_update(page, "image-raven.zip", "EMU2")
+    expect(page.locator("#start-result")).to_contain_text("Started job_")
+    job = card(page, page.locator("#start-result").inner_text().split()[1])
+    expect(field(job, "status")).to_have_text("Failed", timeout=15_000)
+    expect(field(job, "error")).to_contain_text(f"board is '{board}', this image is for board raven")
+    assert server.partition("EMU2", "boot") is None, "nothing is written to a device of another board"
+
+    # Refused before any job: the page says what the server said.
+    start_factory_update(page, "photos.zip", "EMU2")
+    status, answer = server.request("POST", "/api/flash/update", {"deviceId": "EMU2", "image": "photos.zip"})
+    assert status == 422
+    expect(page.locator("#start-result")).to_have_text(answer["error"])
+    expect(page.locator("#start-result")).to_have_class(re.compile(r"\berror\b"))
+    expect(page.locator("#jobs article.tile")).to_have_count(1)
 
 
 def test_a_job_for_a_busy_device_shows_as_queued_then_runs(page, server):

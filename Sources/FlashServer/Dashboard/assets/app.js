@@ -34,8 +34,8 @@ let historyTimer = null;
 const api = new Api(askToken);
 const farm = new Farm(api);
 const history = new HistoryTable();
-const devices = new DevicesPanel(async (request) => {
-  const answer = await api.post("/api/flash/start", request);
+const devices = new DevicesPanel(async (request, isUpdate) => {
+  const answer = await (isUpdate ? startUpdate(request) : api.post("/api/flash/start", request));
   const station = farm.stationOfNewJob(answer, request);
   // A job whose station the page cannot tell yet shows with its first message instead.
   if (answer.status === "queued" && station !== undefined) {
@@ -137,6 +137,14 @@ function tileFor(station, deviceId) {
     groups.place(station).append(tile.element);
   }
   return tile;
+}
+
+/** POST /api/flash/update runs the update at this station: it takes no station. */
+async function startUpdate({ station, ...body }) {
+  if (!farm.runsHere({ station })) {
+    throw new Error(`Start a factory update of a device at station ${station} from that station's dashboard.`);
+  }
+  return api.post("/api/flash/update", body);
 }
 
 function sendCommand(job, action) {

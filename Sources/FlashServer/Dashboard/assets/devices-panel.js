@@ -4,9 +4,13 @@
 
 import { tileKey } from "./farm.js";
 import { formatBytes } from "./format.js";
+import { StartOptions } from "./start-options.js";
 
 export class DevicesPanel {
-  /** start(request) posts the job; it resolves with the API's answer or throws ApiError. */
+  /**
+   * start(request, isUpdate) posts the job (a factory update when isUpdate); it resolves with the
+   * API's answer or throws ApiError.
+   */
   constructor(start) {
     this.start = start;
     this.list = document.getElementById("devices");
@@ -17,8 +21,9 @@ export class DevicesPanel {
     this.partition = document.getElementById("start-partition");
     this.result = document.getElementById("start-result");
     this.button = document.getElementById("start-button");
+    this.options = new StartOptions();
     this.devices = [];
-    this.image.addEventListener("change", () => this.suggestPartition());
+    this.image.addEventListener("change", () => this.showImage());
     this.form.addEventListener("submit", (event) => {
       event.preventDefault();
       this.submit();
@@ -64,11 +69,12 @@ export class DevicesPanel {
       listing.images.map((image) => ({ value: image.name, label: `${image.name} (${formatBytes(image.size)})` })),
       `no images in ${listing.directory}`,
     );
-    this.suggestPartition();
+    this.showImage();
   }
 
-  suggestPartition() {
+  showImage() {
     const name = this.image.value || "";
+    this.options.showImage(name);
     const base = name.split("/").pop().replace(/\.(img|bin|raw|simg)$/i, "");
     this.partition.placeholder = base ? `${base} (from the image name)` : "from the image name";
   }
@@ -77,15 +83,15 @@ export class DevicesPanel {
     const chosen = this.devices.find((device) => tileKey(device.station, device.id) === this.device.value);
     const request = { deviceId: chosen?.id ?? "", image: this.image.value };
     if (chosen?.station) request.station = chosen.station;
-    const partition = this.partition.value.trim();
-    if (partition) request.partition = partition;
+    const isUpdate = this.options.isUpdate;
+    Object.assign(request, this.options.fields());
     if (!request.deviceId || !request.image) {
       this.say("Choose an image and a device first.", true);
       return;
     }
     this.button.setAttribute("aria-disabled", "true");
     try {
-      const answer = await this.start(request);
+      const answer = await this.start(request, isUpdate);
       const where = request.station ? `${request.deviceId} at station ${request.station}` : request.deviceId;
       this.say(`${answer.status === "queued" ? "Queued" : "Started"} ${answer.jobId} on ${where}.`, false);
     } catch (error) {
