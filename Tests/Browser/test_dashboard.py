@@ -271,7 +271,7 @@ def test_a_factory_update_from_the_devices_panel_writes_every_image_of_the_zip(p
     job_id = page.locator("#start-result").inner_text().split()[1]
     job = card(page, job_id)
     expect(field(job, "status")).to_have_text("Completed", timeout=15_000)
-    expect(job).to_contain_text("boot.img, system.img → boot, system")
+    expect(job).to_contain_text("image-emu.zip: boot.img, system.img → boot, system")
     expect(field(job, "bytes")).to_have_text("1.5 MiB / 1.5 MiB")
     record = server.job(job_id)
     assert record["state"] == "completed" and record["totalBytes"] == len(boot) + len(system)

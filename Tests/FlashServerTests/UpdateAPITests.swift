@@ -34,6 +34,7 @@ import Testing
         let messages = client.messages(job: jobId)
         #expect(messages.map { $0["type"] as? String ?? "" }.filter { $0 != "flash_progress" } == ["flash_started", "flash_completed"])
         #expect(messages.first?["partition"] as? String == "boot, system")
+        #expect(messages.first?["image"] as? String == "image-emu.zip: boot.img, system.img")
         #expect(harness.partition("EMU1", "boot") == boot)
         #expect(harness.partition("EMU1", "system") == system)
 

@@ -52,10 +52,16 @@ public final class FastbootFlashJob: FlashJob, @unchecked Sendable {
                 image: request.imagePath, partition: partition
             )
         }
-        let names = ([image] + extraImages.map(\.image)).map { $0.entry ?? $0.path.split(separator: "/").last.map(String.init) ?? $0.path }
+        let images = [image] + extraImages.map(\.image)
+        let fileName = { (path: String) in path.split(separator: "/").last.map(String.init) ?? path }
+        var names = images.map { $0.entry ?? fileName($0.path) }.joined(separator: ", ")
+        // The files of one zip (a factory image): "image-oriole.zip: boot.img, system.img".
+        if images.allSatisfy({ $0.entry != nil && $0.path == image.path }) {
+            names = fileName(image.path) + ": " + names
+        }
         return JobInfo(
             jobId: jobId, deviceId: found.deviceId, deviceName: found.product,
-            image: names.joined(separator: ", "), partition: ([partition] + extraImages.map(\.partition)).joined(separator: ", ")
+            image: names, partition: ([partition] + extraImages.map(\.partition)).joined(separator: ", ")
         )
     }
 
