@@ -12,7 +12,8 @@ echo "test-deb: built $deb ($(du -h "$deb" | cut -f1))"
 
 mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
 mirror=${mirror:-http://deb.debian.org/debian}
-cache=.cache/debootstrap-bookworm
+cache="$PWD/.cache/debootstrap-bookworm"
+mkdir -p "$(dirname "$cache")"
 if [ ! -x "$cache/usr/bin/systemd-analyze" ]; then
   rm -rf "$cache" "$cache.partial"
   debootstrap --variant=minbase --include=systemd bookworm "$cache.partial" "$mirror" >&2
