@@ -169,6 +169,26 @@ final class DiskFlashTests: XCTestCase {
         XCTAssertEqual(try device.contents(), Data(repeating: 0xAB, count: 8 << 20))
     }
 
+    /// Ctrl-C in the middle of writing a disk: exit 130 and a line that says the disk now holds
+    /// part of the image. The job is slowed by stopping and continuing the process (a real card
+    /// writes at a few MB/s; this machine's files take everything at once).
+    func testCtrlCWhileWritingSaysTheDiskIsIncompleteAndExits130() throws {
+        try DiskImages.tool("base64 -w 0 /dev/urandom | head -c 50331648 > os.img && gzip -1 os.img && truncate -s 64M target.img", in: work)
+        let flash = try RunningCommand(ProcessRunner.flashctl, ["flash", "-d", work + "/target.img", "-y", "--json", work + "/os.img.gz"])
+        XCTAssertTrue(flash.waitFor(#""stage":"Writing""#), flash.output)
+        // Running a twentieth of the time, it writes at about a twentieth of its speed.
+        for _ in 0..<25 {
+            flash.signal(SIGSTOP); usleep(19_000)
+            flash.signal(SIGCONT); usleep(1_000)
+        }
+        flash.signal(SIGSTOP)
+        flash.signal(SIGINT)
+        flash.signal(SIGCONT)
+        XCTAssertEqual(flash.wait(timeout: 30), 130, flash.output)
+        let line = try XCTUnwrap(flash.output.split(separator: "\n").first { $0.hasPrefix("flashctl: cancelled") }, flash.output)
+        XCTAssertTrue(line.hasPrefix("flashctl: cancelled after writing ") && line.hasSuffix(" to \(work)/target.img: its contents are now incomplete"), String(line))
+    }
+
     func testARegularFileCanStandInForADisk() throws {
         let (data, _) = try source()
         try DiskImages.tool("zstd -q -1 os.img && truncate -s 8M target.img", in: work)
