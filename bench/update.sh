@@ -4,6 +4,7 @@
 # seconds (median of the runs), peak RSS, and the ratio fastboot / flashctl.
 #
 #   bench/update.sh [TOTAL_MIB=512] [RUNS=3]
+#   DYNAMIC=0 bench/update.sh ...    # without super_empty.img: every image from the bootloader
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x /opt/swift/usr/bin/swift ] && export PATH="/opt/swift/usr/bin:$PATH"
@@ -38,8 +39,13 @@ for name, share in shares.items():
             out.write(os.urandom(4096) + bytes(4096))
 PY
 printf 'require board=flashctl-emulator\n' > "$work/images/android-info.txt"
-python3 testbed/make_super_empty.py "$work/images/super_empty.img" $((8 << 30)) main_a:$((4 << 30)) main_b:$((4 << 30)) \
-  system_a:main_a vendor_a:main_a system_b:main_b vendor_b:main_b
+logical="2 logical"
+if [ "${DYNAMIC:-1}" = 1 ]; then
+  python3 testbed/make_super_empty.py "$work/images/super_empty.img" $((8 << 30)) main_a:$((4 << 30)) main_b:$((4 << 30)) \
+    system_a:main_a vendor_a:main_a system_b:main_b vendor_b:main_b
+else
+  logical="none logical"
+fi
 (cd "$work/images" && zip -q -6 "$work/image-bench.zip" android-info.txt ./*.img)
 
 "$flashctl" emulate --tcp 0 --dir "$work/device" --serial BENCHUPD --slots --max-download-size 256M > "$work/emulator.log" &
@@ -80,7 +86,7 @@ done
 
 zip_mib=$(( $(stat -c %s "$work/image-bench.zip") >> 20 ))
 echo
-echo "factory zip: ${total_mib} MiB of images in 6 partitions (2 logical), ${zip_mib} MiB deflated; emulated A/B device over TCP,"
+echo "factory zip: ${total_mib} MiB of images in 6 partitions ($logical), ${zip_mib} MiB deflated; emulated A/B device over TCP,"
 echo "partitions on tmpfs; median of $runs alternating runs"
 printf "%-9s %9s %9s %15s\n" tool "wall s" "CPU s" "peak RSS"
 for tool in flashctl fastboot; do
