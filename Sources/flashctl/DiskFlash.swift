@@ -69,13 +69,10 @@ struct DiskFlash {
         if let map = image.blockMap { what += ", block map \(map.path)" }
         text += what + ")\n"
         ProgressRenderer.writeAll(text, to: STDERR_FILENO)
-        if command.yes { return }
-        guard isatty(STDIN_FILENO) != 0 else {
-            throw ValidationError("not confirmed: standard input is not a terminal, so add --yes to write without asking")
-        }
-        ProgressRenderer.writeAll("Everything on \(batch.jobs.count == 1 ? "it" : "them") will be lost. Type 'yes' to continue: ", to: STDERR_FILENO)
-        guard readLine()?.trimmingCharacters(in: .whitespaces).lowercased() == "yes" else {
-            throw ValidationError("not confirmed: nothing was written")
-        }
+        try Confirmation.ask(
+            "Everything on \(batch.jobs.count == 1 ? "it" : "them") will be lost. Type 'yes' to continue: ", accepted: ["yes"],
+            assumeYes: command.yes,
+            noTerminal: "not confirmed: standard input is not a terminal, so add --yes to write without asking",
+            refused: "not confirmed: nothing was written")
     }
 }

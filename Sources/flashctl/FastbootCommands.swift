@@ -165,7 +165,10 @@ struct FlashingCommand: ParsableCommand {
             let effect = action == "unlock"
                 ? "Unlocking lets anyone flash \(device) and on most devices erases all its user data."
                 : "Locking \(device) with images on it that its vendor did not sign can leave it unable to boot."
-            try Confirmation.ask("\(effect) \(action.capitalized) it?", assumeYes: yes, refused: "not confirmed: the device was not \(action)ed")
+            let refused = "not confirmed: the device was not \(action)ed"
+            try Confirmation.ask(
+                "\(effect) \(action.capitalized) it? [y/N] ", accepted: ["y", "yes"], assumeYes: yes,
+                noTerminal: "\(refused): standard input is not a terminal, so add --yes to go on without asking", refused: refused)
         }
         for line in try options.talk({ try $0.vendorCommand("flashing " + action) }) {
             print(line)
