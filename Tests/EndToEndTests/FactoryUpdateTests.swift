@@ -89,6 +89,7 @@ final class FactoryUpdateTests: XCTestCase {
         XCTAssertEqual(Set(written.keys), ["boot_a", "vendor_boot_a", "system_a", "vendor_a", "system_b", "vendor_b"])
         XCTAssertEqual(written, try partitions(theirs), "the partitions differ from fastboot update's")
         XCTAssertEqual(written["system_b"], Data())
+        XCTAssertEqual(try currentSlot(ours), try currentSlot(theirs))
         let back = try ProcessRunner.run(ProcessRunner.flashctl, ["getvar", "-d", ours.tcpSelector, "is-userspace"])
         XCTAssertEqual(back.stdout, "is-userspace: no\n", "the device rebooted out of fastbootd at the end")
         XCTAssertEqual(result.events.compactMap { $0["type"] as? String }.filter { $0 != "flash_progress" }, ["flash_started", "flash_completed"])

@@ -24,6 +24,7 @@ final class FastbootCommandsOverUSBTests: XCTestCase {
             "\(flashctl)" getvar -d usb:1-1 all > "\(work)/all.txt"
             "\(flashctl)" flash -d usb:1-1 --slot all --json boot "\(work)/boot.img" > /dev/null
             "\(flashctl)" erase -d usb:1-1 --slot a boot
+            "\(flashctl)" flash -d usb:1-1 --slot b --json dtbo "\(work)/boot.img" > /dev/null
             "\(flashctl)" set-active -d usb:1-1 b
             "\(flashctl)" reboot -d usb:1-1 fastboot
             back; "\(flashctl)" getvar -d usb:1-1 is-userspace > "\(work)/fastbootd.txt"
@@ -39,6 +40,8 @@ final class FastbootCommandsOverUSBTests: XCTestCase {
         let all = try String(contentsOfFile: work + "/all.txt", encoding: .utf8)
         XCTAssertTrue(all.contains("current-slot: a\n") && all.contains("slot-count: 2\n"), all)
         XCTAssertEqual(device.partition("boot_a"), Data(), "--slot all wrote both, then erase --slot a emptied a")
+        XCTAssertEqual(device.partition("dtbo_b"), boot, "--slot b")
+        XCTAssertNil(device.partition("dtbo_a"))
         XCTAssertEqual(try String(contentsOfFile: work + "/fastbootd.txt", encoding: .utf8), "is-userspace: yes\n")
         XCTAssertEqual(try String(contentsOfFile: work + "/bootloader.txt", encoding: .utf8), "is-userspace: no\n")
         XCTAssertEqual(result.stderr.components(separatedBy: "back after its reboot at 1-1").count - 1, 3,
