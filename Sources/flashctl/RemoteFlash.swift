@@ -16,7 +16,8 @@ struct RemoteFlash {
         if let limit = command.limit { body["bandwidthLimit"] = limit.value }
         if let station = command.station { body["station"] = station }
         guard !command.device.isEmpty else {
-            throw ValidationError("--server needs --device: the server flashes many devices")
+            let through = command.server != nil ? "--server" : "$FLASHCTL_SERVER (\(command.serverURL ?? ""))"
+            throw ValidationError("flashing through \(through) needs --device (-d): the server flashes many devices")
         }
         let answer = try await client.request("POST", "/api/flash/start", body: body) as? [String: Any]
         guard let jobId = answer?["jobId"] as? String else {

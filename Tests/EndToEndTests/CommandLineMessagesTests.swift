@@ -78,6 +78,9 @@ final class CommandLineMessagesTests: XCTestCase {
         XCTAssertEqual(result.events.last?["type"] as? String, "flash_completed", result.stdout)
         let jobs = try flashctl(["jobs", "--json"], environment: ["FLASHCTL_SERVER": server.url])
         XCTAssertTrue(jobs.stdout.contains(result.events.last?["jobId"] as? String ?? "no job"), jobs.stdout)
+        let noDevice = try flashctl(["flash", "boot.img"], environment: ["FLASHCTL_SERVER": server.url])
+        XCTAssertNotEqual(noDevice.status, 0)
+        XCTAssertTrue(noDevice.stderr.contains("flashing through $FLASHCTL_SERVER (\(server.url)) needs --device (-d)"), noDevice.stderr)
     }
 
     func testJSONShowsPathsWithUnescapedSlashes() throws {
