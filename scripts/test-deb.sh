@@ -76,7 +76,9 @@ pids+=($!)
 for _ in $(seq 200); do grep -q "listening on" "$log" && break; sleep 0.1; done
 url=$(sed -n 's/.*listening on \(http:[^ ]*\) .*/\1/p' "$log")
 [ -n "$url" ] || { echo "test-deb: serve did not start:" >&2; cat "$log" >&2; exit 1; }
-curl -fsS "$url/" | grep -q '<script type="module" src="/assets/app.js">'
+# Read whole first: grep -q stops at the match, and curl would fail writing the rest (pipefail).
+page=$(curl -fsS "$url/")
+grep -q '<script type="module" src="/assets/app.js">' <<< "$page"
 curl -fsS -o /dev/null "$url/assets/app.js"
 echo "test-deb: flashctl serve serves the dashboard at $url/"
 
