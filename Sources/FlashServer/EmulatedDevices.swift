@@ -13,7 +13,7 @@ final class EmulatedDevices: Sendable {
     /// Partitions go under `$TMPDIR` (they can be large; XDG_RUNTIME_DIR is a small tmpfs), in
     /// this user's private runtime directory there. Folders left by a server that was killed are
     /// removed first.
-    init(count: Int, speedLimit: Int64?) throws {
+    init(count: Int, speedLimit: Int64?, slotted: Bool = false) throws {
         let instance = Self.instances.add(1, ordering: .relaxed).newValue
         let runtime = try RuntimeDirectory.path(under: RuntimeDirectory.base(environment: ProcessInfo.processInfo.environment.filter { $0.key != "XDG_RUNTIME_DIR" }))
         Self.removeStale(in: runtime)
@@ -22,7 +22,7 @@ final class EmulatedDevices: Sendable {
         for index in 1...max(1, count) {
             let partitions = directory + "/EMU\(index)"
             try FileManager.default.createDirectory(atPath: partitions, withIntermediateDirectories: true)
-            let config = EmulatedDeviceConfig(directory: partitions, serial: "EMU\(index)", product: "emulated fastboot device", speedLimit: speedLimit ?? 0)
+            let config = EmulatedDeviceConfig(directory: partitions, serial: "EMU\(index)", product: "emulated fastboot device", speedLimit: speedLimit ?? 0, slotted: slotted)
             let server = try EmulatedDeviceServer(config: config, host: "127.0.0.1", port: 0)
             try server.start()
             servers.append(server)

@@ -40,7 +40,7 @@ public final class FlashServer: Sendable {
         interruptedJobs = try history.markUnfinishedAsInterrupted(now: SystemClock().epochMillis())
         images = try ImageDirectory(path: configuration.imageDirectory)
         let emulated = configuration.emulatedDevices > 0
-            ? try EmulatedDevices(count: configuration.emulatedDevices, speedLimit: configuration.emulatedSpeed) : nil
+            ? try EmulatedDevices(count: configuration.emulatedDevices, speedLimit: configuration.emulatedSpeed, slotted: configuration.emulatedSlots) : nil
         self.emulated = emulated
         let networkDevices: @Sendable () -> [FastbootDeviceInfo] = { emulated?.devices ?? [] }
         var schedulerConfiguration = configuration.scheduler

@@ -22,6 +22,8 @@ public struct ServerConfiguration: Sendable {
     /// Fastboot devices emulated inside the server (`--emulate N`), for trying without hardware.
     public var emulatedDevices: Int
     public var emulatedSpeed: Int64?
+    /// The emulated devices have A/B slots (`--emulate-slots`).
+    public var emulatedSlots = false
     /// The auto-flash profiles file (`--auto-flash`); nil: no auto-flash.
     public var autoFlashProfiles: String?
     /// Largest WebSocket frame accepted from a client; larger ones close that connection (1009).

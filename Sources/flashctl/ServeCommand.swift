@@ -64,6 +64,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Write speed of each emulated device in bytes per second (e.g. 40M = 40 MiB/s; default: unlimited).")
     var emulateSpeed: ByteCount?
 
+    @Flag(name: .long, help: "Give the emulated devices A/B slots (boot_a, boot_b...; slot a active), as 'flashctl emulate --slots'.")
+    var emulateSlots = false
+
     @Option(name: .long, help: "Jobs that may run at once (one per device).")
     var maxParallel = 16
 
@@ -120,6 +123,7 @@ struct ServeCommand: AsyncParsableCommand {
             ioNiceness: ioNice, ioThreads: ioThreads ?? ServerConfiguration.defaultIOThreads()
         )
         configuration.idleTimeout = idleTimeout
+        configuration.emulatedSlots = emulateSlots
         configuration.maxConnectionsPerPeer = maxConnectionsPerPeer
         configuration.tlsCertificatePath = tlsCert
         configuration.tlsKeyPath = tlsKey

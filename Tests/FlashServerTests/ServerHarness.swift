@@ -21,7 +21,7 @@ final class ServerHarness: @unchecked Sendable {
     static func start(
         devices: Int = 2, speed: Int64? = nil, token: String? = nil, allowedOrigins: [String] = [],
         host: String = "127.0.0.1", base: String? = nil, queueLimit: Int = 1024, maxParallel: Int = 16,
-        idleTimeout: Double = 30
+        idleTimeout: Double = 30, slots: Bool = false
     ) async throws -> ServerHarness {
         let base = base ?? NSTemporaryDirectory() + "flashctl-server-\(UUID().uuidString)"
         var configuration = ServerConfiguration(
@@ -31,6 +31,7 @@ final class ServerHarness: @unchecked Sendable {
             clientQueueLimit: queueLimit, shutdownGrace: 5
         )
         configuration.idleTimeout = idleTimeout
+        configuration.emulatedSlots = slots
         let server = try FlashServer(configuration: configuration, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
         let (addresses, continuation) = AsyncStream<String>.makeStream()
         let task = Task { try await server.run { continuation.yield($0) } }

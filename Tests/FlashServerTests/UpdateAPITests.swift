@@ -56,4 +56,21 @@ import Testing
         #expect(notAZip.status == 422)
         await harness.stop()
     }
+
+    @Test func theSlotOfAStartOrAnUpdateIsTheOneWritten() async throws {
+        let harness = try await ServerHarness.start(devices: 1, slots: true)
+        defer { harness.removeFiles() }
+        let boot = Data((0..<50_000).map { UInt8(truncatingIfNeeded: $0 &* 3) })
+        try boot.write(to: URL(fileURLWithPath: harness.images + "/boot.img"))
+        try factoryZip(harness, name: "image-emu.zip", board: "emulated fastboot device", images: ["boot": boot])
+        let client = try await harness.connect()
+        let started = try await harness.http("POST", "/api/flash/start", body: ["deviceId": "EMU1", "image": "boot.img", "slot": "b"])
+        try await client.waitForEnd(of: try #require(started.json["jobId"] as? String))
+        #expect(harness.partition("EMU1", "boot_b") == boot)
+        #expect(harness.partition("EMU1", "boot_a") == nil)
+        let updated = try await harness.http("POST", "/api/flash/update", body: ["deviceId": "EMU1", "image": "image-emu.zip", "slot": "all"])
+        try await client.waitForEnd(of: try #require(updated.json["jobId"] as? String))
+        #expect(harness.partition("EMU1", "boot_a") == boot)
+        await harness.stop()
+    }
 }
