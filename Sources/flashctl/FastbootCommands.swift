@@ -76,10 +76,7 @@ struct EraseCommand: ParsableCommand {
     func run() throws {
         let choice = try slot.map(SlotChoice.init) ?? .current
         try options.talk { client in
-            for name in try choice.partitions(for: partition, client: client) {
-                try client.erase(partition: name)
-                print("erased \(name)")
-            }
+            try client.erase(partition: partition, slot: choice) { print("erased \($0)") }
         }
     }
 }

@@ -135,17 +135,7 @@ struct FlashCommand: AsyncParsableCommand {
             timeouts: FastbootTimeouts(commandMs: commandTimeout * 1000, writeMs: writeTimeout * 1000),
             bmapPath: bmap, noBmap: noBmap, entry: entry, slot: try slot.map(SlotChoice.init)
         )
-        let job = try FastbootFlashJob.prepare(request, finder: DeviceListing.finder)
-        let renderer = ProgressRenderer(json: ProgressRenderer.wantsJSON(flag: json))
-        let interrupt = InterruptHandler { job.control.cancel() }
-        defer { interrupt.cancel() }
-        let outcome = job.run(progress: job.makeProgress { event in renderer.render(event) })
-        if outcome.state == .cancelled, let signal = interrupt.signalReceived {
-            throw CancelReport.exit(lines: [CancelReport.fastboot(outcome, partition: job.partition, device: job.device.info.addressSelector)], signal: signal)
-        }
-        if outcome.state != .completed {
-            throw ExitCode.failure
-        }
+        try LocalFastbootJob.run(request, json: json)
     }
 
     /// `--server`, else `$FLASHCTL_SERVER` (as the job commands read it) for fastboot jobs.

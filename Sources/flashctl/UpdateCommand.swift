@@ -11,8 +11,9 @@ struct UpdateCommand: AsyncParsableCommand {
             partitions) before anything is written; then the boot-critical images, then the OS images \
             are flashed in AOSP fastboot's order, as one job with one progress, and the device reboots. \
             Partitions with A/B slots are written in the current slot, or the one --slot names (which is \
-            made active first; with all, both are written and a is made active). Images with dynamic \
-            partitions (super_empty.img) are not flashed yet.
+            made active first; with all, both are written and a is made active). With dynamic \
+            partitions (super_empty.img in the zip) the OS images are flashed from fastbootd, which the \
+            device is rebooted into and followed back.
             """
     )
 
@@ -38,16 +39,6 @@ struct UpdateCommand: AsyncParsableCommand {
         let request = factory.request(
             device: try options.device.map(DeviceSelector.parse), slot: try slot.map(SlotChoice.init), wipe: wipe, reboot: !skipReboot,
             timeouts: FastbootTimeouts(commandMs: options.commandTimeout * 1000, writeMs: options.writeTimeout * 1000))
-        let job = try FastbootFlashJob.prepare(request, finder: DeviceListing.finder)
-        let renderer = ProgressRenderer(json: ProgressRenderer.wantsJSON(flag: json))
-        let interrupt = InterruptHandler { job.control.cancel() }
-        defer { interrupt.cancel() }
-        let outcome = job.run(progress: job.makeProgress { event in renderer.render(event) })
-        if outcome.state == .cancelled, let signal = interrupt.signalReceived {
-            throw CancelReport.exit(lines: [CancelReport.fastboot(outcome, partition: job.info.partition ?? job.partition, device: job.device.info.addressSelector)], signal: signal)
-        }
-        if outcome.state != .completed {
-            throw ExitCode.failure
-        }
+        try LocalFastbootJob.run(request, json: json)
     }
 }

@@ -120,5 +120,8 @@ final class FactoryUpdateTests: XCTestCase {
         let refused = try ProcessRunner.run(ProcessRunner.flashctl, ["update", "--device", device.tcpSelector, plain])
         XCTAssertNotEqual(refused.status, 0)
         XCTAssertTrue(refused.stderr.contains("is not a factory image: it holds no android-info.txt"), refused.stderr)
+        let missing = try ProcessRunner.run(ProcessRunner.flashctl, ["update", "--device", device.tcpSelector, work + "/nothere.zip"])
+        XCTAssertEqual(missing.status, 1)
+        XCTAssertEqual(missing.stderr, "flashctl: error: image not found: \(work)/nothere.zip\n")
     }
 }

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A factory image zip, what `fastboot update` takes (`image-PRODUCT-BUILD.zip`): android-info.txt
 /// and the partition images, flashed as AOSP fastboot flashes them: the boot-critical images
 /// first, then the OS images, each in the order of fastboot's table. Files fastboot would not
@@ -32,6 +36,8 @@ public struct FactoryImage: Sendable, Equatable {
     }
 
     public static func open(path: String) throws -> FactoryImage {
+        var status = stat()
+        guard stat(path, &status) == 0 else { throw ImageDescriptor.openError(path: path, errno: errno) }
         let files = try DecompressedStream.zipFiles(path)
         let names = Set(files.map(\.name))
         guard names.contains("android-info.txt") else {

@@ -1,3 +1,13 @@
+extension FastbootClient {
+    /// Erases `partition` in the slot(s) `slot` stands for, telling `erased` each name when done.
+    public func erase(partition: String, slot: SlotChoice, erased: (String) -> Void = { _ in }) throws {
+        for name in try slot.partitions(for: partition, client: self) {
+            try erase(partition: name)
+            erased(name)
+        }
+    }
+}
+
 /// Which A/B slot a partition command goes to, with AOSP fastboot's meaning: none given is the
 /// device's current slot, `other` the one that is not, `all` both. A partition without slots
 /// (`has-slot:NAME` is not `yes`) is used as it is named, whatever the choice.
