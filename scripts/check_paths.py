@@ -2,9 +2,9 @@
 """Fails when a tracked file refers to a path outside the repository (a document in a folder
 beside it, say): someone who clones the project has only what is in it.
 
-A reference is a run of "../" then a folder and more ("../docs/x") or a document ("../x.md"); it
-must lead to something in the repository from the folder of the file it is in. (Bare "../name"
-is left alone: tests use such names as hostile input.)
+A reference is a run of "../" followed by a folder and a path inside it, or by the name of a
+Markdown document; it must lead to something in the repository from the folder of the file it is
+in. A single name after the dots is left alone: tests use such names as hostile input.
 """
 import os
 import re
