@@ -48,6 +48,11 @@ let package = Package(
             pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"])]
         ),
+        .systemLibrary(
+            name: "CXXHash",
+            pkgConfig: "libxxhash",
+            providers: [.apt(["libxxhash-dev"])]
+        ),
         // Linux's sched_setattr, which glibc does not wrap (see ThreadTimeSlice).
         .systemLibrary(name: "CLinuxSched"),
         .systemLibrary(
@@ -63,6 +68,7 @@ let package = Package(
                 "CLibUDev",
                 "CZlib",
                 "CLZMA",
+                "CXXHash",
                 "CLinuxSched",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Flashes the same image to the same emulated device with flashctl and with AOSP fastboot, side by
 # side in one run: over emulated USB (real libusb / usbdevfs above umockdev) and over TCP.
-# Prints each tool's speed (median of the runs) and the ratio flashctl / fastboot.
+# Prints each tool's speed (median of the runs), the ratio flashctl / fastboot, and each tool's
+# CPU seconds (user + system) per GiB sent, which are steadier than wall times on a shared machine.
 #
-#   bench/fastboot.sh [IMAGE_MIB=256] [RUNS=3]
+#   bench/fastboot.sh [IMAGE_MIB=256] [RUNS=3]      TRANSPORTS="tcp" for TCP alone
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x /opt/swift/usr/bin/swift ] && export PATH="/opt/swift/usr/bin:$PATH"
@@ -33,22 +34,23 @@ usb() {
 }
 
 # Runs one flash, checks the partition afterwards (so a fast failure never counts) and prints
-# "SECONDS PEAK_RSS_KIB" of the flashing tool itself.
+# "SECONDS CPU_SECONDS PEAK_RSS_KIB" of the flashing tool itself.
 timed() {
   rm -f "$work/device/boot.img"
   local wrapper=()
   if [ "$1" = usb ]; then wrapper=(usb); shift; fi
-  "${wrapper[@]}" /usr/bin/time -f "%e %M" -o "$work/time.out" "$@" > "$work/last.log" 2>&1 \
+  "${wrapper[@]}" /usr/bin/time -f "%e %U %S %M" -o "$work/time.out" "$@" > "$work/last.log" 2>&1 \
     || { echo "failed: $*" >&2; cat "$work/last.log" >&2; exit 1; }
   cmp -s "$work/boot.img" "$work/device/boot.img" || { echo "wrong bytes on the device after: $*" >&2; exit 1; }
-  tail -1 "$work/time.out"
+  tail -1 "$work/time.out" | awk '{print $1, $2 + $3, $4}'
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-declare -A seconds rss
-for transport in usb tcp; do
-  for tool in flashctl fastboot; do seconds[$transport-$tool]=""; rss[$transport-$tool]=0; done
+transports=${TRANSPORTS:-usb tcp}
+declare -A seconds cpu rss
+for transport in $transports; do
+  for tool in flashctl fastboot; do seconds[$transport-$tool]=""; cpu[$transport-$tool]=""; rss[$transport-$tool]=0; done
   for _ in $(seq "$runs"); do
     for tool in fastboot flashctl; do
       prefix=""; target="tcp:127.0.0.1:$port"
@@ -59,8 +61,9 @@ for transport in usb tcp; do
         command=("$flashctl" flash --device "$target" "$work/boot.img" --json)
       fi
       result=$(timed $prefix "${command[@]}")
-      seconds[$transport-$tool]+="${result% *}"$'\n'
-      kib=${result#* }
+      read -r wall used kib <<< "$result"
+      seconds[$transport-$tool]+="$wall"$'\n'
+      cpu[$transport-$tool]+="$used"$'\n'
       [ "$kib" -gt "${rss[$transport-$tool]}" ] && rss[$transport-$tool]=$kib
     done
   done
@@ -69,12 +72,16 @@ done
 echo
 echo "image: ${size_mib} MiB random; emulated device with partitions on tmpfs; median of $runs runs"
 echo "(usb = real libusb/usbdevfs above umockdev; the emulation, not a bus, limits the speed)"
-printf "%-5s %14s %14s %7s %18s %18s\n" path "flashctl MB/s" "fastboot MB/s" ratio "flashctl peak RSS" "fastboot peak RSS"
-for transport in usb tcp; do
+printf "%-5s %14s %14s %7s %14s %14s %18s %18s\n" path "flashctl MB/s" "fastboot MB/s" ratio \
+  "flashctl CPU" "fastboot CPU" "flashctl peak RSS" "fastboot peak RSS"
+for transport in $transports; do
   ours=$(printf "%s" "${seconds[$transport-flashctl]}" | median)
   theirs=$(printf "%s" "${seconds[$transport-fastboot]}" | median)
   ours_speed=$(echo "$size_mib * 1.048576 / $ours" | bc -l)
   theirs_speed=$(echo "$size_mib * 1.048576 / $theirs" | bc -l)
-  printf "%-5s %14.1f %14.1f %6.2fx %14s MiB %14s MiB\n" "$transport" "$ours_speed" "$theirs_speed" \
-    "$(echo "$ours_speed / $theirs_speed" | bc -l)" "$((rss[$transport-flashctl] / 1024))" "$((rss[$transport-fastboot] / 1024))"
+  ours_cpu=$(printf "%s" "${cpu[$transport-flashctl]}" | median)
+  theirs_cpu=$(printf "%s" "${cpu[$transport-fastboot]}" | median)
+  printf "%-5s %14.1f %14.1f %6.2fx %8.3f s/GiB %8.3f s/GiB %14s MiB %14s MiB\n" "$transport" "$ours_speed" "$theirs_speed" \
+    "$(echo "$ours_speed / $theirs_speed" | bc -l)" \
+    "$(echo "$ours_cpu * 1024 / $size_mib" | bc -l)" "$(echo "$theirs_cpu * 1024 / $size_mib" | bc -l)" "$((rss[$transport-flashctl] / 1024))" "$((rss[$transport-fastboot] / 1024))"
 done

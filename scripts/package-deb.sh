@@ -3,7 +3,7 @@
 # release binary with Swift's standard library linked in, for a Debian 12 with no Swift: the
 # files scripts/install.sh installs, with PREFIX=/usr, plus the auto-flash allow-list and
 # profiles in /etc (kept on upgrade). Depends: the package of every library the binary loads
-# (ldd), which must include libusb-1.0-0, libudev1, libarchive13, liblzma5 and zlib1g.
+# (ldd), which must include libusb-1.0-0, libudev1, libarchive13, liblzma5, zlib1g and libxxhash0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x /opt/swift/usr/bin/swift ] && export PATH="/opt/swift/usr/bin:$PATH"
@@ -33,7 +33,7 @@ owner() {
 depends=$(ldd "$binary" | awk '$3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' | while read -r library; do
   owner "$library"
 done | cut -d: -f1 | sort -u)
-for required in libusb-1.0-0 libudev1 libarchive13 liblzma5 zlib1g; do
+for required in libusb-1.0-0 libudev1 libarchive13 liblzma5 zlib1g libxxhash0; do
   grep -qx "$required" <<< "$depends" || { echo "package-deb.sh: the binary does not load $required's library" >&2; exit 1; }
 done
 if ldd "$binary" | grep -q "libswift\|libFoundation\|not found"; then

@@ -4,8 +4,8 @@ set -euo pipefail
 
 packages=(
   pkg-config
-  libusb-1.0-0-dev libudev-dev libarchive-dev zlib1g-dev liblzma-dev
-  bmap-tools xz-utils zstd bzip2 gzip zip fdisk openssl
+  libusb-1.0-0-dev libudev-dev libarchive-dev zlib1g-dev liblzma-dev libxxhash-dev
+  bmap-tools xxhash xz-utils zstd bzip2 gzip zip fdisk openssl
   umockdev libumockdev-dev gir1.2-umockdev-1.0 python3-gi
   fastboot android-sdk-libsparse-utils bc time
   curl libcurl4

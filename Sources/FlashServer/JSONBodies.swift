@@ -25,6 +25,7 @@ struct JobBody: Codable, ResponseEncodable {
     var estimatedTimeRemaining: Int64?
     var error: String?
     var sha256: String?
+    var xxh128: String?
     /// Disks: whether what was written was read back equal.
     var verified: Bool?
     var bandwidthLimit: Int64?
@@ -52,6 +53,7 @@ struct JobBody: Codable, ResponseEncodable {
         transferSpeed = 0
         error = entry.error
         sha256 = entry.sha256
+        xxh128 = entry.xxh128
         verified = entry.verified
         createdAt = entry.createdAt
         startedAt = entry.startedAt
@@ -78,6 +80,7 @@ struct JobBody: Codable, ResponseEncodable {
         estimatedTimeRemaining = status.estimatedTimeRemaining
         error = status.error
         sha256 = status.sha256
+        xxh128 = status.xxh128
         verified = status.verified
         bandwidthLimit = status.bandwidthLimit
         createdAt = status.createdAt

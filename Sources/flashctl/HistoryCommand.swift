@@ -57,9 +57,16 @@ struct HistoryCommand: AsyncParsableCommand {
                 HumanFormat.bytes(entry.bytesTransferred),
                 entry.durationMs.map { HumanFormat.duration(milliseconds: $0) } ?? "-",
                 entry.averageSpeed.map { HumanFormat.speed($0) } ?? "-",
-                entry.error ?? String(entry.sha256?.prefix(16) ?? ""),
+                entry.error ?? Self.digest(entry),
             ]
         }
-        print(TextTable.render(header: ["WHEN", "JOB", "DEVICE", "IMAGE", "PARTITION", "RESULT", "BYTES", "TIME", "AVG SPEED", "ERROR / SHA-256"], rows: rows))
+        print(TextTable.render(header: ["WHEN", "JOB", "DEVICE", "IMAGE", "PARTITION", "RESULT", "BYTES", "TIME", "AVG SPEED", "ERROR / DIGEST"], rows: rows))
+    }
+
+    /// The start of what the job recorded of its bytes: enough to tell two images apart.
+    private static func digest(_ entry: HistoryEntry) -> String {
+        if let sha256 = entry.sha256 { return "sha256:" + sha256.prefix(16) }
+        if let xxh128 = entry.xxh128 { return "xxh128:" + xxh128.prefix(16) }
+        return ""
     }
 }

@@ -16,7 +16,7 @@ import Testing
             state: state, stage: "Sending boot", progress: state == .completed ? 100 : 40,
             bytesTransferred: state == .completed ? 4096 : 1024, totalBytes: 4096, transferSpeed: 0,
             estimatedTimeRemaining: nil, error: state == .failed ? "USB connection lost" : nil,
-            sha256: state == .completed ? "ab12" : nil, bandwidthLimit: nil,
+            sha256: state == .completed ? "ab12" : nil, xxh128: state == .completed ? "cd34" : nil, bandwidthLimit: nil,
             createdAt: created, startedAt: created + 5, endedAt: state.isFinished ? created + 1005 : nil)
     }
 
@@ -30,6 +30,7 @@ import Testing
         let done = try #require(entries.last)
         #expect(done.result == "completed")
         #expect(done.sha256 == "ab12")
+        #expect(done.xxh128 == "cd34")
         #expect(done.durationMs == 1000)
         #expect(done.averageSpeed == 4096)
         #expect(try store.recent(deviceId: "SER2").map(\.jobId) == ["job_2"])

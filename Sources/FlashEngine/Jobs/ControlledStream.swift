@@ -1,4 +1,3 @@
-import Crypto
 import Synchronization
 
 /// The bytes of one download as a job sends them: held while the job is paused, metered by its
@@ -15,7 +14,7 @@ final class ControlledStream: ByteStream {
     private let inner: ByteStream
     private let control: JobControl
     private let buckets: [TokenBucket]
-    private let digest: SentBytesDigest
+    private let digest: XXH128Digest
     private let clock: any FlashClock
     private let startedAt: UInt64
     private var remaining: Int64
@@ -24,7 +23,7 @@ final class ControlledStream: ByteStream {
 
     private let padsOnCancel: Bool
 
-    init(_ inner: ByteStream, size: Int64, control: JobControl, buckets: [TokenBucket], digest: SentBytesDigest, clock: any FlashClock, padsOnCancel: Bool) {
+    init(_ inner: ByteStream, size: Int64, control: JobControl, buckets: [TokenBucket], digest: XXH128Digest, clock: any FlashClock, padsOnCancel: Bool) {
         self.padsOnCancel = padsOnCancel
         self.inner = inner
         self.remaining = size
@@ -75,18 +74,4 @@ enum CancelPadding {
     static let seconds = 2.0
     static let minimum: Int64 = 4 << 20
     static let maximum: Int64 = 64 << 20
-}
-
-/// SHA-256 of everything a job sent, across all its downloads.
-final class SentBytesDigest: @unchecked Sendable {
-    private var hasher = SHA256()
-
-    func update(_ bytes: UnsafeRawBufferPointer) {
-        hasher.update(bufferPointer: bytes)
-    }
-
-    func finalizeHex() -> String {
-        let digits = Array("0123456789abcdef")
-        return String(hasher.finalize().flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 0xf)]] })
-    }
 }

@@ -90,7 +90,7 @@ public final class FastbootFlashJob: FlashJob, @unchecked Sendable {
             cancelHandler.map(control.removeCancelHandler)
             transport?.close()
         }
-        let digest = SentBytesDigest()
+        let digest = XXH128Digest()
         var sent: Int64 = 0
         var touched = false
         var downloading: ControlledStream?
@@ -169,8 +169,9 @@ public final class FastbootFlashJob: FlashJob, @unchecked Sendable {
                 progress.setStage("Rebooting")
                 try client.reboot()
             }
-            progress.completed()
-            return JobOutcome(state: .completed, error: nil, bytesSent: sent, sha256: digest.finalizeHex())
+            let xxh128 = digest.finalizeHex()
+            progress.completed(xxh128: xxh128)
+            return JobOutcome(state: .completed, error: nil, bytesSent: sent, xxh128: xxh128)
         } catch let error as FlashError where error.kind == .cancelled {
             if downloading != nil { transport?.abandonDownload() }
             progress.stopped(by: control.stopCause)
@@ -188,7 +189,7 @@ public final class FastbootFlashJob: FlashJob, @unchecked Sendable {
     /// images before it, so progress runs over the whole job.
     private func send(
         _ image: FastbootImage, to partition: String, step: String?, downloads: DownloadPlan, client: FastbootClient, transport connected: FastbootTransport,
-        progress: ProgressAggregator, limits: [TokenBucket], digest: SentBytesDigest, sent: inout Int64, touched: inout Bool, downloading: inout ControlledStream?
+        progress: ProgressAggregator, limits: [TokenBucket], digest: XXH128Digest, sent: inout Int64, touched: inout Bool, downloading: inout ControlledStream?
     ) throws {
         let source = image.openSource()
         defer { source.close() }

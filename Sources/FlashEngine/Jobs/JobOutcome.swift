@@ -47,19 +47,23 @@ public struct JobOutcome: Sendable, Equatable {
     public var error: String?
     /// Bytes the device acknowledged and was asked to write.
     public var bytesSent: Int64
-    /// SHA-256 (hex) of every byte sent, set when the job completed.
+    /// Disks: SHA-256 (hex) of every byte written, set when the job completed.
     public var sha256: String?
+    /// Fastboot: XXH3-128 (hex, as `xxh128sum` writes it) of every byte sent, set when the job
+    /// completed.
+    public var xxh128: String?
     /// For disks: whether what was written was read back and found equal.
     public var verified: Bool?
     /// Whether the target may have changed: a disk got bytes, or a fastboot device was told to
     /// write or erase a partition (downloaded data alone changes nothing on it).
     public var targetTouched: Bool
 
-    public init(state: JobState, error: String? = nil, bytesSent: Int64, sha256: String? = nil, verified: Bool? = nil, targetTouched: Bool? = nil) {
+    public init(state: JobState, error: String? = nil, bytesSent: Int64, sha256: String? = nil, xxh128: String? = nil, verified: Bool? = nil, targetTouched: Bool? = nil) {
         self.state = state
         self.error = error
         self.bytesSent = bytesSent
         self.sha256 = sha256
+        self.xxh128 = xxh128
         self.verified = verified
         self.targetTouched = targetTouched ?? (bytesSent > 0)
     }

@@ -390,6 +390,7 @@ private final class JobEntry: @unchecked Sendable {
             estimatedTimeRemaining: state.isFinished ? nil : snapshot?.estimatedTimeRemaining,
             error: outcome?.error,
             sha256: outcome?.sha256,
+            xxh128: outcome?.xxh128,
             verified: outcome?.verified,
             bandwidthLimit: bandwidthLimit,
             createdAt: createdAt,

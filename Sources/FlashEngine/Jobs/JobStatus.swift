@@ -11,6 +11,7 @@ public struct JobStatus: Sendable, Equatable {
     public var estimatedTimeRemaining: Int64?
     public var error: String?
     public var sha256: String?
+    public var xxh128: String?
     /// For disks: whether what was written was read back and found equal (nil while unknown).
     public var verified: Bool?
     /// Bytes per second this job is held to, when capped.
@@ -22,7 +23,7 @@ public struct JobStatus: Sendable, Equatable {
 
     public init(
         info: JobInfo, state: JobState, stage: String?, progress: Double, bytesTransferred: Int64, totalBytes: Int64,
-        transferSpeed: Int64, estimatedTimeRemaining: Int64?, error: String?, sha256: String?, verified: Bool? = nil, bandwidthLimit: Int64?,
+        transferSpeed: Int64, estimatedTimeRemaining: Int64?, error: String?, sha256: String?, xxh128: String? = nil, verified: Bool? = nil, bandwidthLimit: Int64?,
         createdAt: Int64, startedAt: Int64?, endedAt: Int64?
     ) {
         self.info = info
@@ -35,6 +36,7 @@ public struct JobStatus: Sendable, Equatable {
         self.estimatedTimeRemaining = estimatedTimeRemaining
         self.error = error
         self.sha256 = sha256
+        self.xxh128 = xxh128
         self.verified = verified
         self.bandwidthLimit = bandwidthLimit
         self.createdAt = createdAt

@@ -94,16 +94,19 @@ public struct JobSummary: Equatable, Sendable {
     public var durationMs: Int64
     /// Bytes per second over the whole job.
     public var averageSpeed: Int64
-    /// SHA-256 (hex) of what was written, when the job knows it.
+    /// Disks: SHA-256 (hex) of what was written.
     public var sha256: String?
+    /// Fastboot: XXH3-128 (hex, as `xxh128sum` writes it) of what was sent.
+    public var xxh128: String?
     /// For disks: whether what was written was read back and found equal (false: not checked).
     public var verified: Bool?
 
-    public init(bytes: Int64, durationMs: Int64, averageSpeed: Int64, sha256: String? = nil, verified: Bool? = nil) {
+    public init(bytes: Int64, durationMs: Int64, averageSpeed: Int64, sha256: String? = nil, xxh128: String? = nil, verified: Bool? = nil) {
         self.bytes = bytes
         self.durationMs = durationMs
         self.averageSpeed = averageSpeed
         self.sha256 = sha256
+        self.xxh128 = xxh128
         self.verified = verified
     }
 }

@@ -29,7 +29,7 @@ extension FlashEvent {
         case "flash_completed":
             let summary = JobSummary(
                 bytes: int("totalBytes"), durationMs: int("durationMs"), averageSpeed: int("averageSpeed"),
-                sha256: string("sha256"), verified: object["verified"] as? Bool)
+                sha256: string("sha256"), xxh128: string("xxh128"), verified: object["verified"] as? Bool)
             self = .completed(job, summary: summary, timestamp: timestamp)
         case "flash_failed":
             self = .failed(job, error: string("error") ?? "failed", reason: string("reason"), timestamp: timestamp)

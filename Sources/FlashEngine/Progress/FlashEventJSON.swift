@@ -12,7 +12,7 @@
 ///   left out, and `0` is falsy, so `eta ? format(eta) : "—"` shows "unknown". It also keeps the
 ///   field's type a plain `number`.
 /// - Disk jobs add `"target":"disk"` (and `batchId` for jobs fed by one read); their
-///   `flash_completed` adds `verified` and `sha256`. In a farm every message adds `station`.
+///   `flash_completed` adds `verified` and `sha256` (disks) or `xxh128` (fastboot). In a farm every message adds `station`.
 /// - `.deviceMessage` becomes `{"type":"device_message","jobId":…,"deviceId":…,"text":…,…}`. It is
 ///   NOT part of the protocol (see `isProtocolMessage`): it is for our CLI's NDJSON output; the
 ///   server must not send it to WebSocket clients that did not ask for it, since existing
@@ -70,6 +70,7 @@ extension FlashEvent {
             json.add("durationMs", int: summary.durationMs)
             if let verified = summary.verified { json.add("verified", raw: verified ? "true" : "false") }
             if let sha256 = summary.sha256 { json.add("sha256", string: sha256) }
+            if let xxh128 = summary.xxh128 { json.add("xxh128", string: xxh128) }
             timestamp = time
         case .failed(_, let error, let reason, let time):
             json.add("error", string: error)

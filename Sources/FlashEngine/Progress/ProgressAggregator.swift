@@ -138,9 +138,9 @@ public final class ProgressAggregator: Sendable {
 
     /// Emits a final `.progress` at exactly 100 (with `totalBytes` set to the bytes actually sent,
     /// which may be fewer or more than estimated), then `.completed` with the job's summary and,
-    /// when the job knows them, the SHA-256 of what it wrote and whether it read it back equal.
-    public func completed(sha256: String? = nil, verified: Bool? = nil) {
-        perform { $0.completed(sha256: sha256, verified: verified, now: $1, epoch: $2) }
+    /// when the job knows them, the digest of what it wrote and whether it read it back equal.
+    public func completed(sha256: String? = nil, xxh128: String? = nil, verified: Bool? = nil) {
+        perform { $0.completed(sha256: sha256, xxh128: xxh128, verified: verified, now: $1, epoch: $2) }
     }
 
     /// Emits `.failed`. `reason` says who stopped a job ended before its end (see `stopped(by:)`).
@@ -328,7 +328,7 @@ private struct AggregatorState {
         return [.resumed(job, timestamp: epoch)] + emitIfDue(now: now, epoch: epoch)
     }
 
-    mutating func completed(sha256: String?, verified: Bool?, now: UInt64, epoch: Int64) -> [FlashEvent] {
+    mutating func completed(sha256: String?, xxh128: String?, verified: Bool?, now: UInt64, epoch: Int64) -> [FlashEvent] {
         guard !isFinished else { return [] }
         var events = ensureStarted(now: now, epoch: epoch)
         let speed = windowSpeed(now: now).speed
@@ -345,7 +345,7 @@ private struct AggregatorState {
 
         let elapsed = now >= (startedAt ?? now) ? now - (startedAt ?? now) : 0
         let average = elapsed > 0 ? Int64((Double(passBytes) * 1e9 / Double(elapsed)).rounded()) : 0
-        let summary = JobSummary(bytes: passBytes, durationMs: Int64(elapsed / 1_000_000), averageSpeed: average, sha256: sha256, verified: verified)
+        let summary = JobSummary(bytes: passBytes, durationMs: Int64(elapsed / 1_000_000), averageSpeed: average, sha256: sha256, xxh128: xxh128, verified: verified)
         events.append(.completed(job, summary: summary, timestamp: epoch))
         return events
     }

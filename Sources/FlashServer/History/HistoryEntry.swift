@@ -22,8 +22,11 @@ public struct HistoryEntry: Codable, Sendable, Equatable, FetchableRecord, Persi
     public var totalBytes: Int64
     /// Bytes the device acknowledged.
     public var bytesTransferred: Int64
-    /// SHA-256 (hex) of everything sent; set for completed jobs.
+    /// Disks: SHA-256 (hex) of everything written; set for completed jobs.
     public var sha256: String?
+    /// Fastboot: XXH3-128 (hex, as `xxh128sum` writes it) of everything sent; set for completed
+    /// jobs.
+    public var xxh128: String?
     /// queued, running, paused, completed, failed, cancelled, or interrupted (the server stopped
     /// while the job was unfinished).
     public var result: String
@@ -51,6 +54,7 @@ public struct HistoryEntry: Codable, Sendable, Equatable, FetchableRecord, Persi
         totalBytes = status.totalBytes
         bytesTransferred = status.bytesTransferred
         sha256 = status.sha256
+        xxh128 = status.xxh128
         result = status.state.rawValue
         error = status.error
         createdAt = status.createdAt

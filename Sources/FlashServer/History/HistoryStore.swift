@@ -128,6 +128,11 @@ public final class HistoryStore: Sendable {
                 table.column("entry", .text)
             }
         }
+        migrator.registerMigration("v5: xxh128 of what a fastboot job sent") { db in
+            try db.alter(table: "job") { table in
+                table.add(column: "xxh128", .text)
+            }
+        }
         return migrator
     }
 }

@@ -106,7 +106,11 @@ function row(entry) {
     if (className) td.className = className;
     tr.append(td);
   }
-  tr.title = [entry.sha256 ? `SHA-256 of what was sent: ${entry.sha256}` : null, entry.error].filter(Boolean).join("\n");
+  tr.title = [
+    entry.sha256 ? `SHA-256 of what was written: ${entry.sha256}` : null,
+    entry.xxh128 ? `XXH128 of what was sent (xxh128sum): ${entry.xxh128}` : null,
+    entry.error,
+  ].filter(Boolean).join("\n");
   return tr;
 }
 

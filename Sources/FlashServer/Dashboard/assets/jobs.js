@@ -86,6 +86,7 @@ export class JobStore {
         if (Number.isFinite(message.durationMs)) job.durationMs = message.durationMs;
         if (typeof message.verified === "boolean") job.verified = message.verified;
         if (typeof message.sha256 === "string") job.sha256 = message.sha256;
+        if (typeof message.xxh128 === "string") job.xxh128 = message.xxh128;
         return job;
       case "flash_failed":
         job.state = STATE_OF_REASON[message.reason] ?? "failed";
@@ -151,6 +152,7 @@ export class JobStore {
       batchId: null,
       verified: null,
       sha256: null,
+      xxh128: null,
       state: "running",
       stage: "",
       progress: 0,
