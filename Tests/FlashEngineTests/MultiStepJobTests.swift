@@ -97,6 +97,30 @@ import Testing
         #expect(FileManager.default.contents(atPath: base + "/MULTI/system.img") == system.data, "system.img.zst arrives decompressed, in sparse pieces")
     }
 
+    /// Over TCP, image ranges go straight from the file to the socket (sendfile) while the digest
+    /// reads them from the read-ahead: an image rewritten mid-send could make the two differ, so
+    /// the job fails and says so instead of recording a digest of bytes the device may not have.
+    @Test func anImageRewrittenWhileItIsSentFailsTheJob() throws {
+        let finder = try device(maxDownload: 64 << 20)
+        let boot = try image("boot.img", bytes: 6 << 20)
+        let request = FastbootFlashRequest(imagePath: boot.path, device: .serial("MULTI"))
+        let job = try FastbootFlashJob.prepare(request, finder: finder)
+        let rewritten = Collected()
+        let progress = ProgressAggregator(job: job.info, totalBytes: job.expectedBytes, rate: .unlimited) { event in
+            guard case .progress(_, let snapshot, _) = event, snapshot.progress > 10, rewritten.all.isEmpty else { return }
+            rewritten.append(event)
+            // Same size, new bytes: only the modification time tells.
+            let handle = FileHandle(forWritingAtPath: boot.path)!
+            handle.write(Data(repeating: 0x5A, count: 4096))
+            try? handle.close()
+        }
+        let outcome = job.run(progress: progress)
+        #expect(!rewritten.all.isEmpty, "the image was rewritten during the send")
+        #expect(outcome.state == .failed)
+        #expect(outcome.error == "image \(boot.path) changed while it was being sent: the device may have a mix of old and new bytes; flash it again")
+        #expect(outcome.xxh128 == nil)
+    }
+
     @Test func theDigestCoversEveryImageSent() throws {
         let finder = try device(maxDownload: 64 << 20)
         let boot = try image("boot.img", bytes: 300 << 10)

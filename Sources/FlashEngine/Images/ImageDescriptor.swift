@@ -10,7 +10,7 @@ func errnoText(_ code: Int32) -> String {
 
 /// A file opened read-only for image data: positioned reads that either deliver every byte
 /// asked for or throw a `FlashError` that names the file.
-final class ImageDescriptor {
+final class ImageDescriptor: @unchecked Sendable {
     let path: String
     let fd: Int32
 

@@ -10,7 +10,7 @@ import Synchronization
 /// at most `.maximum`; the rate counts at least one second), so a cancel always ends promptly.
 /// With more left, or over TCP (`padsOnCancel` false), the stream throws and the transfer is
 /// abandoned (`FastbootTransport.abandonDownload`).
-final class ControlledStream: ByteStream {
+final class ControlledStream: LendingByteStream {
     private let inner: ByteStream
     private let control: JobControl
     private let buckets: [TokenBucket]
@@ -20,6 +20,8 @@ final class ControlledStream: ByteStream {
     private var remaining: Int64
     private let acknowledgedBytes = Atomic<Int64>(0)
     private(set) var isPadding = false
+    /// What `borrow` lends when the inner stream cannot lend, or while padding.
+    private var scratch: UnsafeMutableRawBufferPointer?
 
     private let padsOnCancel: Bool
 
@@ -46,17 +48,52 @@ final class ControlledStream: ByteStream {
         return min(CancelPadding.maximum, max(CancelPadding.minimum, Int64(rate * CancelPadding.seconds)))
     }
 
-    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
-        if !isPadding {
-            do {
-                try control.waitWhilePaused()
-                let wait = buckets.map { $0.take(buffer.count) }.max() ?? 0
-                if wait > 0 { try control.sleep(seconds: wait) }
-            } catch let error as FlashError where error.kind == .cancelled {
-                guard padsOnCancel, remaining <= paddingLimit else { throw error }
-                isPadding = true
+    deinit {
+        scratch?.deallocate()
+    }
+
+    /// Holds the caller while the job is paused, then as long as the caps ask for `count` bytes.
+    /// A cancel throws, or turns the rest of the download into padding (see above).
+    private func pace(_ count: Int, paused: Bool = true) throws {
+        guard !isPadding else { return }
+        do {
+            if paused { try control.waitWhilePaused() }
+            let wait = buckets.map { $0.take(count) }.max() ?? 0
+            if wait > 0 { try control.sleep(seconds: wait) }
+        } catch let error as FlashError where error.kind == .cancelled {
+            guard padsOnCancel, remaining <= paddingLimit else { throw error }
+            isPadding = true
+        }
+    }
+
+    var fileDescriptor: Int32? { (inner as? LendingByteStream)?.fileDescriptor }
+
+    func borrow(maxLength: Int) throws -> BorrowedBytes? {
+        let wanted = Int(min(Int64(maxLength), remaining))
+        guard wanted > 0 else { return nil }
+        if !isPadding, let lending = inner as? LendingByteStream {
+            try control.waitWhilePaused()
+            guard let piece = try lending.borrow(maxLength: wanted) else { return nil }
+            // Paced on what was lent, which may be less than asked for (a piece boundary).
+            try pace(piece.bytes.count, paused: false)
+            if !isPadding {
+                digest.update(piece.bytes)
+                remaining -= Int64(piece.bytes.count)
+                return piece
             }
         }
+        if scratch == nil || scratch!.count < wanted {
+            scratch?.deallocate()
+            scratch = .allocate(byteCount: wanted, alignment: 16)
+        }
+        let buffer = UnsafeMutableRawBufferPointer(rebasing: scratch![0..<wanted])
+        let count = try read(into: buffer)
+        guard count > 0 else { return nil }
+        return BorrowedBytes(bytes: UnsafeRawBufferPointer(rebasing: buffer[0..<count]), fileOffset: nil)
+    }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        try pace(buffer.count)
         if isPadding {
             let count = Int(min(Int64(buffer.count), remaining))
             if count > 0 { buffer.baseAddress!.initializeMemory(as: UInt8.self, repeating: 0, count: count) }

@@ -43,6 +43,9 @@ public final class TCPTransport: FastbootTransport, @unchecked Sendable {
     }
 
     public func writeStream(_ source: ByteStream, totalBytes: Int64, timeoutMs: Int, onAcknowledged: (Int64) -> Void) throws {
+        if let lending = source as? LendingByteStream {
+            return try writeLent(lending, totalBytes: totalBytes, timeoutMs: timeoutMs, onAcknowledged: onAcknowledged)
+        }
         var buffer = [UInt8](repeating: 0, count: frameSize)
         var sent: Int64 = 0
         var acknowledged: Int64 = 0
@@ -63,6 +66,26 @@ public final class TCPTransport: FastbootTransport, @unchecked Sendable {
             sent += Int64(filled)
             // What the device's TCP has acknowledged, not what waits in our send queue (the
             // frames' 8-byte headers in it are counted as data: a few bytes early at most).
+            acknowledged = max(acknowledged, sent - Int64(socket.unacknowledgedBytes))
+            onAcknowledged(acknowledged)
+        }
+    }
+
+    /// Sends what `source` lends, one frame per piece: ranges of the image file go with
+    /// `sendfile`, so the bytes are copied once (page cache to socket), not three times.
+    private func writeLent(_ source: LendingByteStream, totalBytes: Int64, timeoutMs: Int, onAcknowledged: (Int64) -> Void) throws {
+        var sent: Int64 = 0
+        var acknowledged: Int64 = 0
+        while sent < totalBytes {
+            guard let piece = try source.borrow(maxLength: Int(min(Int64(frameSize), totalBytes - sent))), piece.bytes.count > 0 else {
+                throw FlashError(.image, "image data ended \(totalBytes - sent) bytes before the announced size")
+            }
+            if let offset = piece.fileOffset, let file = source.fileDescriptor {
+                try FastbootTCPFraming.writeFrame(file: file, offset: offset, count: piece.bytes.count, socket: socket, timeoutMs: timeoutMs)
+            } else {
+                try FastbootTCPFraming.writeFrame(piece.bytes, socket: socket, timeoutMs: timeoutMs)
+            }
+            sent += Int64(piece.bytes.count)
             acknowledged = max(acknowledged, sent - Int64(socket.unacknowledgedBytes))
             onAcknowledged(acknowledged)
         }
