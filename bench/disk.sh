@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Writes the same image to the same loop device with flashctl and with the usual tools, side by
-# side in one run, and prints each one's time (median of the runs) and the ratio to flashctl.
+# side in one run, and prints each one's time (median of the runs), the ratio to flashctl, its CPU
+# seconds (user + system) per GiB of image, steadier than wall times on a shared machine, and its
+# peak RSS.
 #
 #   bench/disk.sh [IMAGE_MIB=1024] [RUNS=3]
 #
@@ -70,21 +72,30 @@ check() {
   fi
 }
 
-# Prints the median seconds of $runs runs of "$@" (a shell command line).
+median() { sort -n | awk '{a[NR]=$1} END {printf "%.2f\n", a[int((NR+1)/2)]}'; }
+
+# Prints "SECONDS CPU_SECONDS_PER_GIB PEAK_RSS_MIB" for $runs runs of "$@" (a shell command line):
+# the median wall time, the median CPU time (user + system of the command and its children: for a
+# pipeline, every tool of it) per GiB of image, and the highest peak RSS of one of its processes.
 timed() {
   local name=$1; shift
-  local times=()
+  local times=() cpus=() peak=0
   for _ in $(seq "$runs"); do
     dd if=/dev/zero of="$loop" bs=4M count=2 oflag=direct status=none
     drop_caches
-    local start end
+    local start end used kib
     start=$(date +%s.%N)
-    if ! bash -c "$*" > "$work/out.log" 2>&1; then echo "disk.sh: $name failed: $(tail -3 "$work/out.log")" >&2; exit 1; fi
+    if ! /usr/bin/time -f "%U %S %M" -o "$work/time.out" bash -c "$*" > "$work/out.log" 2>&1; then
+      echo "disk.sh: $name failed: $(tail -3 "$work/out.log")" >&2; exit 1
+    fi
     end=$(date +%s.%N)
     check "$name"
     times+=("$(echo "$end - $start" | bc)")
+    read -r used kib <<< "$(tail -1 "$work/time.out" | awk '{print $1 + $2, $3}')"
+    cpus+=("$(echo "scale=4; $used * 1024 / $size_mib" | bc)")
+    [ "$kib" -gt "$peak" ] && peak=$kib
   done
-  printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {printf "%.2f\n", a[int((NR+1)/2)]}'
+  echo "$(printf '%s\n' "${times[@]}" | median) $(printf '%s\n' "${cpus[@]}" | median) $((peak >> 10))"
 }
 
 declare -A t
@@ -99,18 +110,25 @@ t[xz_only]=$(timed "xz -dc > /dev/null" "xz -dc $image.xz > /dev/null && dd if=$
 t[fl_xz_bmap]=$(timed "flashctl .xz --bmap" "$flashctl flash --device $loop --yes --no-verify --bmap $work/os.img.bmap $image.xz")
 t[bmaptool_xz]=$(timed "bmaptool copy .xz" "bmaptool -q copy --no-verify --bmap $work/os.img.bmap $image.xz $loop")
 
-ratio() { echo "scale=2; $2 / $1" | bc; }
+ratio() { printf '%.2f' "$(echo "scale=4; $2 / $1" | bc)"; }
+wall() { echo "${1%% *}"; }
+row() {
+  local name=$1 result=$2 note=${3:-}
+  read -r seconds cpu mib <<< "$result"
+  printf '%-44s %8s %9s %8s  %s\n' "$name" "$seconds" "$cpu" "$mib" "$note"
+}
 echo
 echo "loop device on $loop_dir, ${size_mib} MiB image, $((mapped * block >> 20)) MiB mapped; median of $runs runs; page cache dropped before each"
-printf '%-44s %8s  %s\n' "run" "seconds" "vs flashctl"
-printf '%-44s %8s\n' "flashctl --bmap (range checksums + read-back)" "${t[fl_bmap]}"
-printf '%-44s %8s  %sx slower than flashctl (which also reads back)\n' "bmaptool copy (range checksums)" "${t[bmaptool]}" "$(ratio "${t[fl_bmap]}" "${t[bmaptool]}")"
-printf '%-44s %8s\n' "flashctl --bmap --no-verify" "${t[fl_bmap_nv]}"
-printf '%-44s %8s  %sx slower than flashctl --no-verify\n' "bmaptool copy --no-verify" "${t[bmaptool_nv]}" "$(ratio "${t[fl_bmap_nv]}" "${t[bmaptool_nv]}")"
-printf '%-44s %8s  %sx slower than flashctl --no-verify\n' "dd bs=4M oflag=direct (whole image)" "${t[dd]}" "$(ratio "${t[fl_bmap_nv]}" "${t[dd]}")"
-printf '%-44s %8s\n' "flashctl image.xz --no-bmap --no-verify" "${t[fl_xz]}"
-printf '%-44s %8s  %sx slower than flashctl\n' "xz -dc | dd bs=4M oflag=direct" "${t[xz_dd]}" "$(ratio "${t[fl_xz]}" "${t[xz_dd]}")"
-printf '%-44s %8s  (decompression alone: the floor for .xz)\n' "xz -dc > /dev/null" "${t[xz_only]}"
-printf '%-44s %8s\n' "flashctl image.xz --bmap --no-verify" "${t[fl_xz_bmap]}"
-printf '%-44s %8s  %sx slower than flashctl\n' "bmaptool copy --no-verify image.xz" "${t[bmaptool_xz]}" "$(ratio "${t[fl_xz_bmap]}" "${t[bmaptool_xz]}")"
+echo "CPU: user + system seconds per GiB of image (median); RSS: highest peak of one process, MiB"
+printf '%-44s %8s %9s %8s  %s\n' "run" "seconds" "CPU s/GiB" "peak RSS" "vs flashctl"
+row "flashctl --bmap (range checksums + read-back)" "${t[fl_bmap]}"
+row "bmaptool copy (range checksums)" "${t[bmaptool]}" "$(ratio "$(wall "${t[fl_bmap]}")" "$(wall "${t[bmaptool]}")")x slower than flashctl (which also reads back)"
+row "flashctl --bmap --no-verify" "${t[fl_bmap_nv]}"
+row "bmaptool copy --no-verify" "${t[bmaptool_nv]}" "$(ratio "$(wall "${t[fl_bmap_nv]}")" "$(wall "${t[bmaptool_nv]}")")x slower than flashctl --no-verify"
+row "dd bs=4M oflag=direct (whole image)" "${t[dd]}" "$(ratio "$(wall "${t[fl_bmap_nv]}")" "$(wall "${t[dd]}")")x slower than flashctl --no-verify"
+row "flashctl image.xz --no-bmap --no-verify" "${t[fl_xz]}"
+row "xz -dc | dd bs=4M oflag=direct" "${t[xz_dd]}" "$(ratio "$(wall "${t[fl_xz]}")" "$(wall "${t[xz_dd]}")")x slower than flashctl"
+row "xz -dc > /dev/null" "${t[xz_only]}" "(decompression alone: the floor for .xz)"
+row "flashctl image.xz --bmap --no-verify" "${t[fl_xz_bmap]}"
+row "bmaptool copy --no-verify image.xz" "${t[bmaptool_xz]}" "$(ratio "$(wall "${t[fl_xz_bmap]}")" "$(wall "${t[bmaptool_xz]}")")x slower than flashctl"
 echo "command: ${FLASHCTL:+FLASHCTL=$FLASHCTL }${LOOP_DIR:+LOOP_DIR=$LOOP_DIR }bench/disk.sh $size_mib $runs"

@@ -67,7 +67,7 @@ public final class DiskBatch: @unchecked Sendable {
         let batchId = targets.count > 1 ? "batch_" + String(JobID.make().dropFirst(4)) : nil
         self.batchId = batchId
         let controls = targets.map { _ in JobControl() }
-        let reader = DiskBatchReader(image: image, controls: controls)
+        let reader = DiskBatchReader(image: image, controls: controls, hashesStream: request.verify)
         jobs = zip(targets, controls).enumerated().map { index, pair in
             DiskFlashJob(target: pair.0, control: pair.1, member: index, reader: reader, request: request, batchId: batchId)
         }
@@ -104,25 +104,36 @@ public final class DiskBatch: @unchecked Sendable {
 }
 
 /// The one read of a batch's image: starts once every member has started or been cancelled, and
-/// hands each piece to every member still going.
+/// hands each piece to every member still going, and to the batch's `StreamHasher` when the
+/// batch is verified.
 final class DiskBatchReader: @unchecked Sendable {
-    static let pieceSize = 4 << 20
-    static let piecesInFlight = 8
+    /// Pieces of 2 MiB, 4 in flight plus 2 per disk: enough to keep reading, hashing and writing
+    /// overlapped, and 12 MiB of buffers for one disk, so flashing stays under 50 MiB resident.
+    static let pieceSize = 2 << 20
+    static let piecesInFlight = 4
 
     private let image: DiskImage
     private let controls: [JobControl]
+    private let hasher: StreamHasher?
     /// The image's bytes to write, when known beforehand.
     var totalBytes: Int64? { image.totalBytes }
     /// The members that have arrived, by index, and whether reading has started.
     private let gate = Mutex((arrived: [Int: DiskTargetWriter](), started: false))
 
-    init(image: DiskImage, controls: [JobControl]) {
+    init(image: DiskImage, controls: [JobControl], hashesStream: Bool) {
         self.image = image
         self.controls = controls
+        hasher = hashesStream ? StreamHasher() : nil
         for control in controls {
             // A member cancelled before it started never arrives: the others must not wait for it.
             _ = control.onCancel { [weak self] in self?.startIfAllArrived() }
         }
+    }
+
+    /// The SHA-256 of the whole image as written, once the member has been given `.end` (waiting
+    /// for the hasher to catch up); nil when the batch is not verified.
+    func writtenSHA256() -> String? {
+        hasher?.sha256()
     }
 
     /// Called by each member on its own thread once its disk is open.
@@ -150,6 +161,7 @@ final class DiskBatchReader: @unchecked Sendable {
     private func feed(_ writers: [DiskTargetWriter]) {
         let pool = BufferPool(count: Self.piecesInFlight + writers.count * 2, bufferSize: Self.pieceSize)
         do {
+            try hasher?.start()
             let reader = try image.makeReader()
             while true {
                 let alive = writers.filter { $0.isAlive }
@@ -159,13 +171,18 @@ final class DiskBatchReader: @unchecked Sendable {
                     pool.give(buffer)
                     break
                 }
-                let shared = SharedPiece(offset: piece.offset, count: piece.count, inputFraction: reader.inputFraction, buffer: buffer, pool: pool, holders: alive.count)
+                let holders = alive.count + (hasher == nil ? 0 : 1)
+                let shared = SharedPiece(offset: piece.offset, count: piece.count, inputFraction: reader.inputFraction, buffer: buffer, pool: pool, holders: holders)
                 alive.forEach { $0.queue.put(.piece(shared)) }
+                hasher?.add(shared)
             }
             writers.forEach { $0.queue.put(.end) }
+            hasher?.finish()
         } catch let error as FlashError {
+            hasher?.abandon()
             writers.forEach { $0.queue.put(.abort(error)) }
         } catch {
+            hasher?.abandon()
             writers.forEach { $0.queue.put(.abort(FlashError(.io, "\(error)"))) }
         }
         writers.forEach { $0.queue.close() }
@@ -207,7 +224,7 @@ public final class DiskFlashJob: FlashJob, @unchecked Sendable {
     public func run(progress: ProgressAggregator, limits: [TokenBucket]) -> JobOutcome {
         let writer = DiskTargetWriter(
             target: target, progress: progress, verify: request.verify, knownTotal: reader.totalBytes,
-            control: control, limits: limits)
+            control: control, limits: limits, writtenSHA256: reader.writtenSHA256)
         progress.start(stage: "Opening")
         writer.open()
         reader.arrive(writer, member: member)

@@ -11,7 +11,9 @@ enum PieceMessage {
 }
 
 /// One disk's side of a batch: writes the pieces it is given (held while its job is paused,
-/// metered by its bandwidth caps), then flushes and reads everything back.
+/// metered by its bandwidth caps), then flushes and reads everything back. The SHA-256 of what
+/// was written comes from the batch's hasher (`writtenSHA256`), computed on its own thread while
+/// this one writes and reads back.
 final class DiskTargetWriter: @unchecked Sendable {
     let target: DiskTarget
     let queue = BoundedQueue<PieceMessage>(capacity: 4)
@@ -20,17 +22,19 @@ final class DiskTargetWriter: @unchecked Sendable {
     private let knownTotal: Int64?
     private let control: JobControl
     private let limits: [TokenBucket]
+    private let writtenSHA256: () -> String?
     private var writer: DiskWriter?
     private let alive = Atomic<Bool>(true)
     private(set) var outcome = JobOutcome(state: .failed, error: "not run", bytesSent: 0)
 
-    init(target: DiskTarget, progress: ProgressAggregator, verify: Bool, knownTotal: Int64?, control: JobControl, limits: [TokenBucket]) {
+    init(target: DiskTarget, progress: ProgressAggregator, verify: Bool, knownTotal: Int64?, control: JobControl, limits: [TokenBucket], writtenSHA256: @escaping () -> String?) {
         self.target = target
         self.progress = progress
         self.verify = verify
         self.knownTotal = knownTotal
         self.control = control
         self.limits = limits
+        self.writtenSHA256 = writtenSHA256
         if let knownTotal { progress.setTotalBytes(knownTotal) }
     }
 
@@ -39,7 +43,7 @@ final class DiskTargetWriter: @unchecked Sendable {
     func open() {
         do {
             try control.checkCancelled()
-            writer = try DiskWriter(path: target.path, isBlockDevice: target.isBlockDevice, alignment: target.disk?.logicalBlockSize ?? 512, hashing: verify)
+            writer = try DiskWriter(path: target.path, isBlockDevice: target.isBlockDevice, alignment: target.disk?.logicalBlockSize ?? 512, digestsWrites: verify)
             progress.setStage("Writing")
         } catch {
             fail(error)
@@ -85,16 +89,19 @@ final class DiskTargetWriter: @unchecked Sendable {
             let written = writer.bytesWritten
             progress.setTotalBytes(written)
             progress.setStage("Flushing")
-            let sha256 = try writer.finish()
-            if verify, let sha256 {
+            let writtenDigest = try writer.finish()
+            var sha256: String?
+            if verify, let writtenDigest {
                 progress.beginPass(stage: "Verifying")
                 try DiskVerifier.verify(
-                    path: target.path, extents: writer.extents, expected: sha256, alignment: writer.alignment,
+                    path: target.path, extents: writer.extents, expected: writtenDigest, alignment: writer.alignment,
                     onBytes: { checked in self.progress.update(bytesTransferred: checked) },
                     checkCancelled: {
                         try self.control.waitWhilePaused()
                         try self.control.checkCancelled()
                     })
+                sha256 = writtenSHA256()
+                guard sha256 != nil else { throw FlashError(.io, "the image reader stopped before the image was complete") }
             }
             progress.completed(sha256: sha256, verified: verify)
             outcome = JobOutcome(state: .completed, bytesSent: written, sha256: sha256, verified: verify)

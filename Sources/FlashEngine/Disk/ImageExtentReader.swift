@@ -17,7 +17,15 @@ public protocol ImageExtentReader: AnyObject {
 
 /// A raw image read in order (from a file or a decompressor), all of it or only the ranges of a
 /// block map, whose checksums are checked as the bytes go by.
+///
+/// With a block map, the ranges ahead are announced to the stream (`willRead`): the system's own
+/// read-ahead stops at each hole, so without it a file's next range would be fetched only once
+/// the current one is hashed, and the disk would wait for the CPU and the CPU for the disk.
 public final class StreamExtentReader: ImageExtentReader {
+    /// Mapped bytes announced ahead of those read, in steps of `announceStep`.
+    static let announceAhead: Int64 = 16 << 20
+    static let announceStep: Int64 = 4 << 20
+
     private let stream: SkippableStream
     private let map: BlockMap?
     private let knownSize: Int64?
@@ -25,6 +33,10 @@ public final class StreamExtentReader: ImageExtentReader {
     private var rangeIndex = 0
     private var rangeHash: RangeHasher?
     private let checksRanges: Bool
+    private var mappedRead: Int64 = 0
+    private var mappedAnnounced: Int64 = 0
+    private var announcedRange = 0
+    private var announcedThrough: Int64 = 0
 
     /// `size` is the raw image's size when known (file size, zip entry size). `checksRanges`
     /// false skips the block map's per-range checksums (bmaptool's `--no-verify`).
@@ -47,6 +59,7 @@ public final class StreamExtentReader: ImageExtentReader {
             return (position, n)
         }
         guard rangeIndex < map.ranges.count else { return nil }
+        announceAhead(map)
         let range = map.ranges[rangeIndex]
         let (start, length) = map.byteRange(of: range)
         if position < start {
@@ -61,6 +74,7 @@ public final class StreamExtentReader: ImageExtentReader {
         rangeHash?.update(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
         let offset = position
         position += Int64(n)
+        mappedRead += Int64(n)
         if position == start + length {
             if let expected = range.checksum, let actual = rangeHash?.finalize(), actual != expected {
                 throw FlashError(.image, "the image does not match its block map \(map.path): blocks \(range.first)-\(range.last) have checksum \(actual), the map says \(expected)")
@@ -69,6 +83,18 @@ public final class StreamExtentReader: ImageExtentReader {
             rangeIndex += 1
         }
         return (offset, n)
+    }
+
+    private func announceAhead(_ map: BlockMap) {
+        while announcedRange < map.ranges.count, mappedAnnounced < mappedRead + Self.announceAhead {
+            let (start, length) = map.byteRange(of: map.ranges[announcedRange])
+            let from = max(start, announcedThrough)
+            let count = max(0, min(start + length - from, Self.announceStep))
+            if count > 0 { stream.willRead(from: from, count: count) }
+            mappedAnnounced += count
+            announcedThrough = from + count
+            if announcedThrough >= start + length { announcedRange += 1 }
+        }
     }
 
     private func endedEarly(_ map: BlockMap) -> FlashError {

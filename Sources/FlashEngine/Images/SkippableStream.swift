@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A byte stream that can also pass over bytes: a file seeks, a decompressor reads and drops.
 public protocol SkippableStream: ByteStream {
     /// Moves `count` bytes on; returns how many there were (fewer only at the end).
@@ -5,6 +9,14 @@ public protocol SkippableStream: ByteStream {
     /// Input consumed so far as a fraction of the whole (0...1), for progress when the output
     /// size is unknown.
     var inputFraction: Double { get }
+    /// Says that the `count` bytes from `offset` (from the stream's start) will be read soon, so
+    /// the system can fetch them while the reader works on what it has.
+    func willRead(from offset: Int64, count: Int64)
+}
+
+extension SkippableStream {
+    /// A decompressor produces its bytes as they are read: nothing to fetch ahead.
+    public func willRead(from offset: Int64, count: Int64) {}
 }
 
 /// A file read from start to end.
@@ -31,6 +43,10 @@ public final class FileStream: SkippableStream {
     }
 
     public var inputFraction: Double { size > 0 ? Double(position) / Double(size) : 1 }
+
+    public func willRead(from offset: Int64, count: Int64) {
+        posix_fadvise(file.fd, off_t(offset), off_t(count), POSIX_FADV_WILLNEED)
+    }
 }
 
 extension DecompressedStream: SkippableStream {
