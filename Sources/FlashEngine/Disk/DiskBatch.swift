@@ -176,8 +176,9 @@ final class DiskBatchReader: @unchecked Sendable {
                 alive.forEach { $0.queue.put(.piece(shared)) }
                 hasher?.add(shared)
             }
-            writers.forEach { $0.queue.put(.end) }
+            // The digest first: a disk that is done must not wait for a paused one to take its end.
             hasher?.finish()
+            writers.forEach { $0.queue.put(.end) }
         } catch let error as FlashError {
             hasher?.abandon()
             writers.forEach { $0.queue.put(.abort(error)) }
