@@ -97,9 +97,8 @@ import Testing
         #expect(FileManager.default.contents(atPath: base + "/MULTI/system.img") == system.data, "system.img.zst arrives decompressed, in sparse pieces")
     }
 
-    /// Over TCP, image ranges go straight from the file to the socket (sendfile) while the digest
-    /// reads them from the read-ahead: an image rewritten mid-send could make the two differ, so
-    /// the job fails and says so instead of recording a digest of bytes the device may not have.
+    /// An image rewritten while it is sent would leave the device a mix of old and new bytes: the
+    /// job fails and says so, and records no digest.
     @Test func anImageRewrittenWhileItIsSentFailsTheJob() throws {
         let finder = try device(maxDownload: 64 << 20)
         let boot = try image("boot.img", bytes: 6 << 20)

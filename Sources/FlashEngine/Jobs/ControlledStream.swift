@@ -66,19 +66,17 @@ final class ControlledStream: LendingByteStream {
         }
     }
 
-    var fileDescriptor: Int32? { (inner as? LendingByteStream)?.fileDescriptor }
-
-    func borrow(maxLength: Int) throws -> BorrowedBytes? {
+    func borrow(maxLength: Int) throws -> UnsafeRawBufferPointer? {
         let wanted = Int(min(Int64(maxLength), remaining))
         guard wanted > 0 else { return nil }
         if !isPadding, let lending = inner as? LendingByteStream {
             try control.waitWhilePaused()
             guard let piece = try lending.borrow(maxLength: wanted) else { return nil }
             // Paced on what was lent, which may be less than asked for (a piece boundary).
-            try pace(piece.bytes.count, paused: false)
+            try pace(piece.count, paused: false)
             if !isPadding {
-                digest.update(piece.bytes)
-                remaining -= Int64(piece.bytes.count)
+                digest.update(piece)
+                remaining -= Int64(piece.count)
                 return piece
             }
         }
@@ -89,7 +87,7 @@ final class ControlledStream: LendingByteStream {
         let buffer = UnsafeMutableRawBufferPointer(rebasing: scratch![0..<wanted])
         let count = try read(into: buffer)
         guard count > 0 else { return nil }
-        return BorrowedBytes(bytes: UnsafeRawBufferPointer(rebasing: buffer[0..<count]), fileOffset: nil)
+        return UnsafeRawBufferPointer(rebasing: buffer[0..<count])
     }
 
     func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {

@@ -23,20 +23,11 @@ extension Array where Element == ByteSegment {
     public var totalLength: Int64 { reduce(0) { $0 + $1.length } }
 }
 
-/// A stream that can lend its next bytes in place instead of copying them out, and say which
-/// range of a file they were read from: a transport can then send that range with `sendfile`
-/// (no copy through user memory) while a digest reads the lent bytes.
+/// A stream that can lend its next bytes where they already are (its read-ahead buffers) instead
+/// of copying them into the caller's buffer: a transport sends them, and a digest reads them, in
+/// place.
 public protocol LendingByteStream: ByteStream {
-    /// The next bytes, at most `maxLength` (fewer at a piece boundary, not only at the end); nil
-    /// at the end of the stream. They stay valid until the next call on the stream.
-    func borrow(maxLength: Int) throws -> BorrowedBytes?
-    /// The file that `BorrowedBytes.fileOffset` refers to, while the stream is open.
-    var fileDescriptor: Int32? { get }
-}
-
-/// Bytes lent by a `LendingByteStream`; `fileOffset` is where they are in its file (nil for bytes
-/// that exist only in memory, such as sparse headers).
-public struct BorrowedBytes {
-    public let bytes: UnsafeRawBufferPointer
-    public let fileOffset: Int64?
+    /// The next bytes, at most `maxLength` (fewer at a buffer boundary, not only at the end);
+    /// nil at the end of the stream. They stay valid until the next call on the stream.
+    func borrow(maxLength: Int) throws -> UnsafeRawBufferPointer?
 }

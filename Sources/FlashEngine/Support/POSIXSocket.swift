@@ -86,8 +86,8 @@ public final class POSIXSocket: @unchecked Sendable {
                     continue
                 }
             }
-            // The socket stays non-blocking: every call on it waits in `poll`, which is how a
-            // `sendfile` that the peer stops taking is bounded too.
+            let flags = fcntl(fd, F_GETFL)
+            _ = fcntl(fd, F_SETFL, flags & ~Int32(O_NONBLOCK))
             return POSIXSocket(fd: fd, peer: peer)
         }
         throw FlashError(.disconnected, "no fastboot device at tcp:\(peer) (\(lastError.lowercased()))")
@@ -177,10 +177,7 @@ public final class POSIXSocket: @unchecked Sendable {
     /// Sends `first` then `second` with as few system calls as the kernel allows (one `sendmsg`
     /// when the socket takes everything), e.g. a frame header and its payload. `timeoutMs` as
     /// for `writeAll(_:timeoutMs:)`: the longest the peer may take no byte.
-    /// `moreFollows` tells the kernel more data comes at once (`MSG_MORE`), so a frame header is
-    /// not sent in a packet of its own.
-    public func writeAll(_ first: UnsafeRawBufferPointer, _ second: UnsafeRawBufferPointer, timeoutMs: Int?, moreFollows: Bool = false) throws {
-        let flags = Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT) | (moreFollows ? Int32(MSG_MORE) : 0)
+    public func writeAll(_ first: UnsafeRawBufferPointer, _ second: UnsafeRawBufferPointer, timeoutMs: Int?) throws {
         let total = first.count + second.count
         var sent = 0
         while sent < total {
@@ -196,47 +193,19 @@ public final class POSIXSocket: @unchecked Sendable {
                 var message = msghdr()
                 message.msg_iov = buffer.baseAddress
                 message.msg_iovlen = buffer.count
-                return sendmsg(fd, &message, flags)
+                return sendmsg(fd, &message, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
             }
             if n > 0 {
                 sent += n
             } else if n < 0 && errno == EINTR {
                 continue
             } else if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
-                try waitWritable(timeoutMs: timeoutMs)
+                guard try wait(for: Int16(POLLOUT), timeoutMs: timeoutMs) else {
+                    throw FlashError(.timeout, "tcp:\(peer) stopped taking data (nothing accepted for \(Self.describe(milliseconds: timeoutMs ?? 0)))")
+                }
             } else {
                 throw FlashError(.disconnected, "connection to tcp:\(peer) lost: \(String(cString: strerror(errno)))")
             }
-        }
-    }
-
-    /// Sends `count` bytes of the file `file` from `offset` with `sendfile`: the kernel moves them
-    /// from the page cache to the socket, and they never pass through this process's memory.
-    /// `timeoutMs` as for `writeAll(_:timeoutMs:)`. Needs a socket from `connect` (non-blocking).
-    public func sendFile(_ file: Int32, offset: Int64, count: Int, timeoutMs: Int?) throws {
-        var position = off_t(offset)
-        var left = count
-        while left > 0 {
-            let n = Glibc.sendfile(fd, file, &position, left)
-            if n > 0 {
-                left -= n
-            } else if n == 0 {
-                throw FlashError(.image, "the image ended \(left) bytes before the range being sent (was the file truncated?)")
-            } else if errno == EINTR {
-                continue
-            } else if errno == EAGAIN || errno == EWOULDBLOCK {
-                try waitWritable(timeoutMs: timeoutMs)
-            } else if errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN {
-                throw FlashError(.disconnected, "connection to tcp:\(peer) lost: \(String(cString: strerror(errno)))")
-            } else {
-                throw FlashError(.io, "cannot send the image to tcp:\(peer): \(String(cString: strerror(errno)))")
-            }
-        }
-    }
-
-    private func waitWritable(timeoutMs: Int?) throws {
-        guard try wait(for: Int16(POLLOUT), timeoutMs: timeoutMs) else {
-            throw FlashError(.timeout, "tcp:\(peer) stopped taking data (nothing accepted for \(Self.describe(milliseconds: timeoutMs ?? 0)))")
         }
     }
 

@@ -10,9 +10,9 @@ import Synchronization
 ///
 /// One consumer calls `read(into:)` or `borrow(maxLength:)`; `close()` may be called from any
 /// thread, also while a read waits, and makes that read throw. A read error, or a file shorter
-/// than a segment, is thrown once the bytes read before it have been delivered. A file changed
-/// while it was read (its size or modification time) fails the last read: a transport that sent
-/// ranges of it straight from the file may have sent bytes other than those read and hashed.
+/// than a segment, is thrown once the bytes read before it have been delivered. A file whose size
+/// or modification time changed while it was read fails the last read: the device would get a
+/// mix of old and new bytes.
 public final class SegmentReader: LendingByteStream, @unchecked Sendable {
     public let path: String
     public let segments: [ByteSegment]
@@ -22,7 +22,7 @@ public final class SegmentReader: LendingByteStream, @unchecked Sendable {
     private let queue: ReadAheadQueue
     private let closed = Atomic<Bool>(false)
     // Consumer state, touched only by the one thread calling `read(into:)`.
-    private var current: FilledBuffer?
+    private var current: (buffer: UnsafeMutableRawBufferPointer, count: Int)?
     private var currentOffset = 0
     private var delivered: Int64 = 0
 
@@ -44,43 +44,28 @@ public final class SegmentReader: LendingByteStream, @unchecked Sendable {
         queue.stop()
     }
 
-    public var fileDescriptor: Int32? { queue.file?.fd }
-
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         guard let destination = buffer.baseAddress else { return 0 }
         var written = 0
-        while written < buffer.count, let piece = try nextRun(maxLength: buffer.count - written) {
-            (destination + written).copyMemory(from: piece.bytes.baseAddress!, byteCount: piece.bytes.count)
-            written += piece.bytes.count
+        while written < buffer.count, let piece = try borrow(maxLength: buffer.count - written) {
+            (destination + written).copyMemory(from: piece.baseAddress!, byteCount: piece.count)
+            written += piece.count
         }
         return written
     }
 
-    public func borrow(maxLength: Int) throws -> BorrowedBytes? {
-        try nextRun(maxLength: maxLength)
-    }
-
-    /// The next bytes of the current buffer, at most `maxLength`, from one run (all from one
-    /// contiguous range of the file, or all from memory); nil at the end.
-    private func nextRun(maxLength: Int) throws -> BorrowedBytes? {
+    public func borrow(maxLength: Int) throws -> UnsafeRawBufferPointer? {
         if closed.load(ordering: .acquiring) {
             throw FlashError(.io, "reading image \(path) was stopped")
         }
-        guard maxLength > 0 else { return BorrowedBytes(bytes: UnsafeRawBufferPointer(start: nil, count: 0), fileOffset: nil) }
         while true {
             if let piece = current, currentOffset < piece.count {
-                var runStart = 0
-                for run in piece.runs {
-                    defer { runStart += run.length }
-                    guard currentOffset < runStart + run.length else { continue }
-                    let within = currentOffset - runStart
-                    let n = min(maxLength, run.length - within)
-                    if delivered + Int64(n) == totalLength { try queue.checkUnchanged() }
-                    let bytes = UnsafeRawBufferPointer(start: piece.buffer.baseAddress! + currentOffset, count: n)
-                    currentOffset += n
-                    delivered += Int64(n)
-                    return BorrowedBytes(bytes: bytes, fileOffset: run.fileOffset.map { $0 + Int64(within) })
-                }
+                let n = min(maxLength, piece.count - currentOffset)
+                if delivered + Int64(n) == totalLength { try queue.checkUnchanged() }
+                let bytes = UnsafeRawBufferPointer(start: piece.buffer.baseAddress! + currentOffset, count: n)
+                currentOffset += n
+                delivered += Int64(n)
+                return bytes
             }
             let previous = current?.buffer
             current = nil
@@ -91,24 +76,10 @@ public final class SegmentReader: LendingByteStream, @unchecked Sendable {
     }
 }
 
-/// A buffer the read-ahead filled, and where each stretch of it came from.
-private struct FilledBuffer {
-    /// A stretch of the buffer read from one contiguous range of the file (`fileOffset`), or
-    /// copied from a `.bytes` segment (nil).
-    struct Run {
-        var length: Int
-        var fileOffset: Int64?
-    }
-
-    let buffer: UnsafeMutableRawBufferPointer
-    let count: Int
-    let runs: [Run]
-}
-
 /// The read-ahead: a thread that fills buffers from a pool and queues them, bounded by the pool.
 private final class ReadAheadQueue: @unchecked Sendable {
     private enum Item {
-        case filled(FilledBuffer)
+        case filled(UnsafeMutableRawBufferPointer, count: Int)
         case failed(FlashError)
     }
 
@@ -124,9 +95,6 @@ private final class ReadAheadQueue: @unchecked Sendable {
     /// The image once the producer opened it (on its thread: opening may block, e.g. on a FIFO,
     /// and `stop()` must still end the wait), with its size and modification time then.
     private let opened = Mutex<(file: ImageDescriptor, size: Int64, modified: timespec)?>(nil)
-
-    /// The image's descriptor, set before the first buffer read from it is queued.
-    var file: ImageDescriptor? { opened.withLock { $0?.file } }
 
     init(path: String, segments: [ByteSegment], bufferSize: Int, bufferCount: Int) {
         self.path = path
@@ -171,7 +139,7 @@ private final class ReadAheadQueue: @unchecked Sendable {
 
     /// Gives back the buffer the consumer finished (if any) and waits for the next full one;
     /// nil at the end of the segments.
-    func next(returning used: UnsafeMutableRawBufferPointer?) throws -> FilledBuffer? {
+    func next(returning used: UnsafeMutableRawBufferPointer?) throws -> (buffer: UnsafeMutableRawBufferPointer, count: Int)? {
         if let used { pool.give(used) }
         if let failure { throw failure }
         let item = filled.take()
@@ -179,7 +147,7 @@ private final class ReadAheadQueue: @unchecked Sendable {
             throw FlashError(.io, "reading image \(path) was stopped")
         }
         switch item {
-        case .filled(let buffer): return buffer
+        case .filled(let buffer, let count): return (buffer, count)
         case .failed(let error):
             failure = error
             throw error
@@ -228,7 +196,6 @@ private final class ReadAheadQueue: @unchecked Sendable {
             if segmentIndex == segments.count { return }
             guard let buffer = pool.take() else { return }
             var filledBytes = 0
-            var runs: [FilledBuffer.Run] = []
             do {
                 while filledBytes < bufferSize, segmentIndex < segments.count {
                     let segment = segments[segmentIndex]
@@ -239,16 +206,10 @@ private final class ReadAheadQueue: @unchecked Sendable {
                         bytes.withUnsafeBytes { source in
                             target.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[Int(segmentOffset)..<(Int(segmentOffset) + n)]))
                         }
-                        runs.append(FilledBuffer.Run(length: n, fileOffset: nil))
                     case .file(let offset, let length):
                         let got = try file!.readAvailable(into: target, at: offset + segmentOffset)
                         if got < n {
                             throw FlashError(.image, "image \(path) is shorter than expected: needed bytes up to offset \(offset + length), but it ends at offset \(offset + segmentOffset + Int64(got)) (was the file changed or truncated?)")
-                        }
-                        if let last = runs.last, let lastOffset = last.fileOffset, lastOffset + Int64(last.length) == offset + segmentOffset {
-                            runs[runs.count - 1].length += n
-                        } else {
-                            runs.append(FilledBuffer.Run(length: n, fileOffset: offset + segmentOffset))
                         }
                     }
                     filledBytes += n
@@ -269,7 +230,7 @@ private final class ReadAheadQueue: @unchecked Sendable {
                 return
             }
             if stopping.load(ordering: .acquiring) { return }
-            filled.put(.filled(FilledBuffer(buffer: buffer, count: filledBytes, runs: runs)))
+            filled.put(.filled(buffer, count: filledBytes))
             if segmentIndex == segments.count { return }
         }
     }

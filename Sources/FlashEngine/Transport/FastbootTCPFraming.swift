@@ -66,13 +66,6 @@ public enum FastbootTCPFraming {
         try header.withUnsafeBytes { try socket.writeAll($0, payload, timeoutMs: timeoutMs) }
     }
 
-    /// Sends one frame whose payload is `count` bytes of `file` from `offset`, with `sendfile`.
-    public static func writeFrame(file: Int32, offset: Int64, count: Int, socket: POSIXSocket, timeoutMs: Int?) throws {
-        let header = header(forLength: count)
-        try header.withUnsafeBytes { try socket.writeAll($0, UnsafeRawBufferPointer(start: nil, count: 0), timeoutMs: timeoutMs, moreFollows: true) }
-        try socket.sendFile(file, offset: offset, count: count, timeoutMs: timeoutMs)
-    }
-
     /// Reads one frame's length (checked against `maxFrameLength`); the caller then reads that
     /// many bytes in as many pieces as it likes.
     public static func readFrameLength(socket: POSIXSocket, timeoutMs: Int?) throws -> Int {

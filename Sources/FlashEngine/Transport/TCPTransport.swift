@@ -71,21 +71,17 @@ public final class TCPTransport: FastbootTransport, @unchecked Sendable {
         }
     }
 
-    /// Sends what `source` lends, one frame per piece: ranges of the image file go with
-    /// `sendfile`, so the bytes are copied once (page cache to socket), not three times.
+    /// Sends what `source` lends, one frame per piece, straight from the read-ahead's buffers: no
+    /// copy into a frame buffer of our own.
     private func writeLent(_ source: LendingByteStream, totalBytes: Int64, timeoutMs: Int, onAcknowledged: (Int64) -> Void) throws {
         var sent: Int64 = 0
         var acknowledged: Int64 = 0
         while sent < totalBytes {
-            guard let piece = try source.borrow(maxLength: Int(min(Int64(frameSize), totalBytes - sent))), piece.bytes.count > 0 else {
+            guard let piece = try source.borrow(maxLength: Int(min(Int64(frameSize), totalBytes - sent))), piece.count > 0 else {
                 throw FlashError(.image, "image data ended \(totalBytes - sent) bytes before the announced size")
             }
-            if let offset = piece.fileOffset, let file = source.fileDescriptor {
-                try FastbootTCPFraming.writeFrame(file: file, offset: offset, count: piece.bytes.count, socket: socket, timeoutMs: timeoutMs)
-            } else {
-                try FastbootTCPFraming.writeFrame(piece.bytes, socket: socket, timeoutMs: timeoutMs)
-            }
-            sent += Int64(piece.bytes.count)
+            try FastbootTCPFraming.writeFrame(piece, socket: socket, timeoutMs: timeoutMs)
+            sent += Int64(piece.count)
             acknowledged = max(acknowledged, sent - Int64(socket.unacknowledgedBytes))
             onAcknowledged(acknowledged)
         }
