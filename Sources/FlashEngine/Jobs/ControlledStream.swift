@@ -58,7 +58,7 @@ final class ControlledStream: LendingByteStream {
         guard !isPadding else { return }
         do {
             if paused { try control.waitWhilePaused() }
-            let wait = buckets.map { $0.take(count) }.max() ?? 0
+            let wait = count > 0 ? buckets.map { $0.take(count) }.max() ?? 0 : 0
             if wait > 0 { try control.sleep(seconds: wait) }
         } catch let error as FlashError where error.kind == .cancelled {
             guard padsOnCancel, remaining <= paddingLimit else { throw error }
@@ -69,15 +69,17 @@ final class ControlledStream: LendingByteStream {
     func borrow(maxLength: Int) throws -> UnsafeRawBufferPointer? {
         let wanted = Int(min(Int64(maxLength), remaining))
         guard wanted > 0 else { return nil }
-        if !isPadding, let lending = inner as? LendingByteStream {
-            try control.waitWhilePaused()
-            guard let piece = try lending.borrow(maxLength: wanted) else { return nil }
-            // Paced on what was lent, which may be less than asked for (a piece boundary).
-            try pace(piece.count, paused: false)
+        if let lending = inner as? LendingByteStream {
+            try pace(0)
             if !isPadding {
-                digest.update(piece)
-                remaining -= Int64(piece.count)
-                return piece
+                guard let piece = try lending.borrow(maxLength: wanted) else { return nil }
+                // Paced on what was lent, which may be less than asked for (a buffer boundary).
+                try pace(piece.count, paused: false)
+                if !isPadding {
+                    digest.update(piece)
+                    remaining -= Int64(piece.count)
+                    return piece
+                }
             }
         }
         if scratch == nil || scratch!.count < wanted {
