@@ -3,19 +3,18 @@
 public final class TCPTransport: FastbootTransport, @unchecked Sendable {
     public let peerDescription: String
     private let socket: POSIXSocket
-    /// Download data is framed in pieces of this size, so acknowledged bytes advance smoothly.
-    /// With a send buffer of the same size, what is read and hashed ahead of the device stays
-    /// under a megabyte or so: a job's work follows the device's pace instead of filling
-    /// megabytes of buffers at its start (on a busy server, at the moment the dashboards are
-    /// told of it). 4 MiB frames were no faster.
-    private let frameSize: Int
+    /// Download data is written in pieces of this size, and the bytes the device acknowledged
+    /// are counted after each, so progress advances smoothly.
+    private let writeSize: Int
 
-    /// A cancel of `control` ends the connect and the handshake at once.
-    public init(host: String, port: UInt16, timeoutMs: Int, frameSize: Int = 256 << 10, control: JobControl? = nil) throws {
+    /// A cancel of `control` ends the connect and the handshake at once. The send buffer is
+    /// kept to one write: with the kernel left to size it (up to 4 MiB) both flashctl and the
+    /// device used more CPU (docs/performance.md).
+    public init(host: String, port: UInt16, timeoutMs: Int, writeSize: Int = 256 << 10, control: JobControl? = nil) throws {
         peerDescription = "tcp:\(host):\(port)"
-        self.frameSize = frameSize
+        self.writeSize = writeSize
         socket = try POSIXSocket.connect(host: host, port: port, timeoutMs: timeoutMs, control: control)
-        socket.setSendBufferSize(frameSize)
+        socket.setSendBufferSize(writeSize)
         let socket = self.socket
         let cancelHandler = control?.onCancel { socket.interrupt() }
         defer { cancelHandler.map { control?.removeCancelHandler($0) } }
@@ -43,45 +42,42 @@ public final class TCPTransport: FastbootTransport, @unchecked Sendable {
     }
 
     public func writeStream(_ source: ByteStream, totalBytes: Int64, timeoutMs: Int, onAcknowledged: (Int64) -> Void) throws {
-        if let lending = source as? LendingByteStream {
-            return try writeLent(lending, totalBytes: totalBytes, timeoutMs: timeoutMs, onAcknowledged: onAcknowledged)
-        }
-        var buffer = [UInt8](repeating: 0, count: frameSize)
+        let lending = source as? LendingByteStream
+        let buffer = lending == nil ? UnsafeMutableRawBufferPointer.allocate(byteCount: writeSize, alignment: 16) : nil
+        defer { buffer?.deallocate() }
+        // The whole download is one frame, as AOSP fastboot sends it: the device reads it in as
+        // large pieces as it likes instead of parsing a header every few hundred KiB.
+        let header = FastbootTCPFraming.header(forLength: Int(totalBytes))
         var sent: Int64 = 0
         var acknowledged: Int64 = 0
         while sent < totalBytes {
-            let wanted = Int(min(Int64(frameSize), totalBytes - sent))
-            var filled = 0
-            while filled < wanted {
-                let n = try buffer.withUnsafeMutableBytes { raw in
-                    try source.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[filled..<wanted]))
+            let wanted = Int(min(Int64(writeSize), totalBytes - sent))
+            let piece: UnsafeRawBufferPointer
+            if let lending {
+                guard let lent = try lending.borrow(maxLength: wanted), lent.count > 0 else {
+                    throw FlashError(.image, "image data ended \(totalBytes - sent) bytes before the announced size")
                 }
-                if n == 0 { break }
-                filled += n
+                piece = lent
+            } else {
+                var filled = 0
+                while filled < wanted {
+                    let n = try source.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer![filled..<wanted]))
+                    if n == 0 { break }
+                    filled += n
+                }
+                guard filled == wanted else {
+                    throw FlashError(.image, "image data ended \(totalBytes - sent - Int64(filled)) bytes before the announced size")
+                }
+                piece = UnsafeRawBufferPointer(rebasing: buffer![0..<filled])
             }
-            guard filled == wanted else {
-                throw FlashError(.image, "image data ended \(totalBytes - sent - Int64(filled)) bytes before the announced size")
+            if sent == 0 {
+                try header.withUnsafeBytes { try socket.writeAll($0, piece, timeoutMs: timeoutMs) }
+            } else {
+                try socket.writeAll(piece, timeoutMs: timeoutMs)
             }
-            try buffer.withUnsafeBytes { try FastbootTCPFraming.writeFrame(UnsafeRawBufferPointer(rebasing: $0[0..<filled]), socket: socket, timeoutMs: timeoutMs) }
-            sent += Int64(filled)
-            // What the device's TCP has acknowledged, not what waits in our send queue (the
-            // frames' 8-byte headers in it are counted as data: a few bytes early at most).
-            acknowledged = max(acknowledged, sent - Int64(socket.unacknowledgedBytes))
-            onAcknowledged(acknowledged)
-        }
-    }
-
-    /// Sends what `source` lends, one frame per piece, straight from the read-ahead's buffers: no
-    /// copy into a frame buffer of our own.
-    private func writeLent(_ source: LendingByteStream, totalBytes: Int64, timeoutMs: Int, onAcknowledged: (Int64) -> Void) throws {
-        var sent: Int64 = 0
-        var acknowledged: Int64 = 0
-        while sent < totalBytes {
-            guard let piece = try source.borrow(maxLength: Int(min(Int64(frameSize), totalBytes - sent))), piece.count > 0 else {
-                throw FlashError(.image, "image data ended \(totalBytes - sent) bytes before the announced size")
-            }
-            try FastbootTCPFraming.writeFrame(piece, socket: socket, timeoutMs: timeoutMs)
             sent += Int64(piece.count)
+            // What the device's TCP has acknowledged, not what waits in our send queue (the
+            // frame's 8-byte header in it is counted as data: a few bytes early at most).
             acknowledged = max(acknowledged, sent - Int64(socket.unacknowledgedBytes))
             onAcknowledged(acknowledged)
         }
