@@ -82,7 +82,7 @@ final class ProgressHonestyTests: XCTestCase {
             XCTAssertTrue((message["stage"] as? String ?? "").hasSuffix("(estimating time left)"), "\(message)")
         }
 
-        // The bar never runs ahead of the device by more than one transfer (a 256 KiB TCP frame),
+        // The bar never runs ahead of the device by more than one transfer (a 256 KiB TCP write),
         // before the pause, across it, or after it.
         for message in running {
             let bytes = Int64(message["bytesTransferred"] as? Int ?? 0)

@@ -1,6 +1,7 @@
 /// The seam between the fastboot protocol and the wire (USB bulk endpoints, TCP).
 ///
-/// A transport moves whole messages: one `write` is one USB transfer or one TCP frame, one `read`
+/// A transport moves whole messages: one `write` is one USB transfer or one TCP frame (a
+/// download's data is one frame too, written in pieces by `writeStream`), one `read`
 /// returns one device response. Implementations are used by one job at a time.
 public protocol FastbootTransport: AnyObject, Sendable {
     /// A short description of the peer for messages, e.g. "usb:1-1.2" or "tcp:127.0.0.1:5554".
