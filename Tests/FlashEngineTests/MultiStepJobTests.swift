@@ -120,6 +120,43 @@ import Testing
         #expect(outcome.xxh128 == nil)
     }
 
+    /// Runs a job of `boot.img` in pieces of under 1 MiB, calling `between` once as the second
+    /// piece starts.
+    private func flashInPieces(_ boot: (path: String, data: Data), between: @escaping @Sendable () -> Void) throws -> (JobOutcome, started: Bool) {
+        let finder = try device(maxDownload: 1 << 20)
+        let job = try FastbootFlashJob.prepare(FastbootFlashRequest(imagePath: boot.path, device: .serial("MULTI")), finder: finder)
+        let secondPiece = Collected()
+        let progress = ProgressAggregator(job: job.info, totalBytes: job.expectedBytes, rate: .unlimited) { event in
+            guard case .progress(_, let snapshot, _) = event, snapshot.stage.hasPrefix("Sending boot 2/"), secondPiece.all.isEmpty else { return }
+            secondPiece.append(event)
+            between()
+        }
+        let outcome = job.run(progress: progress)
+        return (outcome, !secondPiece.all.isEmpty)
+    }
+
+    @Test func anImageReplacedBetweenPiecesIsSentAsItWasWhenTheJobStarted() throws {
+        let boot = try image("boot.img", bytes: 3 << 20)
+        let replacement = try image("replacement.img", bytes: 3 << 20)
+        let (outcome, started) = try flashInPieces(boot) { _ = rename(replacement.path, boot.path) }
+        #expect(started, "the image was replaced during the job")
+        #expect(outcome.state == .completed, "\(outcome.error ?? "")")
+        #expect(FileManager.default.contents(atPath: base + "/MULTI/boot.img") == boot.data, "every piece comes from the file the job opened")
+    }
+
+    @Test func anImageRewrittenBetweenPiecesFailsTheJob() throws {
+        let boot = try image("boot.img", bytes: 3 << 20)
+        let (outcome, started) = try flashInPieces(boot) {
+            let handle = FileHandle(forWritingAtPath: boot.path)!
+            handle.seek(toFileOffset: 2 << 20)
+            handle.write(Data(repeating: 0x5A, count: 4096))
+            try? handle.close()
+        }
+        #expect(started, "the image was rewritten during the job")
+        #expect(outcome.state == .failed)
+        #expect(outcome.error == "image \(boot.path) changed while it was being sent: the device may have a mix of old and new bytes; flash it again")
+    }
+
     @Test func theDigestCoversEveryImageSent() throws {
         let finder = try device(maxDownload: 64 << 20)
         let boot = try image("boot.img", bytes: 300 << 10)

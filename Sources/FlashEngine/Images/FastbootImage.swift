@@ -99,7 +99,9 @@ public final class FastbootImage: @unchecked Sendable {
     func openSource() -> ImagePieceSource {
         switch content {
         case .file(let file):
-            return .file(path: file.path)
+            // Held for all of the job's downloads of this image; when it cannot be opened now,
+            // each reader tries and says why.
+            return .file(path: file.path, held: try? HeldImageFile(path: file.path))
         case .rawStream(let size, let map, let open):
             return .stream(StreamedImageSource(path: path) { StreamExtentReader(stream: try open(), size: size, map: map) })
         case .sparseStream(let open):
@@ -120,15 +122,15 @@ public final class FastbootImage: @unchecked Sendable {
 
 /// Where one job's downloads read their image data from.
 enum ImagePieceSource {
-    /// The file itself, read ahead by a `SegmentReader` per download.
-    case file(path: String)
+    /// The file itself, held open for the job and read ahead by a `SegmentReader` per download.
+    case file(path: String, held: HeldImageFile?)
     /// One in-order stream shared by all downloads.
     case stream(StreamedImageSource)
 
     func reader(for segments: [ByteSegment]) -> (stream: ByteStream, close: () -> Void) {
         switch self {
-        case .file(let path):
-            let reader = SegmentReader(path: path, segments: segments)
+        case .file(let path, let held):
+            let reader = SegmentReader(path: path, segments: segments, file: held)
             return (reader, reader.close)
         case .stream(let source):
             return (PlannedPieceStream(segments: segments, source: source), {})

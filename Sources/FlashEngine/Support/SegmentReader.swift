@@ -26,11 +26,16 @@ public final class SegmentReader: LendingByteStream, @unchecked Sendable {
     private var currentOffset = 0
     private var delivered: Int64 = 0
 
-    public init(path: String, segments: [ByteSegment], bufferSize: Int = 1 << 20, readAhead: Int = 4) {
+    public convenience init(path: String, segments: [ByteSegment], bufferSize: Int = 1 << 20, readAhead: Int = 4) {
+        self.init(path: path, segments: segments, file: nil, bufferSize: bufferSize, readAhead: readAhead)
+    }
+
+    /// `file`: the image already held open for the job (read instead of opening `path`).
+    init(path: String, segments: [ByteSegment], file: HeldImageFile?, bufferSize: Int = 1 << 20, readAhead: Int = 4) {
         self.path = path
         self.segments = segments
         self.totalLength = segments.totalLength
-        queue = ReadAheadQueue(path: path, segments: segments, bufferSize: max(1, bufferSize), bufferCount: max(1, readAhead))
+        queue = ReadAheadQueue(path: path, segments: segments, file: file, bufferSize: max(1, bufferSize), bufferCount: max(1, readAhead))
         queue.start()
     }
 
@@ -92,11 +97,12 @@ private final class ReadAheadQueue: @unchecked Sendable {
     private let producer = Mutex<WorkerThread?>(nil)
     /// The producer's failure once the consumer has met it: every later read throws it too.
     private var failure: FlashError?
-    /// The image once the producer opened it (on its thread: opening may block, e.g. on a FIFO,
-    /// and `stop()` must still end the wait), with its size and modification time then.
-    private let opened = Mutex<(file: ImageDescriptor, size: Int64, modified: timespec)?>(nil)
+    /// The image: held for the job, or once the producer opened it (on its thread: opening may
+    /// block, e.g. on a FIFO, and `stop()` must still end the wait).
+    private let opened: Mutex<HeldImageFile?>
 
-    init(path: String, segments: [ByteSegment], bufferSize: Int, bufferCount: Int) {
+    init(path: String, segments: [ByteSegment], file: HeldImageFile?, bufferSize: Int, bufferCount: Int) {
+        opened = Mutex(file)
         self.path = path
         self.segments = segments
         self.bufferSize = bufferSize
@@ -106,11 +112,7 @@ private final class ReadAheadQueue: @unchecked Sendable {
 
     /// Throws when the file's size or modification time changed since it was opened.
     func checkUnchanged() throws {
-        guard let openedAs = opened.withLock({ $0 }) else { return }
-        let now = try openedAs.file.status()
-        guard Int64(now.st_size) == openedAs.size, now.st_mtim.tv_sec == openedAs.modified.tv_sec, now.st_mtim.tv_nsec == openedAs.modified.tv_nsec else {
-            throw FlashError(.image, "image \(path) changed while it was being sent: the device may have a mix of old and new bytes; flash it again")
-        }
+        try opened.withLock { $0 }?.checkUnchanged()
     }
 
     func start() {
@@ -162,7 +164,7 @@ private final class ReadAheadQueue: @unchecked Sendable {
     }
 
     private func produce() {
-        var file: ImageDescriptor?
+        var file = opened.withLock { $0 }?.descriptor
         for segment in segments {
             if case .file(let offset, let length) = segment {
                 guard offset >= 0, length >= 0 else {
@@ -171,10 +173,9 @@ private final class ReadAheadQueue: @unchecked Sendable {
                 }
                 if file == nil {
                     do {
-                        let descriptor = try ImageDescriptor.open(path: path)
-                        let status = try descriptor.status()
-                        opened.withLock { $0 = (descriptor, Int64(status.st_size), status.st_mtim) }
-                        file = descriptor
+                        let held = try HeldImageFile(path: path)
+                        opened.withLock { $0 = held }
+                        file = held.descriptor
                     } catch let error as FlashError {
                         fail(error)
                         return
