@@ -11,7 +11,7 @@ import Synchronization
 /// With more left, or over TCP (`padsOnCancel` false), the stream throws and the transfer is
 /// abandoned (`FastbootTransport.abandonDownload`).
 final class ControlledStream: LendingByteStream {
-    private let inner: ByteStream
+    private let inner: LendingByteStream
     private let control: JobControl
     private let buckets: [TokenBucket]
     private let digest: XXH128Digest
@@ -20,14 +20,14 @@ final class ControlledStream: LendingByteStream {
     private var remaining: Int64
     private let acknowledgedBytes = Atomic<Int64>(0)
     private(set) var isPadding = false
-    /// What `borrow` lends when the inner stream cannot lend, or while padding.
-    private var scratch: UnsafeMutableRawBufferPointer?
+    /// The zeros `borrow` lends while padding.
+    private var zeros = UnsafeMutableRawBufferPointer(start: nil, count: 0)
 
     private let padsOnCancel: Bool
 
     init(_ inner: ByteStream, size: Int64, control: JobControl, buckets: [TokenBucket], digest: XXH128Digest, clock: any FlashClock, padsOnCancel: Bool) {
         self.padsOnCancel = padsOnCancel
-        self.inner = inner
+        self.inner = inner as? LendingByteStream ?? CopyingLender(inner)
         self.remaining = size
         self.control = control
         self.buckets = buckets
@@ -49,7 +49,7 @@ final class ControlledStream: LendingByteStream {
     }
 
     deinit {
-        scratch?.deallocate()
+        zeros.deallocate()
     }
 
     /// Holds the caller while the job is paused, then as long as the caps ask for `count` bytes.
@@ -67,29 +67,28 @@ final class ControlledStream: LendingByteStream {
     }
 
     func borrow(maxLength: Int) throws -> UnsafeRawBufferPointer? {
-        let wanted = Int(min(Int64(maxLength), remaining))
-        guard wanted > 0 else { return nil }
-        if let lending = inner as? LendingByteStream {
-            try pace(0)
-            if !isPadding {
-                guard let piece = try lending.borrow(maxLength: wanted) else { return nil }
-                // Paced on what was lent, which may be less than asked for (a buffer boundary).
-                try pace(piece.count, paused: false)
-                if !isPadding {
-                    digest.update(piece)
-                    remaining -= Int64(piece.count)
-                    return piece
-                }
-            }
-        }
-        if scratch == nil || scratch!.count < wanted {
-            scratch?.deallocate()
-            scratch = .allocate(byteCount: wanted, alignment: 16)
-        }
-        let buffer = UnsafeMutableRawBufferPointer(rebasing: scratch![0..<wanted])
-        let count = try read(into: buffer)
+        var count = Int(min(Int64(maxLength), remaining))
         guard count > 0 else { return nil }
-        return UnsafeRawBufferPointer(rebasing: buffer[0..<count])
+        try pace(0)
+        if !isPadding {
+            guard let piece = try inner.borrow(maxLength: count) else { return nil }
+            // Paced on what was lent, which may be less than asked for (a buffer boundary).
+            try pace(piece.count, paused: false)
+            if !isPadding {
+                digest.update(piece)
+                remaining -= Int64(piece.count)
+                return piece
+            }
+            // A cancel while it waited: zeros in its place.
+            count = piece.count
+        }
+        if zeros.count < count {
+            zeros.deallocate()
+            zeros = .allocate(byteCount: count, alignment: 16)
+            zeros.initializeMemory(as: UInt8.self, repeating: 0)
+        }
+        remaining -= Int64(count)
+        return UnsafeRawBufferPointer(rebasing: zeros[0..<count])
     }
 
     func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {

@@ -31,3 +31,30 @@ public protocol LendingByteStream: ByteStream {
     /// nil at the end of the stream. They stay valid until the next call on the stream.
     func borrow(maxLength: Int) throws -> UnsafeRawBufferPointer?
 }
+
+/// Lends what a stream that cannot lend (a decompressor, say) reads into a buffer of its own.
+public final class CopyingLender: LendingByteStream {
+    private let stream: ByteStream
+    private var buffer = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+
+    public init(_ stream: ByteStream) {
+        self.stream = stream
+    }
+
+    deinit {
+        buffer.deallocate()
+    }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        try stream.read(into: buffer)
+    }
+
+    public func borrow(maxLength: Int) throws -> UnsafeRawBufferPointer? {
+        if buffer.count < maxLength {
+            buffer.deallocate()
+            buffer = .allocate(byteCount: maxLength, alignment: 16)
+        }
+        let count = try stream.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<maxLength]))
+        return count > 0 ? UnsafeRawBufferPointer(rebasing: buffer[0..<count]) : nil
+    }
+}

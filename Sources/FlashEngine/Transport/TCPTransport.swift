@@ -42,33 +42,15 @@ public final class TCPTransport: FastbootTransport, @unchecked Sendable {
     }
 
     public func writeStream(_ source: ByteStream, totalBytes: Int64, timeoutMs: Int, onAcknowledged: (Int64) -> Void) throws {
-        let lending = source as? LendingByteStream
-        let buffer = lending == nil ? UnsafeMutableRawBufferPointer.allocate(byteCount: writeSize, alignment: 16) : nil
-        defer { buffer?.deallocate() }
+        let lending = source as? LendingByteStream ?? CopyingLender(source)
         // The whole download is one frame, as AOSP fastboot sends it: the device reads it in as
         // large pieces as it likes instead of parsing a header every few hundred KiB.
         let header = FastbootTCPFraming.header(forLength: Int(totalBytes))
         var sent: Int64 = 0
         var acknowledged: Int64 = 0
         while sent < totalBytes {
-            let wanted = Int(min(Int64(writeSize), totalBytes - sent))
-            let piece: UnsafeRawBufferPointer
-            if let lending {
-                guard let lent = try lending.borrow(maxLength: wanted), lent.count > 0 else {
-                    throw FlashError(.image, "image data ended \(totalBytes - sent) bytes before the announced size")
-                }
-                piece = lent
-            } else {
-                var filled = 0
-                while filled < wanted {
-                    let n = try source.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer![filled..<wanted]))
-                    if n == 0 { break }
-                    filled += n
-                }
-                guard filled == wanted else {
-                    throw FlashError(.image, "image data ended \(totalBytes - sent - Int64(filled)) bytes before the announced size")
-                }
-                piece = UnsafeRawBufferPointer(rebasing: buffer![0..<filled])
+            guard let piece = try lending.borrow(maxLength: Int(min(Int64(writeSize), totalBytes - sent))), piece.count > 0 else {
+                throw FlashError(.image, "image data ended \(totalBytes - sent) bytes before the announced size")
             }
             if sent == 0 {
                 try header.withUnsafeBytes { try socket.writeAll($0, piece, timeoutMs: timeoutMs) }
