@@ -19,19 +19,14 @@
 # disk; /dev/shm measures the tools' own overhead). FLASHCTL=/path uses that binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x /opt/swift/usr/bin/swift ] && export PATH="/opt/swift/usr/bin:$PATH"
+. bench/lib.sh
 size_mib=${1:-1024}
 runs=${2:-3}
 loop_dir=${LOOP_DIR:-/var/tmp}
 [ "$(id -u)" -eq 0 ] || { echo "disk.sh: needs root (losetup, O_DIRECT on a loop device)" >&2; exit 1; }
 for tool in bmaptool xz dd losetup; do command -v "$tool" >/dev/null || { echo "disk.sh: $tool is missing (scripts/setup.sh installs it)" >&2; exit 1; }; done
 
-if [ -n "${FLASHCTL:-}" ]; then
-  flashctl=$FLASHCTL
-else
-  swift build -c release --product flashctl >&2
-  flashctl="$(swift build -c release --show-bin-path)/flashctl"
-fi
+use_release_flashctl
 
 work=$(mktemp -d "$loop_dir/flashctl-disk-bench.XXXXXX")
 loop=""

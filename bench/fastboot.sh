@@ -7,27 +7,16 @@
 #   bench/fastboot.sh [IMAGE_MIB=256] [RUNS=3]      TRANSPORTS="tcp" for TCP alone
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x /opt/swift/usr/bin/swift ] && export PATH="/opt/swift/usr/bin:$PATH"
+. bench/lib.sh
 size_mib=${1:-256}
 runs=${2:-3}
 
-swift build -c release --product flashctl >&2
-flashctl="$(swift build -c release --show-bin-path)/flashctl"
+use_release_flashctl
 fastboot=/usr/bin/fastboot
-
-work=$(mktemp -d /dev/shm/flashctl-bench.XXXXXX)
-emulator_pid=""
-cleanup() {
-  [ -n "$emulator_pid" ] && kill "$emulator_pid" 2>/dev/null && wait "$emulator_pid" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
+make_workdir flashctl-bench
 
 head -c $((size_mib << 20)) /dev/urandom > "$work/boot.img"
-"$flashctl" emulate --tcp 0 --dir "$work/device" --serial BENCH0001 --max-download-size 512M > "$work/emulator.log" &
-emulator_pid=$!
-for _ in $(seq 100); do grep -q "tcp:" "$work/emulator.log" 2>/dev/null && break; sleep 0.1; done
-port=$(grep -o 'tcp:[0-9.]*:[0-9]*' "$work/emulator.log" | head -1 | cut -d: -f3)
+start_emulator --serial BENCH0001 --max-download-size 512M
 
 usb() {
   /usr/bin/python3 testbed/fastboot_usb_testbed.py --device "tcp=127.0.0.1:$port,serial=BENCH0001,port=1-1" -- "$@"
@@ -44,8 +33,6 @@ timed() {
   cmp -s "$work/boot.img" "$work/device/boot.img" || { echo "wrong bytes on the device after: $*" >&2; exit 1; }
   tail -1 "$work/time.out" | awk '{print $1, $2 + $3, $4}'
 }
-
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 transports=${TRANSPORTS:-usb tcp}
 declare -A seconds cpu rss

@@ -10,26 +10,14 @@
 # from `bmaptool create` (after `fallocate --dig-holes`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x /opt/swift/usr/bin/swift ] && export PATH="/opt/swift/usr/bin:$PATH"
+. bench/lib.sh
 size_mib=${1:-256}
 runs=${2:-3}
 for tool in bmaptool xz zstd fallocate /usr/bin/fastboot; do command -v "$tool" >/dev/null || { echo "fastboot_compressed.sh: $tool is missing (scripts/setup.sh installs it)" >&2; exit 1; }; done
 
-if [ -n "${FLASHCTL:-}" ]; then
-  flashctl=$FLASHCTL
-else
-  swift build -c release --product flashctl >&2
-  flashctl="$(swift build -c release --show-bin-path)/flashctl"
-fi
+use_release_flashctl
 fastboot=/usr/bin/fastboot
-
-work=$(mktemp -d /dev/shm/flashctl-cbench.XXXXXX)
-emulator_pid=""
-cleanup() {
-  [ -n "$emulator_pid" ] && kill "$emulator_pid" 2>/dev/null && wait "$emulator_pid" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
+make_workdir flashctl-cbench
 
 image="$work/os.img"
 truncate -s "${size_mib}M" "$image"
@@ -43,11 +31,7 @@ zstd -q -T2 -3 -k "$image"
 mkdir "$work/images"
 for f in os.img.xz os.img.zst; do ln "$work/$f" "$work/images/$f"; done
 
-"$flashctl" emulate --tcp 0 --dir "$work/device" --serial CBENCH01 --max-download-size 256M > "$work/emulator.log" &
-emulator_pid=$!
-for _ in $(seq 100); do grep -q "tcp:" "$work/emulator.log" 2>/dev/null && break; sleep 0.1; done
-port=$(grep -o 'tcp:[0-9.]*:[0-9]*' "$work/emulator.log" | head -1 | cut -d: -f3)
-target="tcp:127.0.0.1:$port"
+start_emulator --serial CBENCH01 --max-download-size 256M
 
 # The partition must hold the image's data where the image has data (zeros elsewhere, as the
 # partition starts from zeros each run).

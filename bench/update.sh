@@ -7,21 +7,13 @@
 #   DYNAMIC=0 bench/update.sh ...    # without super_empty.img: every image from the bootloader
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x /opt/swift/usr/bin/swift ] && export PATH="/opt/swift/usr/bin:$PATH"
+. bench/lib.sh
 total_mib=${1:-512}
 runs=${2:-3}
 
-swift build -c release --product flashctl >&2
-flashctl="$(swift build -c release --show-bin-path)/flashctl"
+use_release_flashctl
 fastboot=/usr/bin/fastboot
-
-work=$(mktemp -d /dev/shm/flashctl-bench-update.XXXXXX)
-emulator_pid=""
-cleanup() {
-  [ -n "$emulator_pid" ] && kill "$emulator_pid" 2>/dev/null && wait "$emulator_pid" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
+make_workdir flashctl-bench-update
 
 # A factory image zip as vendors ship them: deflated images of data that compresses about 2:1
 # (random 4 KiB blocks between zeroed ones), boot-critical images, and system and vendor as
@@ -48,10 +40,7 @@ else
 fi
 (cd "$work/images" && zip -q -6 "$work/image-bench.zip" android-info.txt ./*.img)
 
-"$flashctl" emulate --tcp 0 --dir "$work/device" --serial BENCHUPD --slots --max-download-size 256M > "$work/emulator.log" &
-emulator_pid=$!
-for _ in $(seq 100); do grep -q "tcp:" "$work/emulator.log" 2>/dev/null && break; sleep 0.1; done
-target=$(grep -o 'tcp:[0-9.]*:[0-9]*' "$work/emulator.log" | head -1)
+start_emulator --serial BENCHUPD --slots --max-download-size 256M
 
 # One update; every partition is compared with its image afterwards, so a fast failure never
 # counts. Prints "WALL CPU PEAK_RSS_KIB" of the tool.
@@ -67,7 +56,6 @@ timed() {
   awk '{printf "%s %.2f %s\n", $1, $2 + $3, $4}' "$work/time.out"
 }
 
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 declare -A wall cpu rss
 for tool in flashctl fastboot; do wall[$tool]=""; cpu[$tool]=""; rss[$tool]=0; done
