@@ -68,12 +68,12 @@ tail -n 1 "$work/emu1.ndjson" "$work/emu2.ndjson"
 echo "== flashctl jobs / flashctl history"
 "$flashctl" jobs --server "$server"
 "$flashctl" history --server "$server"
-expected=$(sha256sum "$work/boot.img" | cut -c1-64)
+expected=$(xxh128sum "$work/boot.img" | cut -c1-32)
 for device in EMU1 EMU2; do
-  got=$("$flashctl" history --server "$server" --device "$device" --json | grep -o '"sha256" : "[0-9a-f]*"' | head -1 | grep -o '[0-9a-f]\{64\}')
+  got=$("$flashctl" history --server "$server" --device "$device" --json | grep -o '"xxh128" : "[0-9a-f]*"' | head -1 | grep -o '[0-9a-f]\{32\}')
   [ "$got" = "$expected" ] || { echo "FAIL: history says $device was sent $got, expected $expected"; exit 1; }
   partitions=$(grep -o "emulated device $device on .*partitions in .*" "$work/server.log" | sed 's/.*partitions in //')
   cmp "$work/boot.img" "$partitions/boot.img"
 done
-echo "OK: both devices hold every byte, and the history's SHA-256 of what was sent matches the image"
+echo "OK: both devices hold every byte, and the history's XXH3-128 of what was sent matches xxh128sum of the image"
 
