@@ -157,6 +157,40 @@ import Testing
         #expect(outcome.error == "image \(boot.path) changed while it was being sent: the device may have a mix of old and new bytes; flash it again")
     }
 
+    /// A job waiting in the queue was planned from the file as it was then (its size, its pieces):
+    /// a file put in its place before the job starts is refused, and nothing of it is sent.
+    @Test func anImageReplacedWhileTheJobWaitedIsNotSent() throws {
+        let finder = try device(maxDownload: 1 << 20)
+        let boot = try image("boot.img", bytes: 3 << 20)
+        let job = try FastbootFlashJob.prepare(FastbootFlashRequest(imagePath: boot.path, device: .serial("MULTI")), finder: finder)
+        let replacement = try image("replacement.img", bytes: 2 << 20)
+        #expect(rename(replacement.path, boot.path) == 0)
+        let outcome = job.run(progress: ProgressAggregator(job: job.info, totalBytes: job.expectedBytes) { _ in })
+        #expect(outcome.state == .failed)
+        #expect(outcome.error == "image \(boot.path) changed after the job checked it (it was replaced or rewritten): start the job again to flash the new file")
+        #expect(!FileManager.default.fileExists(atPath: base + "/MULTI/boot.img"), "nothing was flashed")
+        #expect(outcome.xxh128 == nil)
+    }
+
+    /// The later images of a job are checked when the job is made too: one rewritten before its
+    /// turn fails the job there, after the images before it were flashed.
+    @Test func aLaterImageRewrittenBeforeItsTurnFailsTheJobThere() throws {
+        let finder = try device(maxDownload: 1 << 20)
+        let boot = try image("boot.img", bytes: 300 << 10)
+        let vendor = try image("vendor.img", bytes: 200 << 10)
+        let request = FastbootFlashRequest(imagePath: boot.path, device: .serial("MULTI"), extraImages: [.init(imagePath: vendor.path)])
+        let job = try FastbootFlashJob.prepare(request, finder: finder)
+        let handle = try #require(FileHandle(forWritingAtPath: vendor.path))
+        handle.write(Data(repeating: 0x5A, count: 4096))
+        try handle.close()
+        #expect(utimes(vendor.path, nil) == 0, "a new modification time even within the clock's resolution")
+        let outcome = job.run(progress: ProgressAggregator(job: job.info, totalBytes: job.expectedBytes) { _ in })
+        #expect(outcome.state == .failed)
+        #expect(outcome.error == "image \(vendor.path) changed after the job checked it (it was replaced or rewritten): start the job again to flash the new file")
+        #expect(FileManager.default.contents(atPath: base + "/MULTI/boot.img") == boot.data)
+        #expect(!FileManager.default.fileExists(atPath: base + "/MULTI/vendor.img"))
+    }
+
     @Test func theDigestCoversEveryImageSent() throws {
         let finder = try device(maxDownload: 64 << 20)
         let boot = try image("boot.img", bytes: 300 << 10)

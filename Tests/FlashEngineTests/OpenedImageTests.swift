@@ -66,4 +66,21 @@ import Testing
         FileManager.default.createFile(atPath: directory + "/empty.zip", contents: Data([0x50, 0x4B, 0x05, 0x06] + [UInt8](repeating: 0, count: 18)))
         #expect(refusal { try self.open("empty.zip") }.contains("empty.zip holds no file"))
     }
+
+    /// A disk job reads its image when it starts writing, which may be long after the image was
+    /// checked (a batch waiting for its disks): a file replaced or rewritten meanwhile is refused,
+    /// not written against the size and map found before.
+    @Test(arguments: ["os.img", "os.simg", "os.img.gz"])
+    func anImageChangedAfterItWasCheckedIsNotReadForWriting(name: String) throws {
+        let path = directory + "/" + name
+        let replaced = try DiskImage.open(path: path)
+        try run("cp \(name) \(name).new && mv \(name).new \(name)")
+        let changed = "image \(path) changed after the job checked it (it was replaced or rewritten): start the job again to flash the new file"
+        #expect(throws: FlashError(.image, changed)) { _ = try replaced.makeReader() }
+
+        let rewritten = try DiskImage.open(path: path)
+        try run("touch -d '2001-01-01' \(name)")
+        #expect(throws: FlashError(.image, changed)) { _ = try rewritten.makeReader() }
+        _ = try DiskImage.open(path: path).makeReader()
+    }
 }

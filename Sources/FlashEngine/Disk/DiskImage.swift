@@ -27,12 +27,12 @@ public struct DiskImage {
         case .sparseFile(let file):
             guard let sparse = file.sparse else { throw FlashError(.image, "\(path) is not a valid Android sparse image") }
             let reader = try SparseExtentReader(sparse)
-            return DiskImage(path: path, format: image.format, blockMap: nil, entry: nil, makeReader: { try SparseExtentReader(sparse) },
+            return DiskImage(path: path, format: image.format, blockMap: nil, entry: nil, makeReader: { try image.identity.opening(path) { try SparseExtentReader(sparse) } },
                              totalBytes: reader.totalBytes, imageSize: sparse.expandedSize)
         case .rawFile(let file, _):
             let size = file.size
             return DiskImage(path: path, format: image.format, blockMap: map, entry: nil,
-                             makeReader: { StreamExtentReader(stream: try FileStream(path: path), size: size, map: map, checksRanges: checksRanges) },
+                             makeReader: { StreamExtentReader(stream: try image.identity.opening(path) { try FileStream(path: path) }, size: size, map: map, checksRanges: checksRanges) },
                              totalBytes: map?.mappedBytes ?? size, imageSize: map?.imageSize ?? size)
         case .compressedSparse(let open):
             let sparse = try SparseStreamExtentReader(stream: open(), path: path)

@@ -44,7 +44,7 @@ public final class FastbootImage: @unchecked Sendable {
         case .sparseFile(let file), .rawFile(let file, map: .none):
             content = .file(file)
         case .rawFile(let file, let map):
-            content = .rawStream(size: file.size, map: map) { try FileStream(path: path) }
+            content = .rawStream(size: file.size, map: map) { try image.identity.opening(path) { try FileStream(path: path) } }
         case .compressedRaw(let size, let map, let open):
             content = .rawStream(size: map?.imageSize ?? size, map: map, open: open)
         case .compressedSparse(let open):
@@ -99,9 +99,9 @@ public final class FastbootImage: @unchecked Sendable {
     func openSource() -> ImagePieceSource {
         switch content {
         case .file(let file):
-            // Held for all of the job's downloads of this image; when it cannot be opened now,
-            // each reader tries and says why.
-            return .file(path: file.path, held: try? HeldImageFile(path: file.path))
+            // Held for all of the job's downloads of this image; when it cannot be opened now (or
+            // is not the file checked), each reader tries and says why.
+            return .file(path: file.path, expected: file.identity, held: try? HeldImageFile(path: file.path, expected: file.identity))
         case .rawStream(let size, let map, let open):
             return .stream(StreamedImageSource(path: path) { StreamExtentReader(stream: try open(), size: size, map: map) })
         case .sparseStream(let open):
@@ -123,14 +123,14 @@ public final class FastbootImage: @unchecked Sendable {
 /// Where one job's downloads read their image data from.
 enum ImagePieceSource {
     /// The file itself, held open for the job and read ahead by a `SegmentReader` per download.
-    case file(path: String, held: HeldImageFile?)
+    case file(path: String, expected: ImageIdentity?, held: HeldImageFile?)
     /// One in-order stream shared by all downloads.
     case stream(StreamedImageSource)
 
     func reader(for segments: [ByteSegment]) -> (stream: ByteStream, close: () -> Void) {
         switch self {
-        case .file(let path, let held):
-            let reader = SegmentReader(path: path, segments: segments, file: held)
+        case .file(let path, let expected, let held):
+            let reader = SegmentReader(path: path, segments: segments, file: held, expected: expected)
             return (reader, reader.close)
         case .stream(let source):
             return (PlannedPieceStream(segments: segments, source: source), {})

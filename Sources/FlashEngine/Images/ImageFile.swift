@@ -11,16 +11,19 @@ public struct ImageFile: Equatable, Sendable {
     public let size: Int64
     /// The parsed headers when the file is an Android sparse image.
     public let sparse: SparseImage?
+    /// The file as it was checked.
+    let identity: ImageIdentity
 
     public var isSparse: Bool { sparse != nil }
 
     /// Bytes the image describes once written: the expanded size for sparse images.
     public var expandedSize: Int64 { sparse?.expandedSize ?? size }
 
-    public init(path: String, size: Int64, sparse: SparseImage?) {
+    init(path: String, size: Int64, sparse: SparseImage?, identity: ImageIdentity) {
         self.path = path
         self.size = size
         self.sparse = sparse
+        self.identity = identity
     }
 
     /// Opens and checks the image at `path`: regular files and block devices are accepted.
@@ -51,6 +54,7 @@ public struct ImageFile: Equatable, Sendable {
 
     private static func check(path: String, isBlockDevice: Bool) throws -> ImageFile {
         let file = try ImageDescriptor.open(path: path)
+        let identity = ImageIdentity(try file.status())
         let size: Int64
         if isBlockDevice {
             let end = lseek(file.fd, 0, SEEK_END)
@@ -59,7 +63,7 @@ public struct ImageFile: Equatable, Sendable {
             }
             size = Int64(end)
         } else {
-            size = Int64(try file.status().st_size)
+            size = identity.size
         }
         guard size > 0 else {
             throw FlashError(.image, "image is empty: \(path)")
@@ -72,8 +76,8 @@ public struct ImageFile: Equatable, Sendable {
         }
         if got == 4, ImageBytes.le32(head, 0) == SparseFormat.magic {
             let sparse = try SparseImage.parse(file, fileSize: size)
-            return ImageFile(path: path, size: size, sparse: sparse)
+            return ImageFile(path: path, size: size, sparse: sparse, identity: identity)
         }
-        return ImageFile(path: path, size: size, sparse: nil)
+        return ImageFile(path: path, size: size, sparse: nil, identity: identity)
     }
 }

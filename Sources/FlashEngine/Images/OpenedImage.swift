@@ -17,6 +17,8 @@ struct OpenedImage {
     }
 
     let path: String
+    /// The file as it was checked: every reader made later opens this file or throws.
+    let identity: ImageIdentity
     let format: ImageFormat
     /// The zip entry read, for a zip.
     let entry: String?
@@ -52,21 +54,22 @@ struct OpenedImage {
             if let sparse = checked.sparse, sparse.hasCRCChunks {
                 try SparseCRC.verify(sparse, stream: FileStream(path: path))
             }
-            return OpenedImage(path: path, format: format, entry: nil, content: .sparseFile(checked))
+            return OpenedImage(path: path, identity: checked.identity, format: format, entry: nil, content: .sparseFile(checked))
         case .raw:
             try check(map, against: checked.size, path: path)
-            return OpenedImage(path: path, format: format, entry: nil, content: .rawFile(checked, map: map))
+            return OpenedImage(path: path, identity: checked.identity, format: format, entry: nil, content: .rawFile(checked, map: map))
         default:
             let probe = try DecompressedStream(path: path, format: format, entry: entry)
             let chosen = probe.entryName
-            let open: @Sendable () throws -> SkippableStream = { try DecompressedStream(path: path, format: format, entry: chosen) }
+            let identity = checked.identity
+            let open: @Sendable () throws -> SkippableStream = { try identity.opening(path) { try DecompressedStream(path: path, format: format, entry: chosen) } }
             var head = [UInt8](repeating: 0, count: 4)
             if try head.withUnsafeMutableBytes({ try probe.read(into: $0) }) == 4, ImageBytes.le32(head, 0) == SparseFormat.magic {
                 try refuseGivenMap()
-                return OpenedImage(path: path, format: format, entry: chosen, content: .compressedSparse(open: open))
+                return OpenedImage(path: path, identity: checked.identity, format: format, entry: chosen, content: .compressedSparse(open: open))
             }
             if let known = probe.knownSize { try check(map, against: known, path: path) }
-            return OpenedImage(path: path, format: format, entry: chosen, content: .compressedRaw(size: probe.knownSize, map: map, open: open))
+            return OpenedImage(path: path, identity: checked.identity, format: format, entry: chosen, content: .compressedRaw(size: probe.knownSize, map: map, open: open))
         }
     }
 

@@ -27,15 +27,16 @@ public final class SegmentReader: LendingByteStream, @unchecked Sendable {
     private var delivered: Int64 = 0
 
     public convenience init(path: String, segments: [ByteSegment], bufferSize: Int = 1 << 20, readAhead: Int = 4) {
-        self.init(path: path, segments: segments, file: nil, bufferSize: bufferSize, readAhead: readAhead)
+        self.init(path: path, segments: segments, file: nil, expected: nil, bufferSize: bufferSize, readAhead: readAhead)
     }
 
-    /// `file`: the image already held open for the job (read instead of opening `path`).
-    init(path: String, segments: [ByteSegment], file: HeldImageFile?, bufferSize: Int = 1 << 20, readAhead: Int = 4) {
+    /// `file`: the image already held open for the job (read instead of opening `path`);
+    /// `expected`: the file as the job checked it, when `path` has to be opened here.
+    init(path: String, segments: [ByteSegment], file: HeldImageFile?, expected: ImageIdentity?, bufferSize: Int = 1 << 20, readAhead: Int = 4) {
         self.path = path
         self.segments = segments
         self.totalLength = segments.totalLength
-        queue = ReadAheadQueue(path: path, segments: segments, file: file, bufferSize: max(1, bufferSize), bufferCount: max(1, readAhead))
+        queue = ReadAheadQueue(path: path, segments: segments, file: file, expected: expected, bufferSize: max(1, bufferSize), bufferCount: max(1, readAhead))
         queue.start()
     }
 
@@ -100,9 +101,11 @@ private final class ReadAheadQueue: @unchecked Sendable {
     /// The image: held for the job, or once the producer opened it (on its thread: opening may
     /// block, e.g. on a FIFO, and `stop()` must still end the wait).
     private let opened: Mutex<HeldImageFile?>
+    private let expected: ImageIdentity?
 
-    init(path: String, segments: [ByteSegment], file: HeldImageFile?, bufferSize: Int, bufferCount: Int) {
+    init(path: String, segments: [ByteSegment], file: HeldImageFile?, expected: ImageIdentity?, bufferSize: Int, bufferCount: Int) {
         opened = Mutex(file)
+        self.expected = expected
         self.path = path
         self.segments = segments
         self.bufferSize = bufferSize
@@ -173,7 +176,7 @@ private final class ReadAheadQueue: @unchecked Sendable {
                 }
                 if file == nil {
                     do {
-                        let held = try HeldImageFile(path: path)
+                        let held = try HeldImageFile(path: path, expected: expected)
                         opened.withLock { $0 = held }
                         file = held.descriptor
                     } catch let error as FlashError {
