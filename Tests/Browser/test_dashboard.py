@@ -39,6 +39,11 @@ def listed_device(server, device_id):
     return next(d for d in server.get("/api/devices")["devices"] if d["deviceId"] == device_id)
 
 
+def digest(tool, path):
+    """What `xxh128sum` or `sha256sum` prints for the file."""
+    return subprocess.run([tool, path], check=True, capture_output=True, text=True).stdout.split()[0]
+
+
 def open_dashboard(page, server):
     page.goto(server.base + "/")
     expect(page.locator("#connection")).to_have_attribute("data-state", "connected", timeout=10_000)
@@ -62,7 +67,7 @@ def test_page_loads_with_no_console_errors_and_shows_devices_and_images(page, se
 
 
 def test_job_started_through_the_api_appears_within_a_second_and_completes(page, server):
-    make_image(server.images, "boot.img", 6 * MiB)
+    image = make_image(server.images, "boot.img", 6 * MiB)
     open_dashboard(page, server)
     job_id = server.start_job("EMU2", "boot.img", "boot")
     job = card(page, job_id)
@@ -86,6 +91,8 @@ def test_job_started_through_the_api_appears_within_a_second_and_completes(page,
     row = page.locator(f'#history tr[data-job-id="{job_id}"]')
     expect(row).to_be_visible(timeout=5_000)
     expect(row).to_contain_text("completed")
+    # Its tooltip names the digest of what was sent, as `xxh128sum` prints it for the image.
+    expect(row).to_have_attribute("title", f"XXH128 of what was sent (xxh128sum): {digest('xxh128sum', image)}")
     expect(page.locator("#summary-running")).to_have_text("0")
     expect(page.locator("#summary-done")).to_have_text("1")
     expect(page.locator("#summary-failed")).to_have_text("0")
@@ -443,6 +450,10 @@ def test_an_image_written_to_two_loop_devices_from_the_disks_panel_is_verified_o
     jobs = server.get("/api/jobs")["jobs"]
     assert sorted(job["deviceId"] for job in jobs) == sorted(disk.path for disk in disks)
     assert all(job["verified"] is True and job["batchId"] == jobs[0]["batchId"] for job in jobs)
+    # The history's tooltip of each disk names the SHA-256 of what was written: the image's own.
+    for job in jobs:
+        expect(page.locator(f'#history tr[data-job-id="{job["jobId"]}"]')).to_have_attribute(
+            "title", f"SHA-256 of what was written: {digest('sha256sum', image)}", timeout=5_000)
     expect(page.locator("#summary-done")).to_have_text("2")
     expect(page.locator("#disk-result")).to_contain_text(f"on {disks[0].path}")
     assert page.console.problems() == []
