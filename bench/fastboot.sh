@@ -23,21 +23,26 @@ usb() {
 }
 
 # Runs one flash, checks the partition afterwards (so a fast failure never counts) and prints
-# "SECONDS CPU_SECONDS PEAK_RSS_KIB" of the flashing tool itself.
+# "SECONDS CPU_SECONDS PEAK_RSS_KIB DEVICE_CPU_SECONDS" of the flashing tool itself and of the
+# emulated device taking the bytes (over USB, the testbed's bridge to it is not counted).
 timed() {
   rm -f "$work/device/boot.img"
   local wrapper=()
   if [ "$1" = usb ]; then wrapper=(usb); shift; fi
+  local device_before
+  device_before=$(emulator_cpu)
   "${wrapper[@]}" /usr/bin/time -f "%e %U %S %M" -o "$work/time.out" "$@" > "$work/last.log" 2>&1 \
     || { echo "failed: $*" >&2; cat "$work/last.log" >&2; exit 1; }
+  local device_after
+  device_after=$(emulator_cpu)
   cmp -s "$work/boot.img" "$work/device/boot.img" || { echo "wrong bytes on the device after: $*" >&2; exit 1; }
-  tail -1 "$work/time.out" | awk '{print $1, $2 + $3, $4}'
+  tail -1 "$work/time.out" | awk -v d="$(echo "$device_after - $device_before" | bc)" '{print $1, $2 + $3, $4, d}'
 }
 
 transports=${TRANSPORTS:-usb tcp}
-declare -A seconds cpu rss
+declare -A seconds cpu rss device
 for transport in $transports; do
-  for tool in flashctl fastboot; do seconds[$transport-$tool]=""; cpu[$transport-$tool]=""; rss[$transport-$tool]=0; done
+  for tool in flashctl fastboot; do seconds[$transport-$tool]=""; cpu[$transport-$tool]=""; device[$transport-$tool]=""; rss[$transport-$tool]=0; done
   for _ in $(seq "$runs"); do
     for tool in fastboot flashctl; do
       prefix=""; target="tcp:127.0.0.1:$port"
@@ -48,9 +53,10 @@ for transport in $transports; do
         command=("$flashctl" flash --device "$target" "$work/boot.img" --json)
       fi
       result=$(timed $prefix "${command[@]}")
-      read -r wall used kib <<< "$result"
+      read -r wall used kib taken <<< "$result"
       seconds[$transport-$tool]+="$wall"$'\n'
       cpu[$transport-$tool]+="$used"$'\n'
+      device[$transport-$tool]+="$taken"$'\n'
       [ "$kib" -gt "${rss[$transport-$tool]}" ] && rss[$transport-$tool]=$kib
     done
   done
@@ -59,16 +65,18 @@ done
 echo
 echo "image: ${size_mib} MiB random; emulated device with partitions on tmpfs; median of $runs runs"
 echo "(usb = real libusb/usbdevfs above umockdev; the emulation, not a bus, limits the speed)"
-printf "%-5s %14s %14s %7s %14s %14s %18s %18s\n" path "flashctl MB/s" "fastboot MB/s" ratio \
-  "flashctl CPU" "fastboot CPU" "flashctl peak RSS" "fastboot peak RSS"
+echo "CPU: user + system seconds per GiB sent; device: the emulated device's own, and its share of"
+echo "the wall time (near 100%: the device, not the tool, sets the speed)"
+printf "%-5s %-9s %10s %9s %12s %12s %12s %14s\n" path tool MB/s "vs fastboot" "CPU s/GiB" "device CPU" "device busy" "peak RSS MiB"
 for transport in $transports; do
-  ours=$(printf "%s" "${seconds[$transport-flashctl]}" | median)
   theirs=$(printf "%s" "${seconds[$transport-fastboot]}" | median)
-  ours_speed=$(echo "$size_mib * 1.048576 / $ours" | bc -l)
-  theirs_speed=$(echo "$size_mib * 1.048576 / $theirs" | bc -l)
-  ours_cpu=$(printf "%s" "${cpu[$transport-flashctl]}" | median)
-  theirs_cpu=$(printf "%s" "${cpu[$transport-fastboot]}" | median)
-  printf "%-5s %14.1f %14.1f %6.2fx %8.3f s/GiB %8.3f s/GiB %14s MiB %14s MiB\n" "$transport" "$ours_speed" "$theirs_speed" \
-    "$(echo "$ours_speed / $theirs_speed" | bc -l)" \
-    "$(echo "$ours_cpu * 1024 / $size_mib" | bc -l)" "$(echo "$theirs_cpu * 1024 / $size_mib" | bc -l)" "$((rss[$transport-flashctl] / 1024))" "$((rss[$transport-fastboot] / 1024))"
+  for tool in fastboot flashctl; do
+    wall=$(printf "%s" "${seconds[$transport-$tool]}" | median)
+    used=$(printf "%s" "${cpu[$transport-$tool]}" | median)
+    taken=$(printf "%s" "${device[$transport-$tool]}" | median)
+    printf "%-5s %-9s %10.1f %8.2fx %12.3f %12.3f %11.0f%% %14s\n" "$transport" "$tool" \
+      "$(echo "$size_mib * 1.048576 / $wall" | bc -l)" "$(echo "$theirs / $wall" | bc -l)" \
+      "$(echo "$used * 1024 / $size_mib" | bc -l)" "$(echo "$taken * 1024 / $size_mib" | bc -l)" \
+      "$(echo "100 * $taken / $wall" | bc -l)" "$((rss[$transport-$tool] / 1024))"
+  done
 done

@@ -34,21 +34,24 @@ for f in os.img.xz os.img.zst; do ln "$work/$f" "$work/images/$f"; done
 start_emulator --serial CBENCH01 --max-download-size 256M
 
 # The partition must hold the image's data where the image has data (zeros elsewhere, as the
-# partition starts from zeros each run).
+# partition starts from zeros each run). Prints the medians "SECONDS CPU_SECONDS DEVICE_CPU_SECONDS":
+# the command's own CPU (its children's included) and the emulated device's.
 timed() {
   local name=$1; shift
-  local times=()
+  local times=() cpus=() devices=()
   for _ in $(seq "$runs"); do
     rm -f "$work/device/system.img" "$work/unpacked.img"
     truncate -s "${size_mib}M" "$work/device/system.img"
-    local start end
-    start=$(date +%s.%N)
-    bash -c "$*" > "$work/out.log" 2>&1 || { echo "fastboot_compressed.sh: $name failed: $(tail -3 "$work/out.log")" >&2; exit 1; }
-    end=$(date +%s.%N)
+    local before after
+    before=$(emulator_cpu)
+    /usr/bin/time -f "%e %U %S" -o "$work/time.out" bash -c "$*" > "$work/out.log" 2>&1 \
+      || { echo "fastboot_compressed.sh: $name failed: $(tail -3 "$work/out.log")" >&2; exit 1; }
+    after=$(emulator_cpu)
     cmp -s "$image" "$work/device/system.img" || { echo "fastboot_compressed.sh: $name left the wrong bytes on the device" >&2; exit 1; }
-    times+=("$(echo "$end - $start" | bc)")
+    read -r wall user system < <(tail -1 "$work/time.out")
+    times+=("$wall"); cpus+=("$(echo "$user + $system" | bc)"); devices+=("$(echo "$after - $before" | bc)")
   done
-  printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {printf "%.2f\n", a[int((NR+1)/2)]}'
+  echo "$(printf '%s\n' "${times[@]}" | median) $(printf '%s\n' "${cpus[@]}" | median) $(printf '%s\n' "${devices[@]}" | median)"
 }
 
 fc="$flashctl flash --device $target --partition system --json"
@@ -66,32 +69,40 @@ t[raw_ours]=$(timed "flashctl raw" "$fc $work/full.img")
 # Decompression alone, to /dev/null: with sending the raw image, the floor a streamed flash
 # cannot beat (it has to do both; at best at once).
 floor() {
-  local times=()
+  local times=() cpus=()
   for _ in $(seq "$runs"); do
-    local start end
-    start=$(date +%s.%N); bash -c "$1" > /dev/null; end=$(date +%s.%N)
-    times+=("$(echo "$end - $start" | bc)")
+    /usr/bin/time -f "%e %U %S" -o "$work/time.out" bash -c "$1" > /dev/null
+    read -r wall user system < <(tail -1 "$work/time.out")
+    times+=("$wall"); cpus+=("$(echo "$user + $system" | bc)")
   done
-  printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {printf "%.2f\n", a[int((NR+1)/2)]}'
+  echo "$(printf '%s\n' "${times[@]}" | median) $(printf '%s\n' "${cpus[@]}" | median) 0"
 }
 t[xz_floor]=$(floor "xz -dc -T2 $work/os.img.xz")
 t[zst_floor]=$(floor "zstd -q -dc $work/os.img.zst")
+# Each entry is "SECONDS CPU DEVICE_CPU"; these take one field.
+seconds() { echo "${t[$1]}" | cut -d' ' -f1; }
 slower() { echo "$1 $2" | awk '{print ($1 > $2) ? $1 : $2}'; }
-
 ratio() { echo "scale=2; $1 / $2" | bc; }
+row() {  # NAME KEY [KEY_OF_THE_FLASHCTL_RUN_IT_IS_COMPARED_WITH]
+  local wall cpu device versus=""
+  read -r wall cpu device <<< "${t[$2]}"
+  [ -n "${3:-}" ] && versus="$(ratio "$wall" "$(seconds "$3")")x"
+  printf "%-46s %8.2f %10.2f %10.2f %9s\n" "$1" "$wall" "$(echo "$cpu * 1024 / $size_mib" | bc -l)" "$(echo "$device * 1024 / $size_mib" | bc -l)" "$versus"
+}
 echo
 echo "image: ${size_mib} MiB, a quarter random data; emulated device over TCP, partitions on tmpfs; median of $runs runs"
-printf "%-44s %8s %8s\n" run seconds "vs flashctl"
-printf "%-44s %8s\n" "flashctl image.xz (streamed)" "${t[xz_ours]}"
-printf "%-44s %8s %7sx\n" "xz -dc > file && fastboot flash file" "${t[xz_theirs]}" "$(ratio "${t[xz_theirs]}" "${t[xz_ours]}")"
-printf "%-44s %8s\n" "xz -dc > /dev/null (decompression alone)" "${t[xz_floor]}"
-printf "%-44s %8s\n" "flashctl image.zst (streamed)" "${t[zst_ours]}"
-printf "%-44s %8s %7sx\n" "zstd -dc > file && fastboot flash file" "${t[zst_theirs]}" "$(ratio "${t[zst_theirs]}" "${t[zst_ours]}")"
-printf "%-44s %8s\n" "zstd -dc > /dev/null (decompression alone)" "${t[zst_floor]}"
-printf "%-44s %8s\n" "flashctl image (raw, every block: sending alone)" "${t[raw_ours]}"
-printf "%-44s %8s\n" "flashctl --bmap image.zst (mapped blocks)" "${t[bmap_ours]}"
-printf "%-44s %8s %7sx\n" "fastboot flash image (raw, every block)" "${t[raw_theirs]}" "$(ratio "${t[raw_theirs]}" "${t[bmap_ours]}")"
+echo "CPU: user + system seconds per GiB of image, of the command (with its children) and of the emulated device"
+printf "%-46s %8s %10s %10s %9s\n" run seconds "CPU s/GiB" "device CPU" "vs flashctl"
+row "flashctl image.xz (streamed)" xz_ours
+row "xz -dc > file && fastboot flash file" xz_theirs xz_ours
+row "xz -dc > /dev/null (decompression alone)" xz_floor
+row "flashctl image.zst (streamed)" zst_ours
+row "zstd -dc > file && fastboot flash file" zst_theirs zst_ours
+row "zstd -dc > /dev/null (decompression alone)" zst_floor
+row "flashctl image (raw, every block: sending alone)" raw_ours
+row "flashctl --bmap image.zst (mapped blocks)" bmap_ours
+row "fastboot flash image (raw, every block)" raw_theirs bmap_ours
 echo
 echo "streamed time / the slower of decompression alone and sending the raw image (goal: at most 1.20):"
-printf "%-44s %8s\n" "flashctl image.xz" "$(ratio "${t[xz_ours]}" "$(slower "${t[xz_floor]}" "${t[raw_ours]}")")"
-printf "%-44s %8s\n" "flashctl image.zst" "$(ratio "${t[zst_ours]}" "$(slower "${t[zst_floor]}" "${t[raw_ours]}")")"
+printf "%-46s %8s\n" "flashctl image.xz" "$(ratio "$(seconds xz_ours)" "$(slower "$(seconds xz_floor)" "$(seconds raw_ours)")")"
+printf "%-46s %8s\n" "flashctl image.zst" "$(ratio "$(seconds zst_ours)" "$(slower "$(seconds zst_floor)" "$(seconds raw_ours)")")"

@@ -35,5 +35,9 @@ start_emulator() {
   port=${target##*:}
 }
 
+# CPU seconds (user + system) the emulated device has used so far: read before and after a run,
+# the difference is what taking that run's bytes cost it.
+emulator_cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f\n", ($14 + $15) / hz}' "/proc/$emulator_pid/stat"; }
+
 # The median of the numbers on standard input, one a line.
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
