@@ -80,6 +80,30 @@ final class USBFlashTests: XCTestCase {
         XCTAssertTrue(stages.allSatisfy { $0.hasPrefix("Sending system") || $0.hasPrefix("Writing system") }, "\(stages)")
     }
 
+    /// A raw image too big for one download is cut into sparse pieces, and its empty blocks go
+    /// as FILL chunks (as AOSP fastboot sends them), not as megabytes of zeros over the cable.
+    func testARawImageLargerThanADownloadSendsItsEmptyBlocksAsFills() throws {
+        let emulator = try EmulatorProcess(serial: "USBFILL1", extraArguments: ["--max-download-size", "1M"])
+        defer { emulator.stop() }
+        var raw = Data(count: 6 << 20)
+        raw.replaceSubrange(0..<(1 << 20), with: TestImages.random(1 << 20, seed: 3))
+        raw.replaceSubrange((3 << 20)..<((3 << 20) + 1_500_000), with: TestImages.random(1_500_000, seed: 4))
+        raw.replaceSubrange((5 << 20)..<((5 << 20) + 8192), with: Data((0..<8192).map { [0xDE, 0xAD, 0xBE, 0xEF][$0 % 4] }))
+        let path = try TestImages.write(raw, name: "vendor.raw")
+
+        let result = try ProcessRunner.flashctlOverUSB(
+            devices: [emulator.usbDevice()], ["flash", "--device", "USBFILL1", "--partition", "vendor", path, "--json"]
+        )
+        XCTAssertEqual(result.status, 0, result.stderr)
+        XCTAssertEqual(emulator.partition("vendor"), raw, "the empty and repeated blocks arrive as they are in the image")
+        let sent = try XCTUnwrap(result.events(ofType: "flash_completed").first?["totalBytes"] as? Int)
+        let data = (1 << 20) + 1_503_232  // the random bytes, in whole 4 KiB blocks
+        XCTAssertGreaterThanOrEqual(sent, data)
+        XCTAssertLessThan(sent, data + 4096, "only the data blocks and sparse headers are sent, of \(raw.count) bytes")
+        let stages = result.events(ofType: "flash_progress").compactMap(\.stageName)
+        XCTAssertTrue(stages.contains("Looking for empty blocks in vendor.raw"), "\(stages)")
+    }
+
     func testDeviceFailEndsTheJobWithTheDevicesMessage() throws {
         let emulator = try EmulatorProcess(serial: "USBFAIL01", extraArguments: ["--fail-on", "flash:boot=partition is locked"])
         defer { emulator.stop() }

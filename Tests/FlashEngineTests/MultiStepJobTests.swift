@@ -67,13 +67,16 @@ import Testing
             if stages.last != stage { stages.append(stage) }
         }
         #expect(stages == [
+            // system.img does not fit in one download: it is read for empty blocks first.
+            "Looking for empty blocks in system.img",
             "Erasing userdata", "Sending boot (1/2)", "Writing boot (1/2)",
             "Sending system (2/2, piece 1/3)", "Writing system (2/2, piece 1/3)", "Sending system (2/2, piece 2/3)", "Writing system (2/2, piece 2/3)",
             "Sending system (2/2, piece 3/3)", "Writing system (2/2, piece 3/3)", "Rebooting",
         ])
         #expect(snapshots.map(\.progress) == snapshots.map(\.progress).sorted(), "progress never goes back between images")
         #expect(snapshots.last?.progress == 100)
-        #expect(Set(snapshots.map(\.totalBytes)).count == 1, "one total over every image, known from the start of the transfer")
+        let transfer = snapshots.filter { !$0.stage.hasPrefix("Looking for empty blocks") }
+        #expect(Set(transfer.map(\.totalBytes)).count == 1, "one total over every image, known from the start of the transfer")
         #expect(outcome.bytesSent == snapshots.last?.totalBytes)
         #expect(outcome.bytesSent > Int64(boot.data.count + system.data.count), "system went as sparse pieces, with their headers")
     }

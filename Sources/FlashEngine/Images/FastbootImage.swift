@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// An image opened for a fastboot device: its format found by content, a block map given or
 /// found beside it, a zip entry chosen. Raw and Android sparse files are read where they lie;
@@ -25,6 +26,8 @@ public final class FastbootImage: @unchecked Sendable {
     /// True when the image inside a compressed file is an Android sparse image.
     public let isCompressedSparse: Bool
     let content: Content
+    /// A raw file's chunks once read for FILL blocks.
+    private let scannedChunks = Mutex<[SparsePlanner.PlanChunk]?>(nil)
 
     private init(path: String, format: ImageFormat, blockMap: BlockMap?, entry: String?, content: Content) {
         self.path = path
@@ -52,6 +55,9 @@ public final class FastbootImage: @unchecked Sendable {
         }
         return FastbootImage(path: path, format: image.format, blockMap: image.blockMap, entry: image.entry, content: content)
     }
+
+    /// The last part of `path`: "system.img".
+    public var fileName: String { path.split(separator: "/").last.map(String.init) ?? path }
 
     /// Bytes the job will send, as far as is known before planning (for early progress).
     public var estimatedBytes: Int64 {
@@ -93,6 +99,26 @@ public final class FastbootImage: @unchecked Sendable {
             if sparse.hasCRCChunks { try SparseCRC.verify(sparse, stream: open()) }
             return SparsePlanner.sparseLayout(sparse, wholeSize: sparse.fileSize)
         }
+    }
+
+    /// The downloads of this image for a device that takes `maxDownloadBytes` at a time, over
+    /// `layout` (from `layout(checkCancelled:)`). An image that fits is sent unchanged. A raw file
+    /// that does not is cut into sparse pieces with its blocks of one repeated value as FILL
+    /// chunks: it is read once for that first (`scanning` is called before), and only once per
+    /// image whatever the number of partitions or plans.
+    func downloads(for layout: SparsePlanner.BlockLayout, maxDownloadBytes: Int64, checkCancelled: () throws -> Void, scanning: () -> Void) throws -> DownloadPlan {
+        var layout = layout
+        if case .file(let file) = content, file.sparse == nil, let whole = layout.wholeSize, whole > min(maxDownloadBytes, Int64(UInt32.max)) {
+            if let known = scannedChunks.withLock({ $0 }) {
+                layout.chunks = known
+            } else {
+                scanning()
+                let held = try HeldImageFile(path: file.path, expected: file.identity)
+                layout.chunks = try RawFillScanner.chunks(of: held.descriptor, size: file.size, blockSize: layout.blockSize, checkCancelled: checkCancelled)
+                scannedChunks.withLock { [chunks = layout.chunks] in $0 = chunks }
+            }
+        }
+        return try SparsePlanner.downloads(for: layout, maxDownloadBytes: maxDownloadBytes, path: path)
     }
 
     /// What the downloads' `.file` segments are read from, for one job.

@@ -53,11 +53,10 @@ public final class FastbootFlashJob: FlashJob, @unchecked Sendable {
             )
         }
         let images = [image] + extraImages.map(\.image)
-        let fileName = { (path: String) in path.split(separator: "/").last.map(String.init) ?? path }
-        var names = images.map { $0.entry ?? fileName($0.path) }.joined(separator: ", ")
+        var names = images.map { $0.entry ?? $0.fileName }.joined(separator: ", ")
         // The files of one zip (a factory image): "image-oriole.zip: boot.img, system.img".
         if images.allSatisfy({ $0.entry != nil && $0.path == image.path }) {
-            names = fileName(image.path) + ": " + names
+            names = image.fileName + ": " + names
         }
         return JobInfo(
             jobId: jobId, deviceId: found.deviceId, deviceName: found.product,
@@ -121,9 +120,13 @@ public final class FastbootFlashJob: FlashJob, @unchecked Sendable {
                 }
             }
             // Every image is planned before anything is erased or sent: a bad one stops the job first.
-            var plans = try steps.map { step in
-                try SparsePlanner.downloads(for: step.layout, maxDownloadBytes: maxDownload, path: step.image.path)
+            func plan(_ index: Int, maxDownload: Int64) throws -> DownloadPlan {
+                let step = steps[index]
+                return try step.image.downloads(for: step.layout, maxDownloadBytes: maxDownload, checkCancelled: control.checkCancelled) {
+                    progress.setStage("Looking for empty blocks in \(step.image.fileName)")
+                }
             }
+            var plans = try steps.indices.map { try plan($0, maxDownload: maxDownload) }
             progress.setTotalBytes(plans.reduce(Int64(0)) { $0 + $1.totalLength })
 
             for name in try erase.flatMap({ try slot.partitions(for: $0, client: client) }) {
@@ -145,7 +148,7 @@ public final class FastbootFlashJob: FlashJob, @unchecked Sendable {
                         // fastbootd may take downloads of another size: what is left is planned again.
                         let maxDownload = try Self.maxDownloadSize(client)
                         for later in index..<steps.count {
-                            plans[later] = try SparsePlanner.downloads(for: steps[later].layout, maxDownloadBytes: maxDownload, path: steps[later].image.path)
+                            plans[later] = try plan(later, maxDownload: maxDownload)
                         }
                         progress.setTotalBytes(sent + plans[index...].reduce(Int64(0)) { $0 + $1.totalLength })
                         try resetLogicalPartitions(steps[index...].map(\.partition), client: client, progress: progress)
