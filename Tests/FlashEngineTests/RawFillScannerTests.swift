@@ -22,12 +22,14 @@ import Testing
     private func chunks() throws -> [String] {
         let file = try ImageDescriptor.open(path: path)
         let size = Int64(try file.status().st_size)
-        return try RawFillScanner.chunks(of: file, size: size, blockSize: Int64(block), checkCancelled: {}).map { chunk in
-            switch chunk.kind {
-            case .raw(let offset, let end): "raw \(chunk.first)+\(chunk.count) from \(offset) to \(end)"
-            case .fill(let value): "fill \(String(value, radix: 16)) \(chunk.first)+\(chunk.count)"
-            case .dontCare: "skip \(chunk.first)+\(chunk.count)"
-            }
+        return try RawFillScanner.chunks(of: file, size: size, blockSize: Int64(block), checkCancelled: {}).map(describe)
+    }
+
+    private func describe(_ chunk: SparsePlanner.PlanChunk) -> String {
+        switch chunk.kind {
+        case .raw(let offset, let end): "raw \(chunk.first)+\(chunk.count) from \(offset) to \(end)"
+        case .fill(let value): "fill \(String(value, radix: 16)) \(chunk.first)+\(chunk.count)"
+        case .dontCare: "skip \(chunk.first)+\(chunk.count)"
         }
     }
 
@@ -64,5 +66,20 @@ import Testing
         #expect(FileManager.default.createFile(atPath: path, contents: nil))
         #expect(truncate(path, off_t(64 * block)) == 0)
         #expect(try chunks() == ["fill 0 0+64"])
+    }
+}
+
+extension RawFillScannerTests {
+    /// A decompressed image is read in order from its start: the same chunks as the file gives.
+    @Test func aStreamGivesTheChunksAndSizeTheFileGives() throws {
+        let image = random(2) + Data(count: 3 * block) + repeating([7, 7, 7, 7], blocks: 1) + random(1) + Data(count: 10)
+        try image.write(to: URL(fileURLWithPath: path))
+        let file = try ImageDescriptor.open(path: path)
+        let fromFile = try RawFillScanner.chunks(of: file, size: Int64(image.count), blockSize: Int64(block), checkCancelled: {})
+        let fromStream = try RawFillScanner.chunks(of: try FileStream(path: path), blockSize: Int64(block), checkCancelled: {})
+        #expect(fromStream.size == Int64(image.count))
+        #expect(fromStream.chunks.map(describe) == fromFile.map(describe))
+        let end = image.count
+        #expect(fromFile.map(describe) == ["raw 0+2 from 0 to \(end)", "fill 0 2+3", "fill 7070707 5+1", "raw 6+2 from \(6 * block) to \(end)"])
     }
 }

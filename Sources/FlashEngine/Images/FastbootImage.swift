@@ -92,7 +92,11 @@ public final class FastbootImage: @unchecked Sendable {
         case .rawStream(let size, let map, let open):
             if let map { return try SparsePlanner.blockMapLayout(map) }
             if let size { return try SparsePlanner.rawLayout(size: size, path: path) }
-            return try SparsePlanner.rawLayout(size: try Self.count(open(), checkCancelled: checkCancelled), path: path)
+            // Read once to learn its size; its empty blocks are found on the way, for when it
+            // has to be cut into sparse pieces.
+            let found = try RawFillScanner.chunks(of: try open(), blockSize: SparsePlanner.rawBlockSize, checkCancelled: checkCancelled)
+            scannedChunks.withLock { $0 = found.chunks }
+            return try SparsePlanner.rawLayout(size: found.size, path: path)
         case .sparseStream(let open):
             let sparse = try SparseStreamScanner.scan(try open(), path: path, checkCancelled: checkCancelled)
             // Its CRC32 chunks are checked in a second pass, before anything is sent.
@@ -102,23 +106,43 @@ public final class FastbootImage: @unchecked Sendable {
     }
 
     /// The downloads of this image for a device that takes `maxDownloadBytes` at a time, over
-    /// `layout` (from `layout(checkCancelled:)`). An image that fits is sent unchanged. A raw file
-    /// that does not is cut into sparse pieces with its blocks of one repeated value as FILL
-    /// chunks: it is read once for that first (`scanning` is called before), and only once per
-    /// image whatever the number of partitions or plans.
+    /// `layout` (from `layout(checkCancelled:)`). An image that fits is sent unchanged. A raw image
+    /// that does not (a file, or decompressed) is cut into sparse pieces with its blocks of one
+    /// repeated value as FILL chunks: it is read once for that first (`scanning` is called
+    /// before), and only once per image whatever the number of partitions or plans.
     func downloads(for layout: SparsePlanner.BlockLayout, maxDownloadBytes: Int64, checkCancelled: () throws -> Void, scanning: () -> Void) throws -> DownloadPlan {
         var layout = layout
-        if case .file(let file) = content, file.sparse == nil, let whole = layout.wholeSize, whole > min(maxDownloadBytes, Int64(UInt32.max)) {
-            if let known = scannedChunks.withLock({ $0 }) {
-                layout.chunks = known
-            } else {
-                scanning()
-                let held = try HeldImageFile(path: file.path, expected: file.identity)
-                layout.chunks = try RawFillScanner.chunks(of: held.descriptor, size: file.size, blockSize: layout.blockSize, checkCancelled: checkCancelled)
-                scannedChunks.withLock { [chunks = layout.chunks] in $0 = chunks }
-            }
+        if let whole = layout.wholeSize, whole > min(maxDownloadBytes, Int64(UInt32.max)),
+           let chunks = try fillChunks(blockSize: layout.blockSize, checkCancelled: checkCancelled, scanning: scanning) {
+            layout.chunks = chunks
         }
         return try SparsePlanner.downloads(for: layout, maxDownloadBytes: maxDownloadBytes, path: path)
+    }
+
+    /// A raw image's RAW and FILL chunks, read once and kept; nil for an image that is not plain
+    /// raw (an Android sparse image has its own chunks; a block map says what to leave out).
+    private func fillChunks(blockSize: Int64, checkCancelled: () throws -> Void, scanning: () -> Void) throws -> [SparsePlanner.PlanChunk]? {
+        if let known = scannedChunks.withLock({ $0 }) { return known }
+        let chunks: [SparsePlanner.PlanChunk]
+        switch content {
+        case .file(let file) where file.sparse == nil:
+            scanning()
+            let held = try HeldImageFile(path: file.path, expected: file.identity)
+            chunks = try RawFillScanner.chunks(of: held.descriptor, size: file.size, blockSize: blockSize, checkCancelled: checkCancelled)
+        case .rawStream(let size, nil, let open):
+            scanning()
+            let found = try RawFillScanner.chunks(of: try open(), blockSize: blockSize, checkCancelled: checkCancelled)
+            if let size, found.size != size { throw Self.sizeMismatch(path: path, found: found.size, expected: size) }
+            chunks = found.chunks
+        default:
+            return nil
+        }
+        scannedChunks.withLock { $0 = chunks }
+        return chunks
+    }
+
+    static func sizeMismatch(path: String, found: Int64, expected: Int64) -> FlashError {
+        FlashError(.image, "image \(path) holds \(found) bytes once decompressed, not the \(expected) bytes its header says: the file is damaged")
     }
 
     /// What the downloads' `.file` segments are read from, for one job.
@@ -132,16 +156,6 @@ public final class FastbootImage: @unchecked Sendable {
             return .stream(StreamedImageSource(path: path) { StreamExtentReader(stream: try open(), size: size, map: map) })
         case .sparseStream(let open):
             return .stream(StreamedImageSource(path: path) { StreamExtentReader(stream: try open(), size: nil, map: nil) })
-        }
-    }
-
-    private static func count(_ stream: SkippableStream, checkCancelled: () throws -> Void) throws -> Int64 {
-        var total: Int64 = 0
-        while true {
-            try checkCancelled()
-            let n = try stream.skip(16 << 20)
-            total += n
-            if n < 16 << 20 { return total }
         }
     }
 }

@@ -2,10 +2,11 @@
 import Glibc
 #endif
 
-/// Finds the blocks of a raw image file that hold one 32-bit value over and over (zeros, mostly:
-/// the free space of a file system image), so that an image cut into sparse pieces carries them
-/// as FILL chunks of 16 bytes instead of every byte, as AOSP fastboot does. Holes in the file
-/// (`SEEK_HOLE`) are zeros without being read; the rest is read once, before anything is sent.
+/// Finds the blocks of a raw image that hold one 32-bit value over and over (zeros, mostly: the
+/// free space of a file system image), so that an image cut into sparse pieces carries them as
+/// FILL chunks of 16 bytes instead of every byte, as AOSP fastboot does. The image is read once
+/// for this before anything is sent: a file where it lies (its holes, found by `SEEK_HOLE`, are
+/// zeros without being read), or a decompressed stream from its start.
 enum RawFillScanner {
     /// Past this many chunks the rest of the image stays one RAW chunk: the plan stays small
     /// (and the device's chunk list short) for an image that alternates data and empty blocks.
@@ -18,7 +19,7 @@ enum RawFillScanner {
     /// The chunks of the raw image in `file` (`size` bytes, cut in `blockSize` blocks): RAW where
     /// blocks differ, FILL where they repeat a value. A last partial block is RAW (padded).
     static func chunks(of file: ImageDescriptor, size: Int64, blockSize: Int64, checkCancelled: () throws -> Void) throws -> [SparsePlanner.PlanChunk] {
-        var builder = ChunkBuilder(size: size, blockSize: blockSize)
+        var builder = ChunkBuilder(blockSize: blockSize)
         let fullBlocks = size / blockSize
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(bufferSize, Int(blockSize)), alignment: 64)
         defer { buffer.deallocate() }
@@ -42,16 +43,41 @@ enum RawFillScanner {
                 for index in 0..<Int(count) {
                     let start = index * Int(blockSize)
                     let value = repeatedValue(UnsafeRawBufferPointer(rebasing: bytes[start..<(start + Int(blockSize))]))
-                    builder.add(value.map { .fill($0) } ?? .raw(dataOffset: 0, dataEnd: size), blocks: 1, at: block + Int64(index))
+                    builder.add(value.map { .fill($0) } ?? .raw(dataOffset: 0, dataEnd: 0), blocks: 1, at: block + Int64(index))
                 }
                 block += count
             }
         }
         let totalBlocks = (size + blockSize - 1) / blockSize
         if block < totalBlocks {
-            builder.add(.raw(dataOffset: 0, dataEnd: size), blocks: totalBlocks - block, at: block)
+            builder.add(.raw(dataOffset: 0, dataEnd: 0), blocks: totalBlocks - block, at: block)
         }
-        return builder.chunks
+        return builder.finish(size: size)
+    }
+
+    /// The chunks of a raw image read in order from `stream`, to its end, and its size.
+    static func chunks(of stream: ByteStream, blockSize: Int64, checkCancelled: () throws -> Void) throws -> (chunks: [SparsePlanner.PlanChunk], size: Int64) {
+        var builder = ChunkBuilder(blockSize: blockSize)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(bufferSize, Int(blockSize)) / Int(blockSize) * Int(blockSize), alignment: 64)
+        defer { buffer.deallocate() }
+        var size: Int64 = 0
+        var block: Int64 = 0
+        while true {
+            try checkCancelled()
+            // A short read is the end of the stream.
+            let n = try stream.read(into: buffer)
+            let blocks = (n + Int(blockSize) - 1) / Int(blockSize)
+            for index in 0..<blocks {
+                let start = index * Int(blockSize)
+                let end = start + Int(blockSize)
+                let value = end <= n && builder.count < chunkLimit ? repeatedValue(UnsafeRawBufferPointer(rebasing: buffer[start..<end])) : nil
+                builder.add(value.map { .fill($0) } ?? .raw(dataOffset: 0, dataEnd: 0), blocks: 1, at: block + Int64(index))
+            }
+            block += Int64(blocks)
+            size += Int64(n)
+            if n < buffer.count { break }
+        }
+        return (builder.finish(size: size), size)
     }
 
     /// The 32-bit value a block repeats, or nil. Equal to itself shifted by 4 bytes means every
@@ -71,20 +97,18 @@ enum RawFillScanner {
         return (Int64(start), end < 0 ? size : min(size, Int64(end)))
     }
 
-    /// Appends runs of blocks, merging a run into the chunk before it when it continues it.
+    /// Appends runs of blocks, merging a run into the chunk before it when it continues it. RAW
+    /// chunks get their offsets from their first block, and their end from `finish(size:)`.
     private struct ChunkBuilder {
-        let size: Int64
         let blockSize: Int64
-        var chunks: [SparsePlanner.PlanChunk] = []
+        private(set) var chunks: [SparsePlanner.PlanChunk] = []
         var count: Int { chunks.count }
         private var next: Int64 = 0
 
-        init(size: Int64, blockSize: Int64) {
-            self.size = size
+        init(blockSize: Int64) {
             self.blockSize = blockSize
         }
 
-        /// `kind`'s RAW offsets are set here from the block number.
         mutating func add(_ kind: SparsePlanner.PlanChunk.Kind, blocks: Int64, at first: Int64? = nil) {
             let first = first ?? next
             next = first + blocks
@@ -102,11 +126,15 @@ enum RawFillScanner {
                     break
                 }
             }
-            switch kind {
-            case .raw:
-                chunks.append(SparsePlanner.PlanChunk(kind: .raw(dataOffset: first * blockSize, dataEnd: size), first: first, count: blocks))
-            default:
-                chunks.append(SparsePlanner.PlanChunk(kind: kind, first: first, count: blocks))
+            chunks.append(SparsePlanner.PlanChunk(kind: kind, first: first, count: blocks))
+        }
+
+        /// The chunks, RAW ones reading from their first block's offset up to `size` (past it,
+        /// the last block is padded with zeros).
+        func finish(size: Int64) -> [SparsePlanner.PlanChunk] {
+            chunks.map { chunk in
+                guard case .raw = chunk.kind else { return chunk }
+                return SparsePlanner.PlanChunk(kind: .raw(dataOffset: chunk.first * blockSize, dataEnd: size), first: chunk.first, count: chunk.count)
             }
         }
     }
