@@ -9,12 +9,16 @@
 #   bench/fastboot_resparse.sh [IMAGE_MIB=512] [RUNS=3]      TRANSPORTS="tcp" for TCP alone
 #
 # The image is a quarter random data (4 MiB extents), the rest zeros written out (no holes: as an
-# image copied or downloaded usually is); the device takes 64 MiB per download.
+# image copied or downloaded usually is); the device takes 64 MiB per download. Then the same image
+# as .zst and .xz: flashctl streams it; AOSP fastboot takes only raw or sparse files, so the usual
+# way is to decompress it to a file first and flash that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 size_mib=${1:-512}
 runs=${2:-3}
+
+for tool in xz zstd /usr/bin/fastboot; do command -v "$tool" >/dev/null || { echo "fastboot_resparse.sh: $tool is missing (scripts/setup.sh installs it)" >&2; exit 1; }; done
 
 use_release_flashctl
 fastboot=/usr/bin/fastboot
@@ -26,26 +30,34 @@ for i in $(seq 0 4 $((size_mib / 4 - 1))); do
 done
 cp --sparse=never "$work/holes.img" "$work/system.img"
 rm "$work/holes.img"
+zstd -q -T2 -3 -k "$work/system.img"
+xz -k -T2 -1 "$work/system.img"
 start_emulator --serial RESPARSE1 --max-download-size 64M
 
 usb() {
   /usr/bin/python3 testbed/fastboot_usb_testbed.py --device "tcp=127.0.0.1:$port,serial=RESPARSE1,port=1-1" -- "$@"
 }
 
-# One flash, checked on the device afterwards; prints "SECONDS CPU_SECONDS BYTES_SENT".
+# One flash of IMAGE (system.img, .zst or .xz), checked on the device afterwards; prints
+# "SECONDS CPU_SECONDS BYTES_SENT" (CPU of the command with its children: the decompressor too).
 timed() {
-  local tool=$1 transport=$2 target=$3
-  rm -f "$work/device/system.img"
-  local command wrapper=()
+  local tool=$1 transport=$2 target=$3 image=$4
+  rm -f "$work/device/system.img" "$work/unpacked.img"
+  local wrapper=() flash
   [ "$transport" = usb ] && wrapper=(usb)
   if [ "$tool" = fastboot ]; then
-    command=("$fastboot" -s "$target" flash system "$work/system.img")
+    flash="$fastboot -s $target flash system"
+    case $image in
+      *.zst) flash="zstd -q -dc $work/$image > $work/unpacked.img && $flash $work/unpacked.img" ;;
+      *.xz) flash="xz -dc -T2 $work/$image > $work/unpacked.img && $flash $work/unpacked.img" ;;
+      *) flash="$flash $work/$image" ;;
+    esac
   else
-    command=("$flashctl" flash --device "$target" --partition system "$work/system.img" --json)
+    flash="$flashctl flash --device $target --partition system $work/$image --json"
   fi
-  "${wrapper[@]}" /usr/bin/time -f "%e %U %S" -o "$work/time.out" "${command[@]}" > "$work/last.log" 2>&1 \
-    || { echo "failed: ${command[*]}" >&2; cat "$work/last.log" >&2; exit 1; }
-  cmp -s "$work/system.img" "$work/device/system.img" || { echo "wrong bytes on the device after: ${command[*]}" >&2; exit 1; }
+  "${wrapper[@]}" /usr/bin/time -f "%e %U %S" -o "$work/time.out" bash -c "$flash" > "$work/last.log" 2>&1 \
+    || { echo "failed: $flash" >&2; cat "$work/last.log" >&2; exit 1; }
+  cmp -s "$work/system.img" "$work/device/system.img" || { echo "wrong bytes on the device after: $flash" >&2; exit 1; }
   local sent
   if [ "$tool" = fastboot ]; then
     # "Sending sparse 'system' 1/3 (65532 KB)": the pieces' sizes, in KiB.
@@ -57,31 +69,37 @@ timed() {
 }
 
 transports=${TRANSPORTS:-usb tcp}
+images="system.img system.img.zst system.img.xz"
 declare -A seconds cpu bytes
 for transport in $transports; do
   target="tcp:127.0.0.1:$port"; [ "$transport" = usb ] && target=RESPARSE1
-  for tool in fastboot flashctl; do seconds[$transport-$tool]=""; cpu[$transport-$tool]=""; done
-  for _ in $(seq "$runs"); do
-    for tool in fastboot flashctl; do
-      read -r wall used sent <<< "$(timed $tool $transport $target)"
-      seconds[$transport-$tool]+="$wall"$'\n'
-      cpu[$transport-$tool]+="$used"$'\n'
-      bytes[$transport-$tool]=$sent
+  for image in $images; do
+    for tool in fastboot flashctl; do seconds[$transport-$image-$tool]=""; cpu[$transport-$image-$tool]=""; done
+    for _ in $(seq "$runs"); do
+      for tool in fastboot flashctl; do
+        read -r wall used sent <<< "$(timed $tool $transport $target $image)"
+        seconds[$transport-$image-$tool]+="$wall"$'\n'
+        cpu[$transport-$image-$tool]+="$used"$'\n'
+        bytes[$transport-$image-$tool]=$sent
+      done
     done
   done
 done
 
 echo
 echo "image: ${size_mib} MiB raw, a quarter random data, the rest zeros; emulated device taking 64 MiB per download,"
-echo "partitions on tmpfs; median of $runs runs (usb = real libusb/usbdevfs above umockdev)"
-printf "%-5s %-9s %9s %12s %12s %20s\n" path tool seconds "MiB sent" "CPU s/GiB" "its time / flashctl's"
+echo "partitions on tmpfs; median of $runs runs (usb = real libusb/usbdevfs above umockdev); fastboot of a"
+echo ".zst or .xz: decompressed to a file first, then flashed; CPU: user + system per GiB of image"
+printf "%-5s %-15s %-9s %9s %10s %10s %22s\n" path image tool seconds "MiB sent" "CPU s/GiB" "its time / flashctl's"
 for transport in $transports; do
-  ours=$(printf "%s" "${seconds[$transport-flashctl]}" | median)
-  for tool in fastboot flashctl; do
-    wall=$(printf "%s" "${seconds[$transport-$tool]}" | median)
-    used=$(printf "%s" "${cpu[$transport-$tool]}" | median)
-    versus=""; [ $tool = fastboot ] && versus="$(echo "scale=2; $wall / $ours" | bc)x"
-    printf "%-5s %-9s %9.2f %12.1f %12.3f %20s\n" "$transport" "$tool" "$wall" "$(echo "${bytes[$transport-$tool]} / 1048576" | bc -l)" \
-      "$(echo "$used * 1024 / $size_mib" | bc -l)" "$versus"
+  for image in $images; do
+    ours=$(printf "%s" "${seconds[$transport-$image-flashctl]}" | median)
+    for tool in fastboot flashctl; do
+      wall=$(printf "%s" "${seconds[$transport-$image-$tool]}" | median)
+      used=$(printf "%s" "${cpu[$transport-$image-$tool]}" | median)
+      versus=""; [ $tool = fastboot ] && versus="$(echo "scale=2; $wall / $ours" | bc)x"
+      printf "%-5s %-15s %-9s %9.2f %10.1f %10.3f %22s\n" "$transport" "$image" "$tool" "$wall" \
+        "$(echo "${bytes[$transport-$image-$tool]} / 1048576" | bc -l)" "$(echo "$used * 1024 / $size_mib" | bc -l)" "$versus"
+    done
   done
 done
