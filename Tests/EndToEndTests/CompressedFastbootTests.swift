@@ -48,6 +48,14 @@ final class CompressedFastbootTests: XCTestCase {
             XCTAssertLessThan(sent, Int64(dataBlocks.count * 4096 + (16 << 10)), "\(name): \(sent) bytes sent for an image of \(data.count)")
             let stages = result.events.compactMap(\.stageName)
             XCTAssertTrue(stages.contains { $0.hasPrefix("Writing system ") && $0.contains("/") }, "\(name) was not sent in pieces: \(Set(stages))")
+            // Raw images with a recorded size are read for empty blocks first, named as the user
+            // knows them (a zip's entry); .gz and .bz2 are found out while learning their size.
+            let looked = stages.first { $0.hasPrefix("Looking for empty blocks") }
+            switch name {
+            case "os.img.xz", "os.img.zst": XCTAssertEqual(looked, "Looking for empty blocks in \(name)")
+            case "os.zip": XCTAssertEqual(looked, "Looking for empty blocks in os.img")
+            default: XCTAssertNil(looked, name)
+            }
             try FileManager.default.removeItem(atPath: small.directory + "/system.img")
         }
         // Room for the whole image: sent unchanged in one download, whose size the xz index,
@@ -119,6 +127,16 @@ final class CompressedFastbootTests: XCTestCase {
             XCTAssertTrue(error.contains(expected) && error.contains(name), "\(name): \(error)")
             XCTAssertNil(emulator.partition("boot"), "\(name): the device was written to")
         }
+        // An .xz whose index is whole but whose data is damaged, cut into pieces: found while
+        // looking for empty blocks, before the first piece is flashed.
+        try DiskImages.tool("cp os.img.xz damaged.img.xz && printf 'XXXXXXXX' | dd of=damaged.img.xz bs=1 seek=2000000 conv=notrunc status=none", in: work)
+        let pieces = try EmulatorProcess(serial: "CFB-BROKEN2", extraArguments: ["--max-download-size", "1M"])
+        defer { pieces.stop() }
+        let damaged = try flash(pieces, ["--partition", "system", work + "/damaged.img.xz"])
+        XCTAssertNotEqual(damaged.status, 0)
+        let error = (damaged.events(ofType: "flash_failed").first?["error"] as? String) ?? damaged.stderr
+        XCTAssertTrue(error.contains("damaged.img.xz") && error.contains("corrupt"), error)
+        XCTAssertNil(pieces.partition("system"), "a piece was flashed before the damage was found")
     }
 
     func testAnImageThatDoesNotMatchItsBlockMapFails() throws {

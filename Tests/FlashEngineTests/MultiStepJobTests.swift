@@ -186,7 +186,10 @@ import Testing
         let handle = try #require(FileHandle(forWritingAtPath: vendor.path))
         handle.write(Data(repeating: 0x5A, count: 4096))
         try handle.close()
-        #expect(utimes(vendor.path, nil) == 0, "a new modification time even within the clock's resolution")
+        // The same size: only the modification time tells. The kernel's clock moves in ticks of
+        // a few ms, so a rewrite within the tick of the check would keep it; set a distinct one.
+        var times = [timeval(tv_sec: 1_000_000_000, tv_usec: 0), timeval(tv_sec: 1_000_000_000, tv_usec: 0)]
+        #expect(utimes(vendor.path, &times) == 0)
         let outcome = job.run(progress: ProgressAggregator(job: job.info, totalBytes: job.expectedBytes) { _ in })
         #expect(outcome.state == .failed)
         #expect(outcome.error == "image \(vendor.path) changed after the job checked it (it was replaced or rewritten): start the job again to flash the new file")

@@ -132,17 +132,15 @@ public final class FastbootImage: @unchecked Sendable {
         case .rawStream(let size, nil, let open):
             scanning()
             let found = try RawFillScanner.chunks(of: try open(), blockSize: blockSize, checkCancelled: checkCancelled)
-            if let size, found.size != size { throw Self.sizeMismatch(path: path, found: found.size, expected: size) }
+            if let size, found.size != size {
+                throw FlashError(.image, "image \(path) holds \(found.size) bytes once decompressed, not the \(size) bytes its header says: the file is damaged")
+            }
             chunks = found.chunks
         default:
             return nil
         }
         scannedChunks.withLock { $0 = chunks }
         return chunks
-    }
-
-    static func sizeMismatch(path: String, found: Int64, expected: Int64) -> FlashError {
-        FlashError(.image, "image \(path) holds \(found) bytes once decompressed, not the \(expected) bytes its header says: the file is damaged")
     }
 
     /// What the downloads' `.file` segments are read from, for one job.

@@ -123,7 +123,7 @@ public final class FastbootFlashJob: FlashJob, @unchecked Sendable {
             func plan(_ index: Int, maxDownload: Int64) throws -> DownloadPlan {
                 let step = steps[index]
                 return try step.image.downloads(for: step.layout, maxDownloadBytes: maxDownload, checkCancelled: control.checkCancelled) {
-                    progress.setStage("Looking for empty blocks in \(step.image.fileName)")
+                    progress.setStage("Looking for empty blocks in \(step.image.entry ?? step.image.fileName)")
                 }
             }
             var plans = try steps.indices.map { try plan($0, maxDownload: maxDownload) }
