@@ -40,11 +40,7 @@ enum RawFillScanner {
                 let count = min(endBlock - block, Int64(buffer.count) / blockSize)
                 let bytes = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(count * blockSize)])
                 try file.readExactly(into: bytes, at: block * blockSize)
-                for index in 0..<Int(count) {
-                    let start = index * Int(blockSize)
-                    let value = repeatedValue(UnsafeRawBufferPointer(rebasing: bytes[start..<(start + Int(blockSize))]))
-                    builder.add(value.map { .fill($0) } ?? .raw(dataOffset: 0, dataEnd: 0), blocks: 1, at: block + Int64(index))
-                }
+                builder.addBlocks(of: UnsafeRawBufferPointer(bytes), at: block)
                 block += count
             }
         }
@@ -66,14 +62,8 @@ enum RawFillScanner {
             try checkCancelled()
             // A short read is the end of the stream.
             let n = try stream.read(into: buffer)
-            let blocks = (n + Int(blockSize) - 1) / Int(blockSize)
-            for index in 0..<blocks {
-                let start = index * Int(blockSize)
-                let end = start + Int(blockSize)
-                let value = end <= n && builder.count < chunkLimit ? repeatedValue(UnsafeRawBufferPointer(rebasing: buffer[start..<end])) : nil
-                builder.add(value.map { .fill($0) } ?? .raw(dataOffset: 0, dataEnd: 0), blocks: 1, at: block + Int64(index))
-            }
-            block += Int64(blocks)
+            builder.addBlocks(of: UnsafeRawBufferPointer(rebasing: buffer[0..<n]), at: block)
+            block += (Int64(n) + blockSize - 1) / blockSize
             size += Int64(n)
             if n < buffer.count { break }
         }
@@ -127,6 +117,17 @@ enum RawFillScanner {
                 }
             }
             chunks.append(SparsePlanner.PlanChunk(kind: kind, first: first, count: blocks))
+        }
+
+        /// Adds the blocks in `bytes`, the first one numbered `first`: FILL for one that repeats
+        /// a value, RAW for the rest, a last partial block, and every block past `chunkLimit`.
+        mutating func addBlocks(of bytes: UnsafeRawBufferPointer, at first: Int64) {
+            let size = Int(blockSize)
+            for (index, start) in stride(from: 0, to: bytes.count, by: size).enumerated() {
+                let end = start + size
+                let value = end <= bytes.count && count < chunkLimit ? repeatedValue(UnsafeRawBufferPointer(rebasing: bytes[start..<end])) : nil
+                add(value.map { .fill($0) } ?? .raw(dataOffset: 0, dataEnd: 0), blocks: 1, at: first + Int64(index))
+            }
         }
 
         /// The chunks, RAW ones reading from their first block's offset up to `size` (past it,
